@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine (Python 3.11):
+#   make serve   create .venv if missing, start the MONAI Label server on the sample studies
+#   make test    create .venv if missing, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STUDIES ?= sample-data/studies
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test env clean-env
+
+env: $(STAMP)
+
+# requirements.lock pins every transitive version (pip freeze of a working install); torch and
+# torchvision are the releases on this machine's disk, so pip never downloads a CUDA build.
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade "pip==26.3"
+	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	@echo "qmri MONAI Label server: http://$(HOST):$(PORT)  (studies: $(STUDIES); Ctrl-C to stop)"
+	PYTHONPATH=$(CURDIR)/apps/qmri $(VENV)/bin/python -m monailabel.main start_server --app apps/qmri --studies $(STUDIES) --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+clean-env:
+	rm -rf $(VENV)

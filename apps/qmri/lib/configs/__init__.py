@@ -1,0 +1,1 @@
+"""One ``TaskConfig`` per task; each module here is discovered by ``main.QMRIApp``."""

@@ -1,0 +1,117 @@
+"""Shared adapter for every qmri infer task: load, validate, run a qmri method, write float maps.
+
+MONAI Label's generic writer would send multi-channel results to the DICOM-SEG writer and loses
+geometry unless transforms restore it (shared/REFERENCE.md section 5), and its Slicer plugin treats
+results as uint8 labels. Quantitative maps therefore go through :func:`qmri.io.maps.write_maps`:
+float32 NIfTI on the input's exact grid (shape and affine) plus a JSON with names and units.
+
+Problems with the input (wrong shape, missing sidecar, NaNs, unknown method...) are raised by the
+science as ``ValueError`` with a message naming the problem and returned to the client as HTTP 422;
+nothing in the datastore is written or changed by a failed request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, Dict, Sequence, Tuple
+
+import nibabel as nib
+import numpy as np
+from fastapi import HTTPException
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from qmri.io.maps import QuantMap, write_maps
+from qmri.io.study import StudyError, read_sidecar, sidecar_path
+
+logger = logging.getLogger(__name__)
+
+
+class QuantitativeInferTask(InferTask):
+    """Base class: subclasses implement :meth:`compute` with a call into ``qmri``.
+
+    Args:
+        description: one line shown in ``/info``.
+        inputs: what the input image must be (shown in ``/info``), e.g. ``{"image": "4D mGRE ..."}``.
+        outputs: map name -> {"units": ..., "display_range": [lo, hi]} (shown in ``/info``).
+        methods: selectable methods; the request parameter ``method`` picks one.
+        default_method: used when the request names none.
+        required_sidecar: sidecar keys the task cannot run without.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        inputs: Dict[str, str],
+        outputs: Dict[str, Dict[str, Any]],
+        methods: Sequence[str],
+        default_method: str,
+        required_sidecar: Sequence[str] = (),
+        config: Dict[str, Any] | None = None,
+    ):
+        super().__init__(type=InferType.OTHERS, labels=None, dimension=3, description=description, config={"method": list(methods), **(config or {})})
+        self.inputs = dict(inputs)
+        self.outputs = dict(outputs)
+        self.methods = tuple(methods)
+        self.default_method = default_method
+        self.required_sidecar = tuple(required_sidecar)
+
+    def info(self) -> Dict[str, Any]:
+        i = super().info()
+        i.update({"inputs": self.inputs, "outputs": self.outputs, "methods": list(self.methods), "default_method": self.default_method})
+        return i
+
+    def is_valid(self) -> bool:
+        return True
+
+    @abstractmethod
+    def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, request: Dict[str, Any]) -> list[QuantMap]:
+        """Return the result maps on the input grid, in physical units."""
+
+    def sidecar(self, image_path: str, request: Dict[str, Any]) -> Dict[str, Any]:
+        """The study's sidecar: from the request (``sidecar`` parameter, for uploads) or beside the image."""
+        meta = request.get("sidecar")
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"request parameter 'sidecar' is not valid JSON: {e}") from None
+        if meta is None:
+            if not sidecar_path(image_path).exists() and not self.required_sidecar:
+                return {}
+            meta = read_sidecar(image_path)
+        if not isinstance(meta, dict):
+            raise ValueError("request parameter 'sidecar' must be a JSON object")
+        missing = [k for k in self.required_sidecar if k not in meta]
+        if missing:
+            raise StudyError(f"sidecar lacks required key(s): {', '.join(missing)}")
+        return meta
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        t0 = time.time()
+        try:
+            method = request.get("method", self.default_method)
+            if method not in self.methods:
+                raise ValueError(f"unknown method '{method}'; choose from {', '.join(self.methods)}")
+            path = request["image"]
+            try:
+                img = nib.load(path)
+            except Exception as e:  # nibabel raises several types for unreadable files
+                raise ValueError(f"cannot read the input as NIfTI: {e}") from None
+            data = np.asarray(img.dataobj, dtype=np.float32)
+            if not np.all(np.isfinite(data)):
+                raise ValueError(f"input image contains {int((~np.isfinite(data)).sum())} NaN/Inf voxels")
+            meta = self.sidecar(path, request)
+            maps = self.compute(data, img.affine, meta, method, request)
+            out_dir = Path(tempfile.mkdtemp(prefix="qmri_"))
+            primary, result = write_maps(maps, img.affine, data.shape[:3], out_dir, stem=Path(path).name.split(".")[0])
+        except ValueError as e:  # includes StudyError; the message names the problem
+            logger.warning("rejected request: %s", e)
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        result.update({"method": method, "latency_s": round(time.time() - t0, 3)})
+        logger.info("%s finished in %.2f s", method, result["latency_s"])
+        return str(primary), result

@@ -1,0 +1,1 @@
+"""MONAI Label trainers (thin adapters over qmri's training code)."""

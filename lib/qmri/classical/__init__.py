@@ -1,0 +1,1 @@
+"""Classical (non-learned) reference methods for every task."""

@@ -1,0 +1,1 @@
+"""NIfTI and sidecar I/O in the project's study layout."""

@@ -1,0 +1,100 @@
+"""The project's study layout: a flat MONAI Label studies folder with JSON sidecars.
+
+A *study* is one image in the MONAI Label datastore::
+
+    <studies>/<id>.nii.gz              the input image; several inputs of one acquisition are one
+                                       4D NIfTI with channels last (e.g. 8 echo magnitudes + QSM)
+    <studies>/<id>.json                the sidecar: acquisition metadata and channel names/units
+    <studies>/labels/final/<id>.nii.gz the reference map used as training target (3D or 4D,
+                                       channels last), described by the sidecar's "target" entry
+
+MONAI Label's LocalDatastore lists only ``*.nii.gz``/``*.nii`` in the studies folder, so sidecars
+sit beside their image without becoming studies. Sidecar keys (all optional unless a task needs
+them; units in the key name or in "units"):
+
+    task              "anatomy" | "oef" | "qsm" | "qsm_raw" | "pvc" | "synthetic_ct" | "synthetic_mr"
+    subject           phantom subject id (e.g. "sub-000")
+    modality          e.g. "T1w", "mGRE", "local_field", "PET", "T2w", "CT"
+    channels          names of the 4D channels in order (e.g. ["mag_e1", ..., "mag_e8", "qsm"])
+    units             units of each channel (list) or of the 3D image (string)
+    voxel_size_mm     [x, y, z] voxel size in mm
+    B0_T              main field strength in tesla
+    B0_dir            unit vector of B0 in the image's array axes
+    echo_times_ms     echo times in ms
+    psf_fwhm_mm       PET point-spread function FWHM per axis in mm
+    target            {"channels": [...], "units": [...], "description": "..."}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+LABEL_DIR = Path("labels") / "final"
+NIFTI_EXTS = (".nii.gz", ".nii")
+
+
+class StudyError(ValueError):
+    """A study or its sidecar is missing or inconsistent; the message names the problem."""
+
+
+def image_id(path: str | Path) -> str:
+    """Datastore id of an image file (its name without the NIfTI extension)."""
+    name = Path(path).name
+    for ext in NIFTI_EXTS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    raise StudyError(f"{name} is not a NIfTI file (.nii or .nii.gz)")
+
+
+def sidecar_path(image_path: str | Path) -> Path:
+    p = Path(image_path)
+    return p.with_name(image_id(p) + ".json")
+
+
+def read_sidecar(image_path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read the JSON sidecar beside an image; raise :class:`StudyError` naming what is missing."""
+    sc = sidecar_path(image_path)
+    if not sc.exists():
+        raise StudyError(f"missing sidecar {sc.name} beside {Path(image_path).name}")
+    try:
+        meta = json.loads(sc.read_text())
+    except json.JSONDecodeError as e:
+        raise StudyError(f"sidecar {sc.name} is not valid JSON: {e}") from None
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise StudyError(f"sidecar {sc.name} lacks required key(s): {', '.join(missing)}")
+    return meta
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Save an array (3D, or 4D channels last) as NIfTI with spatial units of mm."""
+    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, path)
+    return path
+
+
+def write_study(
+    studies: str | Path,
+    study_id: str,
+    image: np.ndarray,
+    affine: np.ndarray,
+    sidecar: dict[str, Any],
+    target: np.ndarray | None = None,
+) -> Path:
+    """Write one study (image, sidecar and optional ``labels/final`` target); returns the image path."""
+    studies = Path(studies)
+    meta = dict(sidecar)
+    meta.setdefault("voxel_size_mm", [float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))])
+    path = save_nifti(image, affine, studies / f"{study_id}.nii.gz")
+    (studies / f"{study_id}.json").write_text(json.dumps(meta, indent=2))
+    if target is not None:
+        save_nifti(target, affine, studies / LABEL_DIR / f"{study_id}.nii.gz")
+    return path

@@ -1,0 +1,1 @@
+"""Physics forward models (signal equations, dipole convolution, PSF, tissue contrasts)."""
