@@ -32,6 +32,14 @@ def _sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulate.driver import simulate
+
+    for p in simulate(args.task, args.out, subjects=args.subjects, seed=args.seed, resolution_mm=args.resolution, compact=args.compact):
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="qmri", description="Quantitative brain imaging: phantoms, physics, methods.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -52,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--resolution", type=float, default=2.0, help="voxel size in mm (default 2)")
     p.set_defaults(func=_sample_data)
+
+    p = sub.add_parser("simulate", help="simulate studies of one task (truth in labels/final)")
+    p.add_argument("task", choices=("oef", "qsm", "pvc", "synth"))
+    p.add_argument("--subjects", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first subject; subject i uses seed+i")
+    p.add_argument("--resolution", type=float, default=2.0, help="voxel size in mm (default 2)")
+    p.add_argument("--out", required=True, help="studies folder to write into")
+    p.add_argument("--compact", action="store_true", help="store floats as scaled int16 (about 3x smaller)")
+    p.set_defaults(func=_simulate)
     return ap
 
 

@@ -71,9 +71,21 @@ def read_sidecar(image_path: str | Path, required: tuple[str, ...] = ()) -> dict
     return meta
 
 
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
-    """Save an array (3D, or 4D channels last) as NIfTI with spatial units of mm."""
-    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, compact: bool = False) -> Path:
+    """Save an array (3D, or 4D channels last) as NIfTI with spatial units of mm.
+
+    ``compact=True`` stores float data as int16 with the NIfTI scaling slope (max |value| / 32767):
+    readers that apply scl_slope (nibabel, ITK, MONAI, Slicer) get the float values back to a
+    relative precision of 3e-5 of the maximum, far below simulated noise, at a third of the size.
+    """
+    array = np.asarray(array)
+    if compact and np.issubdtype(array.dtype, np.floating):
+        peak = float(np.max(np.abs(array))) if array.size else 0.0
+        slope = peak / 32767.0 if peak > 0 else 1.0
+        img = nib.Nifti1Image(np.rint(array / slope).astype(np.int16), np.asarray(affine, dtype=np.float64))
+        img.header.set_slope_inter(slope, 0.0)
+    else:
+        img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,13 +100,17 @@ def write_study(
     affine: np.ndarray,
     sidecar: dict[str, Any],
     target: np.ndarray | None = None,
+    compact: bool = False,
 ) -> Path:
-    """Write one study (image, sidecar and optional ``labels/final`` target); returns the image path."""
+    """Write one study (image, sidecar and optional ``labels/final`` target); returns the image path.
+
+    ``compact`` stores float arrays as scaled int16 (see :func:`save_nifti`).
+    """
     studies = Path(studies)
     meta = dict(sidecar)
     meta.setdefault("voxel_size_mm", [float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))])
-    path = save_nifti(image, affine, studies / f"{study_id}.nii.gz")
+    path = save_nifti(image, affine, studies / f"{study_id}.nii.gz", compact)
     (studies / f"{study_id}.json").write_text(json.dumps(meta, indent=2))
     if target is not None:
-        save_nifti(target, affine, studies / LABEL_DIR / f"{study_id}.nii.gz")
+        save_nifti(target, affine, studies / LABEL_DIR / f"{study_id}.nii.gz", compact)
     return path

@@ -1,0 +1,29 @@
+"""One MONAI Label infer task per :class:`qmri.tasks.spec.TaskSpec` (the adapter holds no science)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+
+from qmri.tasks.spec import TaskSpec
+
+from .quantitative import QuantitativeInferTask
+
+
+class TaskInfer(QuantitativeInferTask):
+    """Runs ``spec.run`` on the request's image and returns its float maps."""
+
+    def __init__(self, spec: TaskSpec):
+        super().__init__(
+            description=spec.description,
+            inputs=spec.inputs,
+            outputs=spec.outputs,
+            methods=spec.methods,
+            default_method=spec.default_method,
+            required_sidecar=spec.required_sidecar,
+        )
+        self.spec = spec
+
+    def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, request: Dict[str, Any]):
+        return self.spec.run(image, affine, sidecar, method)
