@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from qmri.io.maps import QuantMap, write_maps
+from qmri.io.maps import QuantMap, select_maps, write_maps
 from qmri.io.study import LABEL_DIR, StudyError, image_id, read_sidecar, write_study
 
 AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
@@ -39,7 +39,7 @@ def test_sidecar_errors_name_the_problem(tmp_path):
 
 def test_single_map_float32_with_input_geometry(tmp_path):
     data = np.linspace(-0.1, 0.2, 4 * 5 * 6).reshape(4, 5, 6)
-    f, info = write_maps([QuantMap("chi", data, "ppm", (-0.2, 0.2), "susceptibility")], AFFINE, (4, 5, 6), tmp_path, "s")
+    f, info = write_maps([QuantMap("chi", data, "ppm", (-0.2, 0.2), "susceptibility")], AFFINE, (4, 5, 6), tmp_path / "s.nii.gz")
     img = nib.load(f)
     assert img.get_data_dtype() == np.float32 and img.shape == (4, 5, 6)
     assert np.allclose(img.affine, AFFINE)
@@ -48,23 +48,25 @@ def test_single_map_float32_with_input_geometry(tmp_path):
     json.dumps(info)  # serialisable for the REST response
 
 
-def test_multi_map_4d_and_separate_files(tmp_path):
+def test_multi_map_4d_and_selection(tmp_path):
     shape = (3, 4, 5)
     maps = [QuantMap("OEF", np.full(shape, 35.0), "%", (0, 80)), QuantMap("R2", np.full(shape, 15.0), "1/s", (0, 40))]
-    f, info = write_maps(maps, AFFINE, shape, tmp_path, "s")
+    f, info = write_maps(maps, AFFINE, shape, tmp_path / "s.nii.gz")
     img = nib.load(f)
     assert img.shape == (*shape, 2) and np.allclose(img.affine, AFFINE)
     assert np.allclose(img.get_fdata()[..., 1], 15.0)
-    assert [m["name"] for m in info["maps"]] == ["OEF", "R2"]
-    for m in info["maps"]:
-        one = nib.load(m["file"])
-        assert one.shape == shape and np.allclose(one.affine, AFFINE)
+    assert [(m["name"], m["channel"]) for m in info["maps"]] == [("OEF", 0), ("R2", 1)]
+    one, info1 = write_maps(select_maps(maps, "R2"), AFFINE, shape, tmp_path / "r2.nii.gz")
+    assert nib.load(one).shape == shape and info1["maps"][0]["units"] == "1/s"
+    assert [m.name for m in select_maps(maps, ["R2", "OEF"])] == ["R2", "OEF"]
+    with pytest.raises(ValueError, match="unknown map.*T2"):
+        select_maps(maps, "T2")
 
 
 def test_writer_refuses_wrong_grid_and_nan(tmp_path):
     with pytest.raises(ValueError, match="shape"):
-        write_maps([QuantMap("x", np.zeros((2, 2, 2)), "HU", (0, 1))], AFFINE, (2, 2, 3), tmp_path, "s")
+        write_maps([QuantMap("x", np.zeros((2, 2, 2)), "HU", (0, 1))], AFFINE, (2, 2, 3), tmp_path / "s.nii.gz")
     bad = np.zeros((2, 2, 2))
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        write_maps([QuantMap("x", bad, "HU", (0, 1))], AFFINE, (2, 2, 2), tmp_path, "s")
+        write_maps([QuantMap("x", bad, "HU", (0, 1))], AFFINE, (2, 2, 2), tmp_path / "s.nii.gz")

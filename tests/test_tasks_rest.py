@@ -51,7 +51,7 @@ def truth(study_id):
 def test_info_lists_tasks_with_methods_and_units(server):
     url, _ = server
     models = requests.get(f"{url}/info/", timeout=30).json()["models"]
-    for task in ("synthetic_ct", "synthetic_mr", "pvc"):
+    for task in ("synthetic_ct", "synthetic_mr", "pvc", "oef"):
         assert task in models, task
         m = models[task]
         assert m["methods"] and m["default_method"] in m["methods"]
@@ -147,3 +147,58 @@ def test_bad_inputs_are_4xx(server, tmp_path):
         assert msg in detail, (msg, detail)
     # a failed request changed nothing in the datastore
     assert nib.load(STUDIES / "sub-1000_pet.nii.gz").get_fdata().shape == ref.shape
+
+
+def _oef_block(half=9):
+    """A small block of the sample OEF study around the brain centre (keeps the fit to seconds)."""
+    st = nib.load(STUDIES / "sub-1000_oef.nii.gz")
+    d = st.get_fdata(dtype=np.float32)
+    c = [n // 2 for n in d.shape[:3]]
+    box = tuple(slice(x - half, x + half) for x in c)
+    aff = st.affine.copy()
+    aff[:3, 3] += aff[:3, :3] @ np.array([b.start for b in box])
+    meta = json.loads((STUDIES / "sub-1000_oef.json").read_text())
+    tgt = truth("sub-1000_oef").get_fdata(dtype=np.float32)[box]
+    return d[box], aff, meta, tgt
+
+
+def test_oef_qq_fit_maps(server, tmp_path):
+    url, _ = server
+    data, aff, meta, tgt = _oef_block()
+    upload(url, tmp_path, "oef_block", data, aff)
+    status, img, res = infer(url, "oef", "oef_block", {"sidecar": meta})
+    assert status == 200, res
+    assert [m["name"] for m in res["maps"]] == ["OEF", "S0", "R2", "Y", "v", "chi_nb"]
+    assert [m["units"] for m in res["maps"]] == ["%", "a.u.", "1/s", "fraction", "fraction", "ppm"]
+    assert img.shape == (*data.shape[:3], 6) and np.allclose(img.affine, aff)
+    out = img.get_fdata()
+    mask = data[..., -1] != 0
+    assert mask.sum() > 1000
+    oef_true = 100 * (1 - tgt[..., 2] / 0.98)
+    oef = out[..., 0]
+    assert np.all((oef[mask] >= 0) & (oef[mask] <= 100)) and np.all(oef[~mask] == 0)
+    # voxelwise QQ at SNR 50-200 is prior-dominated (CRLB of OEF >> 10 %-points): bounds are loose
+    assert np.sqrt(np.mean((oef - oef_true)[mask] ** 2)) < 20.0
+    assert np.sqrt(np.mean((out[..., 2] - tgt[..., 1])[mask] ** 2)) < 6.0  # R2 (1/s)
+    assert np.sqrt(np.mean((out[..., 5] - tgt[..., 4])[mask] ** 2)) < 0.05  # chi_nb (ppm)
+    # one named map on its own
+    status, one, res1 = infer(url, "oef", "oef_block", {"sidecar": meta, "map": "OEF"})
+    assert status == 200 and one.shape == data.shape[:3] and res1["maps"][0]["units"] == "%"
+    np.testing.assert_allclose(one.get_fdata(), oef, atol=1e-4)
+
+
+def test_oef_bad_inputs(server, tmp_path):
+    url, _ = server
+    data, aff, meta, _ = _oef_block(4)
+    upload(url, tmp_path, "oef_small", data, aff)
+    six = dict(meta, echo_times_ms=meta["echo_times_ms"][:6])
+    upload(url, tmp_path, "oef_3d", data[..., 0], aff)
+    for image, params, msg in [
+        ("oef_small", {"sidecar": six}, "must have 7 channels, got 9"),
+        ("oef_small", {}, "missing sidecar"),
+        ("oef_small", {"sidecar": dict(meta, echo_times_ms=[0.0045, 0.0095, 0.0145])}, "not plausible GRE echo times in ms"),
+        ("oef_3d", {"sidecar": meta}, "4D volume"),
+        ("oef_small", {"sidecar": meta, "map": "T2star"}, "unknown map"),
+    ]:
+        status, _, detail = infer(url, "oef", image, params)
+        assert 400 <= status < 500 and msg in detail, (params, status, detail)

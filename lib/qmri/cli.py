@@ -40,6 +40,14 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    if args.suite == "classical":
+        from .bench.classical import run
+
+        run(args.out, subjects=args.subjects, resolution_mm=args.resolution, tasks=tuple(args.tasks) if args.tasks else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="qmri", description="Quantitative brain imaging: phantoms, physics, methods.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -69,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="studies folder to write into")
     p.add_argument("--compact", action="store_true", help="store floats as scaled int16 (about 3x smaller)")
     p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
+    p.add_argument("suite", choices=("classical",))
+    p.add_argument("--tasks", nargs="*", help="subset of tasks (default all)")
+    p.add_argument("--subjects", type=int, default=2)
+    p.add_argument("--resolution", type=float, default=2.0)
+    p.add_argument("--out", default="bench-results", help="output folder for markdown and JSON")
+    p.set_defaults(func=_bench)
     return ap
 
 

@@ -41,35 +41,36 @@ def check_geometry(maps: list[QuantMap], shape: tuple[int, ...]) -> None:
             raise ValueError(f"map {m.name} contains non-finite values")
 
 
-def write_maps(maps: list[QuantMap], affine: np.ndarray, shape: tuple[int, ...], out_dir: str | Path, stem: str) -> tuple[Path, dict]:
-    """Write the maps and describe them.
+def write_maps(maps: list[QuantMap], affine: np.ndarray, shape: tuple[int, ...], path: str | Path) -> tuple[Path, dict]:
+    """Write the maps to ``path`` and describe them.
 
-    One map is written as a 3D float32 NIfTI. Several maps are written both as one 4D float32 NIfTI
-    (channels last, in the listed order: the file the REST call returns) and as one 3D NIfTI per
-    map, so that each can be loaded on its own. Returns the primary file and the result JSON
-    (``maps``: name, units, display range, description, channel index and file of each map).
+    One map is written as a 3D float32 NIfTI, several as one 4D float32 NIfTI with the maps as
+    channels (last axis) in the listed order. Returns the file and the result JSON: ``maps`` (name,
+    units, display range, description and channel of each map), shape, affine, dtype.
     """
     check_geometry(maps, shape)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    info = []
-    for i, m in enumerate(maps):
-        f = out_dir / f"{stem}_{m.name}.nii.gz"
-        if len(maps) > 1:
-            save_nifti(m.data.astype(np.float32), affine, f)
-        info.append(
-            {
-                "name": m.name,
-                "units": m.units,
-                "display_range": [float(m.display_range[0]), float(m.display_range[1])],
-                "description": m.description,
-                "channel": i,
-                "file": str(f) if len(maps) > 1 else None,
-            }
-        )
-    if len(maps) == 1:
-        primary = save_nifti(maps[0].data.astype(np.float32), affine, out_dir / f"{stem}_{maps[0].name}.nii.gz")
-        info[0]["file"] = str(primary)
-    else:
-        primary = save_nifti(np.stack([m.data for m in maps], axis=-1).astype(np.float32), affine, out_dir / f"{stem}_maps.nii.gz")
-    return primary, {"maps": info, "shape": list(shape), "affine": np.asarray(affine).tolist(), "dtype": "float32"}
+    info = [
+        {
+            "name": m.name,
+            "units": m.units,
+            "display_range": [float(m.display_range[0]), float(m.display_range[1])],
+            "description": m.description,
+            "channel": i,
+        }
+        for i, m in enumerate(maps)
+    ]
+    data = maps[0].data if len(maps) == 1 else np.stack([m.data for m in maps], axis=-1)
+    path = save_nifti(data.astype(np.float32), affine, path)
+    return path, {"maps": info, "shape": list(shape), "affine": np.asarray(affine).tolist(), "dtype": "float32"}
+
+
+def select_maps(maps: list[QuantMap], names: str | list[str] | None) -> list[QuantMap]:
+    """The maps named in ``names`` (one name or a list), in that order; all maps if None."""
+    if names is None:
+        return maps
+    wanted = [names] if isinstance(names, str) else list(names)
+    by_name = {m.name: m for m in maps}
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown map(s) {unknown}; this task returns {list(by_name)}")
+    return [by_name[n] for n in wanted]

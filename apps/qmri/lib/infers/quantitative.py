@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from abc import abstractmethod
-from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple
 
 import nibabel as nib
@@ -25,7 +25,7 @@ import numpy as np
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from qmri.io.maps import QuantMap, write_maps
+from qmri.io.maps import QuantMap, select_maps, write_maps
 from qmri.io.study import StudyError, read_sidecar, sidecar_path
 
 logger = logging.getLogger(__name__)
@@ -106,9 +106,10 @@ class QuantitativeInferTask(InferTask):
             if not np.all(np.isfinite(data)):
                 raise ValueError(f"input image contains {int((~np.isfinite(data)).sum())} NaN/Inf voxels")
             meta = self.sidecar(path, request)
-            maps = self.compute(data, img.affine, meta, method, request)
-            out_dir = Path(tempfile.mkdtemp(prefix="qmri_"))
-            primary, result = write_maps(maps, img.affine, data.shape[:3], out_dir, stem=Path(path).name.split(".")[0])
+            maps = select_maps(self.compute(data, img.affine, meta, method, request), request.get("map"))
+            fd, out = tempfile.mkstemp(prefix="qmri_", suffix=".nii.gz")
+            os.close(fd)  # MONAI Label deletes the result file once it has been sent
+            primary, result = write_maps(maps, img.affine, data.shape[:3], out)
         except ValueError as e:  # includes StudyError; the message names the problem
             logger.warning("rejected request: %s", e)
             raise HTTPException(status_code=422, detail=str(e)) from None

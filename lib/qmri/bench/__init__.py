@@ -1,0 +1,1 @@
+"""Benchmarks on held-out phantoms: time and error per method, printed and saved as markdown + JSON."""
