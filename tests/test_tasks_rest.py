@@ -51,7 +51,7 @@ def truth(study_id):
 def test_info_lists_tasks_with_methods_and_units(server):
     url, _ = server
     models = requests.get(f"{url}/info/", timeout=30).json()["models"]
-    for task in ("synthetic_ct", "synthetic_mr", "pvc", "oef"):
+    for task in ("synthetic_ct", "synthetic_mr", "pvc", "oef", "qsm", "qsm_raw"):
         assert task in models, task
         m = models[task]
         assert m["methods"] and m["default_method"] in m["methods"]
@@ -202,3 +202,69 @@ def test_oef_bad_inputs(server, tmp_path):
     ]:
         status, _, detail = infer(url, "oef", image, params)
         assert 400 <= status < 500 and msg in detail, (params, status, detail)
+
+
+def _nrmse(est, ref, mask):
+    """NRMSE after removing each map's mean in the mask (QSM is defined up to a constant)."""
+    e = est[mask] - est[mask].mean()
+    r = ref[mask] - ref[mask].mean()
+    return float(np.linalg.norm(e - r) / np.linalg.norm(r))
+
+
+@pytest.mark.parametrize("method, bound", [("tkd", 0.9), ("l2", 0.9), ("tv", 0.45)])
+def test_qsm_local_field_inversions(server, method, bound):
+    url, _ = server
+    status, img, meta = infer(url, "qsm", "sub-1000_qsm", {"method": method})
+    assert status == 200, meta
+    ref = nib.load(STUDIES / "sub-1000_qsm.nii.gz")
+    assert img.shape == ref.shape and np.allclose(img.affine, ref.affine) and meta["maps"][0]["units"] == "ppm"
+    chi, tgt = img.get_fdata(), truth("sub-1000_qsm").get_fdata()
+    mask = ref.get_fdata() != 0
+    assert _nrmse(chi, tgt, mask) < bound
+    assert np.all(chi[~mask] == 0)
+
+
+def test_qsm_uses_the_sidecar_b0_direction(server):
+    """On a study acquired with B0 tilted 20 deg, the true direction beats assuming B0 along z."""
+    url, _ = server
+    meta = json.loads((STUDIES / "sub-1001_qsm.json").read_text())
+    assert meta["B0_dir"] != [0.0, 0.0, 1.0]
+    tgt = truth("sub-1001_qsm").get_fdata()
+    mask = nib.load(STUDIES / "sub-1001_qsm.nii.gz").get_fdata() != 0
+    _, right, _ = infer(url, "qsm", "sub-1001_qsm", {"method": "l2"})
+    _, wrong, _ = infer(url, "qsm", "sub-1001_qsm", {"method": "l2", "sidecar": dict(meta, B0_dir=[0, 0, 1])})
+    assert _nrmse(right.get_fdata(), tgt, mask) < _nrmse(wrong.get_fdata(), tgt, mask) - 0.05
+
+
+def test_qsm_raw_path(server):
+    url, _ = server
+    status, img, meta = infer(url, "qsm_raw", "sub-1000_qsmraw", {"method": "l2"})
+    assert status == 200, meta
+    assert [m["name"] for m in meta["maps"]] == ["chi", "local_field"]
+    ref = nib.load(STUDIES / "sub-1000_qsmraw.nii.gz")
+    assert img.shape == (*ref.shape[:3], 2) and np.allclose(img.affine, ref.affine)
+    chi = img.get_fdata()[..., 0]
+    mask = chi != 0  # V-SHARP's eroded brain mask
+    assert mask.sum() > 0.5 * (ref.get_fdata()[..., -1] > 0.5).sum()
+    assert _nrmse(chi, truth("sub-1000_qsmraw").get_fdata(), mask) < 0.8
+
+
+def test_qsm_bad_inputs(server, tmp_path):
+    url, _ = server
+    ref = nib.load(STUDIES / "sub-1000_qsm.nii.gz")
+    field = ref.get_fdata(dtype=np.float32)
+    meta = json.loads((STUDIES / "sub-1000_qsm.json").read_text())
+    raw_meta = json.loads((STUDIES / "sub-1000_qsmraw.json").read_text())
+    upload(url, tmp_path, "field_hz", field * 127.7e6 * 1e-6 * 100, ref.affine)  # Hz, not ppm
+    for task, image, params, msg in [
+        ("qsm", "sub-1000_qsmraw", {"sidecar": meta}, "3D volume"),
+        ("qsm", "sub-1000_qsm", {"sidecar": {"B0_T": 3}}, "B0_dir"),
+        ("qsm", "sub-1000_qsm", {"sidecar": dict(meta, B0_dir=[0, 0, 0])}, "not a direction"),
+        ("qsm", "field_hz", {"sidecar": meta}, "expected ppm"),
+        ("qsm", "sub-1000_qsm", {"method": "medi_plus"}, "unknown method"),
+        ("qsm_raw", "sub-1000_qsmraw", {"sidecar": dict(raw_meta, echo_times_ms=raw_meta["echo_times_ms"][:3])}, "7 channels"),
+        ("qsm_raw", "sub-1000_qsm", {}, "lacks required key(s): echo_times_ms"),
+        ("qsm_raw", "sub-1000_qsm", {"sidecar": raw_meta}, "must be 4D with 9 channels"),
+    ]:
+        status, _, detail = infer(url, task, image, params)
+        assert 400 <= status < 500 and msg in detail, (task, params, status, detail)

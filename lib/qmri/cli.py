@@ -25,9 +25,11 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from .anatomy.sample_data import write_anatomy_studies
+    from .anatomy.sample_data import write_anatomy_studies, write_task_studies
 
     for p in write_anatomy_studies(args.out, subjects=args.subjects, seed=args.seed, resolution_mm=args.resolution):
+        print(p)
+    for p in write_task_studies(args.out, seed=args.seed, resolution_mm=args.resolution):
         print(p)
     return 0
 

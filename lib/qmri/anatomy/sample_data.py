@@ -1,4 +1,8 @@
-"""Write the bundled sample data: phantom anatomy plus the anatomy studies of the datastore."""
+"""Write the bundled sample data: phantom anatomy, its T1w studies, and studies of every task.
+
+Everything is generated from seeds, so ``qmri sample-data`` reproduces the shipped folder. Subject
+``sub-<seed>`` is the same phantom in ``anatomy/`` and in every task study that carries its name.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +15,19 @@ from .labels import TISSUES
 from .montage import save_montage
 from .phantom import make_subject
 
-SAMPLE_SEED = 1000  # subject i of the sample data has seed SAMPLE_SEED + i
+SAMPLE_SEED = 1000  # sample subjects are sub-1000, sub-1001, sub-1002
+
+
+def subject_id(seed: int) -> str:
+    return f"sub-{seed:04d}"
 
 
 def write_anatomy_studies(out: str | Path, subjects: int = 3, seed: int = SAMPLE_SEED, resolution_mm: float = 2.0) -> list[Path]:
-    """Generate ``subjects`` phantoms into ``<out>/anatomy/`` and their T1w studies into ``<out>/studies/``.
-
-    Each T1w study's ``labels/final`` target is the subject's tissue label map. Subject ``i`` has seed
-    ``seed + i``: subject 0 has every lesion type and amyloid-positive cortex, subject 1 none and
-    amyloid-negative, the rest are drawn.
-    """
+    """Phantoms into ``<out>/anatomy/`` and their T1w studies (target: tissue labels) into ``<out>/studies/``."""
     out = Path(out)
     written = []
-    for i in tqdm(range(subjects), desc="sample subjects", unit="subject"):
-        lesions, amyloid = ("all", True) if i == 0 else (("none", False) if i == 1 else ("auto", None))
-        s = make_subject(seed + i, resolution_mm, lesions=lesions, amyloid_positive=amyloid, subject_id=f"sub-{i:03d}")
+    for i in tqdm(range(subjects), desc="sample anatomy", unit="subject"):
+        s = make_subject(seed + i, resolution_mm, subject_id=subject_id(seed + i))
         d = s.save(out / "anatomy")
         save_montage(s, d / "montage.png")
         sidecar = {
@@ -37,4 +39,20 @@ def write_anatomy_studies(out: str | Path, subjects: int = 3, seed: int = SAMPLE
             "target": {"description": "tissue labels", "labels": {t.label: t.name for t in TISSUES}},
         }
         written.append(write_study(out / "studies", f"{s.subject_id}_T1w", s.t1w, s.affine, sidecar, target=s.labels))
+    return written
+
+
+def write_task_studies(out: str | Path, seed: int = SAMPLE_SEED, resolution_mm: float = 2.0) -> list[Path]:
+    """A couple of studies per task (compact int16 storage), all from the sample subjects."""
+    from ..simulate.driver import simulate
+    from ..simulate.qsm import tilted_b0
+
+    studies = Path(out) / "studies"
+    kw = {"resolution_mm": resolution_mm, "compact": True, "progress": False}
+    written = []
+    written += simulate("synth", studies, subjects=1, seed=seed, **kw)
+    written += simulate("pvc", studies, subjects=2, seed=seed, **kw)
+    written += simulate("oef", studies, subjects=1, seed=seed, **kw)
+    written += simulate("qsm", studies, subjects=1, seed=seed, **kw)
+    written += simulate("qsm", studies, subjects=1, seed=seed + 1, b0_dir=tilted_b0(20.0), raw=False, **kw)
     return written

@@ -1,0 +1,96 @@
+"""QSM: susceptibility (ppm) from a local field map, or from raw multi-echo magnitude + phase."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..classical import qsm as cq
+from ..io.maps import QuantMap
+from .oef import echo_times_s
+from .spec import TaskSpec, require_3d, voxel_size
+
+METHODS = ("l2", "tkd", "tv")
+CHI_RANGE = (-0.2, 0.2)
+
+
+def b0_direction(sidecar: dict[str, Any]) -> tuple[float, float, float]:
+    b = sidecar.get("B0_dir")
+    if not isinstance(b, (list, tuple)) or len(b) != 3:
+        raise ValueError(f"sidecar B0_dir must be 3 numbers (B0 direction in the image's array axes), got {b!r}")
+    v = np.asarray(b, dtype=np.float64)
+    if not np.all(np.isfinite(v)) or np.linalg.norm(v) < 1e-6:
+        raise ValueError(f"sidecar B0_dir {list(b)} is not a direction")
+    return tuple(float(x) for x in v / np.linalg.norm(v))
+
+
+def _invert(field, mask, vs, b0, method, magnitude=None):
+    if method == "tkd":
+        return cq.tkd(field, mask, vs, b0)
+    if method == "l2":
+        return cq.closed_form_l2(field, mask, vs, b0)
+    if method == "tv":
+        return cq.tv_inversion(field, mask, vs, b0, magnitude=magnitude)
+    raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+
+
+def run_qsm(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str) -> list[QuantMap]:
+    field = require_3d(image, "the local field map (ppm)")
+    b0 = b0_direction(sidecar)
+    mask = field != 0
+    if mask.sum() < 27:
+        raise ValueError("the local field is zero almost everywhere: it must be non-zero inside the brain mask")
+    if np.abs(field[mask]).max() > 50:
+        raise ValueError(f"local field values up to {np.abs(field[mask]).max():.3g}: expected ppm of B0 (|field| < 1 inside the brain); is it in Hz or rad?")
+    chi = np.where(mask, np.asarray(_invert(field, mask, voxel_size(affine), b0, method)), 0.0)
+    return [QuantMap("chi", chi.astype(np.float32), "ppm", CHI_RANGE, f"magnetic susceptibility ({method})")]
+
+
+def run_qsm_raw(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str) -> list[QuantMap]:
+    te_ms = 1000.0 * echo_times_s(sidecar)
+    n = len(te_ms)
+    if image.ndim != 4 or image.shape[3] != 2 * n + 1:
+        raise ValueError(
+            f"the raw QSM input must be 4D with {2 * n + 1} channels ({n} magnitudes, {n} phases in rad from the sidecar's "
+            f"{n} echo_times_ms, then the brain mask); got shape {tuple(image.shape)}"
+        )
+    mag, phase, mask = image[..., :n], image[..., n : 2 * n], image[..., 2 * n] > 0.5
+    if mask.sum() < 27:
+        raise ValueError("the brain mask channel (last) is empty")
+    if np.abs(phase[mask]).max() > np.pi + 1e-3:
+        raise ValueError("phase channels must be wrapped phase in radians (-pi..pi)")
+    if method not in METHODS:
+        raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+    b0 = b0_direction(sidecar)
+    r = cq.qsm_from_gre(mag, phase, mask, te_ms, voxel_size(affine), b0, float(sidecar.get("B0_T", 3.0)), method=method)
+    m = np.asarray(r["mask"], dtype=bool)
+    chi = np.where(m, np.asarray(r["chi"]), 0.0).astype(np.float32)
+    local = np.where(m, np.asarray(r["local_field"]), 0.0).astype(np.float32)
+    return [
+        QuantMap("chi", chi, "ppm", CHI_RANGE, f"magnetic susceptibility ({method}, after V-SHARP)"),
+        QuantMap("local_field", local, "ppm", (-0.05, 0.05), "local field after V-SHARP background removal"),
+    ]
+
+
+QSM = TaskSpec(
+    name="qsm",
+    description="Magnetic susceptibility (ppm) from a local field map (ppm of B0, 0 outside the brain)",
+    inputs={"image": "3D local field (ppm), 0 outside the brain mask", "sidecar": "B0_dir (B0 direction in array axes)"},
+    outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE)}},
+    methods=METHODS,
+    default_method="l2",
+    run=run_qsm,
+    required_sidecar=("B0_dir",),
+)
+
+QSM_RAW = TaskSpec(
+    name="qsm_raw",
+    description="Magnetic susceptibility (ppm) from raw multi-echo GRE: echo fit with unwrapping, V-SHARP, dipole inversion",
+    inputs={"image": "4D: E magnitudes, E wrapped phases (rad), brain mask; channels last", "sidecar": "echo_times_ms, B0_dir, B0_T (default 3)"},
+    outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE)}, "local_field": {"units": "ppm", "display_range": [-0.05, 0.05]}},
+    methods=METHODS,
+    default_method="l2",
+    run=run_qsm_raw,
+    required_sidecar=("echo_times_ms", "B0_dir"),
+)
