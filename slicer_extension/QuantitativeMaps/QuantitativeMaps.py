@@ -1,0 +1,456 @@
+"""Quantitative Maps: run qmri server tasks (OEF, QSM, PET PVC, synthetic CT/MR) from 3D Slicer.
+
+This file is the thin Qt layer. Everything that can run without Qt lives in QuantitativeMapsLib:
+``client`` (REST, consent, background jobs), ``presets`` (colour/window per map, input slots) and
+``scene`` (MRML: result volumes, display, slice views), which the project tests headless.
+"""
+
+import json
+import os
+import re
+import tempfile
+
+import qt
+import slicer
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+POLL_MS = 200
+TRAIN_POLL_MS = 2000
+SETTINGS_PREFIX = "QuantitativeMaps"
+
+
+class QuantitativeMaps(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Quantitative Maps"
+        self.parent.categories = ["Quantification"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["qmri project"]
+        self.parent.helpText = """
+Send volumes to a qmri server (MONAI Label app) and get quantitative maps back as float volumes:
+oxygen extraction fraction (OEF %), susceptibility (ppm), partial-volume corrected PET (SUV),
+synthetic CT (HU) and synthetic MR. Tasks, methods and units come from the server.
+Images leave this computer only after you agree, once per server.
+"""
+        self.parent.acknowledgementText = "Built on MONAI Label and 3D Slicer."
+
+
+def _ensure_nibabel():
+    """nibabel reads/writes NIfTI for the server; Slicer does not bundle it."""
+    try:
+        import nibabel  # noqa: F401
+    except ImportError:
+        if not slicer.util.confirmOkCancelDisplay("Quantitative Maps needs the Python package 'nibabel'. Install it now?"):
+            raise RuntimeError("nibabel is needed to exchange NIfTI files with the server")
+        slicer.util.pip_install("nibabel")
+
+
+class QuantitativeMapsLogic(ScriptedLoadableModuleLogic):
+    """Glue between the client and the scene (no widgets): usable from Slicer's Python console."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        from QuantitativeMapsLib.scene import MapSceneLogic
+
+        self.scene = MapSceneLogic(slicer.mrmlScene, slicer.app.applicationLogic())
+        self.client = None
+
+    def connect(self, url, consent):
+        from QuantitativeMapsLib.client import QMRIClient
+
+        self.client = QMRIClient(url, consent=consent)
+        return self.client.tasks(refresh=True)
+
+    def write_inputs(self, nodes, folder, name):
+        """Stack the input volumes into one NIfTI (4D channels-last when several channels)."""
+        array, affine = self.scene.stack_volumes(nodes)
+        return self.scene.save_nifti(array, affine, os.path.join(folder, f"{name}.nii.gz"))
+
+    def write_volume(self, node, folder, name):
+        array, affine = self.scene.volume_array(node)
+        return self.scene.save_nifti(array, affine, os.path.join(folder, f"{name}.nii.gz"))
+
+
+class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.tasks = {}
+        self.inputSelectors = []
+        self.job = None
+        self.jobKind = None
+        self.resultNodes = []
+        self.tmp = tempfile.TemporaryDirectory(prefix="qmri_slicer_")
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_MS)
+        self.timer.connect("timeout()", self.onPoll)
+        self.trainTimer = qt.QTimer()
+        self.trainTimer.setInterval(TRAIN_POLL_MS)
+        self.trainTimer.connect("timeout()", self.onTrainPoll)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/QuantitativeMaps.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = QuantitativeMapsLogic()
+
+        settings = qt.QSettings()
+        self.ui.serverUrlEdit.text = settings.value(f"{SETTINGS_PREFIX}/lastServer", "http://127.0.0.1:8000")
+        self.ui.connectButton.connect("clicked(bool)", self.onConnect)
+        self.ui.forgetConsentButton.connect("clicked(bool)", self.onForgetConsent)
+        self.ui.taskCombo.connect("currentIndexChanged(int)", self.onTaskChanged)
+        self.ui.methodCombo.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.ui.loadFilesButton.connect("clicked(bool)", lambda: slicer.util.openAddVolumeDialog())
+        self.ui.loadSidecarButton.connect("clicked(bool)", self.onLoadSidecar)
+        self.ui.runButton.connect("clicked(bool)", self.onRun)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
+        self.ui.resultSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onResultChanged)
+        self.ui.windowCombo.connect("currentIndexChanged(int)", self.onWindowChanged)
+        self.ui.sendCaseButton.connect("clicked(bool)", self.onSendTrainingCase)
+        self.ui.trainButton.connect("clicked(bool)", self.onStartTraining)
+        self.ui.stopTrainButton.connect("clicked(bool)", self.onStopTraining)
+        self.ui.resultSelector.addAttribute("vtkMRMLScalarVolumeNode", "qmri.map")
+        self.setConnected(False)
+
+    def cleanup(self):
+        self.timer.stop()
+        self.trainTimer.stop()
+        if self.job is not None:
+            self.job.cancel()
+        self.removeObservers()
+        self.tmp.cleanup()
+
+    # ------------------------------------------------------------------ helpers
+    def status(self, text, error=False):
+        self.ui.statusLabel.text = text
+        self.ui.statusLabel.setStyleSheet("color: #c0392b" if error else "")
+
+    def showError(self, what, error):
+        """The server's message in plain words (QMRIClientError already is one)."""
+        self.status(f"{what}: {error}", error=True)
+        slicer.util.errorDisplay(f"{what}.\n\n{error}", windowTitle="Quantitative Maps")
+
+    def setConnected(self, connected):
+        for w in (self.ui.taskCombo, self.ui.methodCombo, self.ui.runButton, self.ui.sendCaseButton, self.ui.trainButton, self.ui.stopTrainButton):
+            w.enabled = connected
+        self.ui.cancelButton.enabled = False
+
+    def consentKey(self, url):
+        return f"{SETTINGS_PREFIX}/consent/{re.sub(r'[^A-Za-z0-9_.:-]', '_', url)}"
+
+    def askConsent(self, what):
+        """Explicit consent before any image leaves the machine, remembered per server."""
+        client = self.logic.client
+        settings = qt.QSettings()
+        if client.consent or settings.value(self.consentKey(client.url), "false") == "true":
+            client.grant_consent()
+            return True
+        answer = qt.QMessageBox.question(
+            slicer.util.mainWindow(), "Send images to the server?",
+            f"{what} will be sent to\n\n    {client.url}\n\nImages may contain information about the patient. "
+            "Send images to this server? Your answer is remembered for this server only "
+            "(use 'Forget consent' to be asked again).",
+            qt.QMessageBox.Yes | qt.QMessageBox.No, qt.QMessageBox.No,
+        )
+        if answer != qt.QMessageBox.Yes:
+            self.status("Nothing was sent: consent not given.")
+            return False
+        settings.setValue(self.consentKey(client.url), "true")
+        client.grant_consent()
+        return True
+
+    def onForgetConsent(self):
+        url = self.ui.serverUrlEdit.text.strip().rstrip("/")
+        qt.QSettings().remove(self.consentKey(url))
+        if self.logic.client is not None:
+            self.logic.client.consent = False
+        self.status(f"Consent for {url} forgotten: you will be asked before the next upload.")
+
+    # ------------------------------------------------------------------ connect / tasks
+    def onConnect(self):
+        url = self.ui.serverUrlEdit.text.strip()
+        try:
+            with slicer.util.tryWithErrorDisplay("Could not connect", waitCursor=True):
+                consent = qt.QSettings().value(self.consentKey(url.rstrip("/")), "false") == "true"
+                self.tasks = self.logic.connect(url, consent)
+        except Exception:
+            self.setConnected(False)
+            return
+        qt.QSettings().setValue(f"{SETTINGS_PREFIX}/lastServer", url)
+        info = self.logic.client.info()
+        self.ui.taskCombo.blockSignals(True)
+        self.ui.taskCombo.clear()
+        for name in sorted(self.tasks):
+            self.ui.taskCombo.addItem(name, name)
+            self.ui.taskCombo.setItemData(self.ui.taskCombo.count - 1, self.tasks[name].get("description", ""), qt.Qt.ToolTipRole)
+        self.ui.taskCombo.blockSignals(False)
+        self.setConnected(bool(self.tasks))
+        self.status(f"Connected to {info.get('name', url)}: {len(self.tasks)} task(s), trainers: {', '.join(sorted(info.get('trainers', {}))) or 'none'}.")
+        self.onTaskChanged()
+
+    def currentTask(self):
+        return self.ui.taskCombo.currentData
+
+    def onTaskChanged(self, index=None):
+        task = self.currentTask()
+        info = self.tasks.get(task, {})
+        self.ui.taskDescriptionLabel.text = info.get("description", "")
+        self.ui.methodCombo.blockSignals(True)
+        self.ui.methodCombo.clear()
+        for m in info.get("methods", []):
+            self.ui.methodCombo.addItem(m, m)
+        default = info.get("default_method")
+        if default is not None:
+            self.ui.methodCombo.setCurrentIndex(max(0, self.ui.methodCombo.findData(default)))
+        self.ui.methodCombo.blockSignals(False)
+        self.onMethodChanged()
+        outputs = info.get("outputs", {})
+        self.ui.mapCombo.clear()
+        self.ui.mapCombo.addItem("all maps", "")
+        for name, o in outputs.items():
+            self.ui.mapCombo.addItem(f"{name} ({o.get('units', '')})", name)
+        self.ui.sidecarHintLabel.text = str((info.get("inputs") or {}).get("sidecar", "no acquisition metadata needed"))
+        self.ui.trainButton.enabled = task in (self.logic.client.trainers() if self.logic.client else {})
+        self.buildInputSelectors(task, info)
+
+    def onMethodChanged(self, index=None):
+        self.ui.methodCombo.toolTip = f"Method of {self.currentTask()}; default: {self.tasks.get(self.currentTask(), {}).get('default_method', '')}"
+
+    def buildInputSelectors(self, task, info):
+        from QuantitativeMapsLib.presets import input_slots
+
+        for label, combo in self.inputSelectors:
+            self.ui.inputsFrame.layout().removeRow(combo)
+        self.inputSelectors = []
+        for slot in input_slots(task, info):
+            combo = slicer.qMRMLNodeComboBox()
+            combo.nodeTypes = ["vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLMultiVolumeNode"]
+            combo.noneEnabled = slot.optional
+            combo.addEnabled = False
+            combo.removeEnabled = False
+            combo.showChildNodeTypes = True
+            combo.setMRMLScene(slicer.mrmlScene)
+            combo.toolTip = slot.label
+            self.ui.inputsFrame.layout().addRow(slot.label + (" (optional)" if slot.optional else "") + ":", combo)
+            self.inputSelectors.append((slot, combo))
+
+    def onLoadSidecar(self):
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Acquisition sidecar (JSON)", "", "JSON (*.json)")
+        if path:
+            with open(path) as fh:
+                self.ui.sidecarEdit.plainText = json.dumps(json.load(fh), indent=1)
+
+    # ------------------------------------------------------------------ run
+    def requestParams(self):
+        text = self.ui.sidecarEdit.plainText.strip() or "{}"
+        try:
+            sidecar = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the acquisition metadata is not valid JSON: {e}") from None
+        params = {"method": self.ui.methodCombo.currentData}
+        if sidecar:
+            params["sidecar"] = sidecar
+        if self.ui.mapCombo.currentData:
+            params["map"] = self.ui.mapCombo.currentData
+        return params
+
+    def selectedInputs(self):
+        nodes = []
+        for slot, combo in self.inputSelectors:
+            node = combo.currentNode()
+            if node is None and not slot.optional:
+                raise ValueError(f"select the input: {slot.label}")
+            if node is not None:
+                nodes.append(node)
+        return nodes
+
+    def onRun(self):
+        from QuantitativeMapsLib.client import Job, run_task
+
+        task = self.currentTask()
+        try:
+            _ensure_nibabel()
+            nodes = self.selectedInputs()
+            params = self.requestParams()
+        except Exception as e:
+            self.showError("Cannot run", e)
+            return
+        if not self.askConsent(", ".join(f"'{n.GetName()}'" for n in nodes)):
+            return
+        image_id = re.sub(r"[^A-Za-z0-9_-]", "_", f"slicer_{nodes[0].GetName()}_{task}")
+        try:
+            with slicer.util.WaitCursor():
+                path = self.logic.write_inputs(nodes, self.tmp.name, image_id)  # MRML access: main thread
+        except Exception as e:
+            self.showError("Cannot prepare the inputs", e)
+            return
+        client = self.logic.client
+        self.runContext = {"task": task, "base": nodes[0].GetName(), "background": nodes[0]}
+        self.startJob(Job(lambda job: run_task(client, task, path, image_id, params, job)), "infer")
+
+    def startJob(self, job, kind):
+        self.job, self.jobKind = job.start(), kind
+        self.ui.runButton.enabled = False
+        self.ui.sendCaseButton.enabled = False
+        self.ui.cancelButton.enabled = True
+        self.ui.progressBar.setRange(0, 0)  # busy: the server does not report percentages
+        self.ui.progressBar.visible = True
+        self.timer.start()
+
+    def onCancel(self):
+        if self.job is not None:
+            self.job.cancel()
+
+    def onPoll(self):
+        job = self.job
+        if job is None:
+            self.timer.stop()
+            return
+        self.status(f"{job.stage.capitalize()}... {job.elapsed_s:.0f} s")
+        if not job.done:
+            return
+        self.timer.stop()
+        self.job = None
+        self.ui.progressBar.setRange(0, 1)
+        self.ui.progressBar.visible = False
+        self.ui.cancelButton.enabled = False
+        self.ui.runButton.enabled = True
+        self.ui.sendCaseButton.enabled = True
+        if job.stage == "cancelled":
+            self.status("Cancelled. (The server may still finish the computation; its result is discarded.)")
+            return
+        if job.error is not None:
+            self.showError("The server could not do it" if self.jobKind == "infer" else "Sending the training case failed", job.error)
+            return
+        if self.jobKind == "infer":
+            self.loadResult(job.result)
+        else:
+            self.status("Training case stored on the server: its reference map is the study's labels/final target.")
+
+    def loadResult(self, result):
+        ctx = self.runContext
+        try:
+            with slicer.util.WaitCursor():
+                nodes = self.logic.scene.load_result(result.image(), result.meta, ctx["task"], ctx["base"])
+        except Exception as e:
+            self.showError("Could not load the result", e)
+            return
+        self.resultNodes = nodes
+        background = self.ui.anatomySelector.currentNode() or ctx["background"]
+        self.ui.resultSelector.setCurrentNode(nodes[0])
+        self.logic.scene.show_overlay(background, nodes[0], self.ui.opacitySlider.value / 100.0)
+        self.logic.scene.add_colour_legend(nodes[0])
+        took = result.meta.get("latency_s")
+        self.status(f"Loaded {len(nodes)} map(s): {', '.join(n.GetName() for n in nodes)}" + (f" (server: {took:.1f} s)." if took is not None else "."))
+
+    # ------------------------------------------------------------------ display
+    def onOpacity(self, value):
+        self.logic.scene.set_opacity(value / 100.0)
+
+    def onResultChanged(self, node):
+        self.ui.windowCombo.blockSignals(True)
+        self.ui.windowCombo.clear()
+        self.ui.windowCombo.addItem("default", "default")
+        if node is None:
+            self.ui.windowCombo.blockSignals(False)
+            self.ui.legendLabel.text = ""
+            return
+        from QuantitativeMapsLib.presets import preset_for
+
+        preset = preset_for(node.GetAttribute("qmri.task") or "", node.GetAttribute("qmri.map") or "", {"units": node.GetAttribute("qmri.units") or ""})
+        for name in preset.windows:
+            self.ui.windowCombo.addItem(name, name)
+        self.ui.windowCombo.blockSignals(False)
+        dn = node.GetDisplayNode()
+        self.ui.legendLabel.text = f"{node.GetAttribute('qmri.legend_title') or node.GetName()}: {dn.GetWindowLevelMin():.3g} .. {dn.GetWindowLevelMax():.3g}, colours: {dn.GetColorNode().GetName()}"
+        if self.logic.client is not None:
+            background = self.ui.anatomySelector.currentNode()
+            comps = slicer.mrmlScene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+            if background is None and comps.GetNumberOfItems():
+                background = slicer.mrmlScene.GetNodeByID(comps.GetItemAsObject(0).GetBackgroundVolumeID() or "")
+            self.logic.scene.show_overlay(background, node, self.ui.opacitySlider.value / 100.0, fit=False)
+            self.logic.scene.add_colour_legend(node)
+
+    def onWindowChanged(self, index):
+        node = self.ui.resultSelector.currentNode()
+        if node is None or self.ui.windowCombo.currentData in (None, "default"):
+            return
+        from QuantitativeMapsLib.presets import preset_for
+
+        preset = preset_for(node.GetAttribute("qmri.task") or "", node.GetAttribute("qmri.map") or "")
+        self.logic.scene.apply_preset(node, preset, self.ui.windowCombo.currentData)
+
+    # ------------------------------------------------------------------ retrain
+    def onSendTrainingCase(self):
+        from QuantitativeMapsLib.client import Job, add_training_case
+
+        reference = self.ui.referenceSelector.currentNode()
+        case_id = re.sub(r"[^A-Za-z0-9_-]", "_", self.ui.caseIdEdit.text.strip())
+        try:
+            _ensure_nibabel()
+            if reference is None:
+                raise ValueError("select the reference map (the training target)")
+            if not case_id:
+                raise ValueError("enter a study id for the new training case")
+            nodes = self.selectedInputs()
+            params = self.requestParams()
+        except Exception as e:
+            self.showError("Cannot send the training case", e)
+            return
+        if not self.askConsent(", ".join(f"'{n.GetName()}'" for n in nodes + [reference])):
+            return
+        try:
+            image = self.logic.write_inputs(nodes, self.tmp.name, case_id)
+            label = self.logic.write_volume(reference, self.tmp.name, case_id + "_reference")
+            img_shape = self.logic.scene.volume_array(nodes[0])[0].shape[:3]
+            if self.logic.scene.volume_array(reference)[0].shape[:3] != img_shape:
+                raise ValueError("the reference map must be on the grid of the inputs (resample it first)")
+        except Exception as e:
+            self.showError("Cannot prepare the training case", e)
+            return
+        client, sidecar = self.logic.client, params.get("sidecar", {})
+        self.startJob(Job(lambda job: add_training_case(client, case_id, image, label, sidecar, job)), "case")
+
+    def onStartTraining(self):
+        task = self.currentTask()
+        try:
+            self.logic.client.train_start(task, {"max_epochs": int(self.ui.epochsSpinBox.value)})
+        except Exception as e:
+            self.showError(f"Training of {task} did not start", e)
+            return
+        self.ui.trainStatusLabel.text = f"Training {task}: submitted"
+        self.trainTimer.start()
+
+    def onStopTraining(self):
+        try:
+            self.logic.client.train_stop()
+        except Exception as e:
+            self.showError("Could not stop training", e)
+
+    def onTrainPoll(self):
+        try:
+            st = self.logic.client.train_status()
+        except Exception as e:
+            self.trainTimer.stop()
+            self.ui.trainStatusLabel.text = f"Training status unavailable: {e}"
+            return
+        if not st:
+            return
+        state = st.get("status", "?")
+        self.ui.trainStatusLabel.text = f"Training {st.get('request', {}).get('model', '')}: {state} (since {st.get('start_ts', '')})"
+        if state in ("DONE", "ERROR", "STOPPED"):
+            self.trainTimer.stop()
+            if state == "DONE":
+                self.status("Training finished: the next Run uses the new model (the server loads it, no restart).")
+            elif state == "ERROR":
+                self.showError("Training failed on the server", "\n".join(str(x) for x in (st.get("details") or [])[-5:]))

@@ -1,0 +1,189 @@
+"""The Slicer extension's server client against the real qmri server on the sample studies."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import REPO, SAMPLE
+
+sys.path.insert(0, str(REPO / "slicer_extension" / "QuantitativeMaps"))
+
+from QuantitativeMapsLib.client import (  # noqa: E402
+    ConsentRequired,
+    Job,
+    QMRIClient,
+    QMRIClientError,
+    add_training_case,
+    parse_multipart,
+    run_task,
+)
+
+STUDIES = SAMPLE / "studies"
+
+
+def _block(study, half):
+    """A small central block of a sample study, with its own affine (keeps server work to seconds)."""
+    st = nib.load(STUDIES / f"{study}.nii.gz")
+    d = st.get_fdata(dtype=np.float32)
+    c = [n // 2 for n in d.shape[:3]]
+    box = tuple(slice(x - half, x + half) for x in c)
+    aff = st.affine.copy()
+    aff[:3, 3] += aff[:3, :3] @ np.array([b.start for b in box])
+    return d[box], aff, json.loads((STUDIES / f"{study}.json").read_text())
+
+
+def test_connect_lists_tasks_from_info(server):
+    url, _ = server
+    client = QMRIClient(url)
+    tasks = client.tasks()
+    assert {"oef", "qsm", "qsm_raw", "pvc", "synthetic_ct", "synthetic_mr"} <= set(tasks)
+    for name, t in tasks.items():
+        assert t["description"], name
+        assert t["default_method"] in t["methods"], name
+        assert all("units" in o for o in t["outputs"].values()), name
+    assert client.info()["name"].startswith("qmri")
+
+
+def test_bad_addresses_are_plain_errors():
+    with pytest.raises(QMRIClientError, match="must start with http"):
+        QMRIClient("localhost:8000")
+    with pytest.raises(QMRIClientError, match="cannot reach the server"):
+        QMRIClient("http://127.0.0.1:9").info()
+
+
+def test_upload_refused_without_consent(server, tmp_path):
+    url, studies = server
+    f = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), f)
+    client = QMRIClient(url)
+    with pytest.raises(ConsentRequired, match="only after you agree"):
+        client.upload_image("no_consent", f)
+    with pytest.raises(ConsentRequired):
+        client.upload_label("no_consent", f)
+    with pytest.raises(ConsentRequired):
+        run_task(client, "qsm", f, "no_consent")
+    assert not (studies / "no_consent.nii.gz").exists()
+
+
+def test_upload_with_consent_then_infer_oef(server, tmp_path):
+    url, studies = server
+    data, aff, meta = _block("sub-1000_oef", 4)
+    f = tmp_path / "slicer_oef.nii.gz"
+    nib.save(nib.Nifti1Image(data, aff), f)
+    client = QMRIClient(url)
+    client.grant_consent()
+    res = run_task(client, "oef", f, "slicer_oef", {"sidecar": meta})
+    assert (studies / "slicer_oef.nii.gz").exists()
+    assert res.map_names == ["OEF", "S0", "R2", "Y", "v", "chi_nb"]
+    img = res.image()
+    assert img.shape == (*data.shape[:3], 6) and np.allclose(img.affine, aff)
+    assert img.get_data_dtype() == np.float32
+    oef = img.get_fdata()[..., 0]
+    mask = data[..., -1] != 0
+    assert np.all((oef[mask] >= 0) & (oef[mask] <= 100)) and np.all(oef[~mask] == 0)
+    out = res.save(tmp_path / "r.nii.gz")
+    np.testing.assert_array_equal(nib.load(out).get_fdata(), img.get_fdata())
+
+
+@pytest.mark.parametrize(
+    "task, study, params, name, units",
+    [
+        ("qsm", "sub-1000_qsm", {"method": "tkd"}, "chi", "ppm"),
+        ("pvc", "sub-1000_pet", {"method": "rbv"}, "PVC", "SUV"),
+        ("synthetic_ct", "sub-1000_t2w", {}, "sCT", "HU"),
+        ("synthetic_mr", "sub-1000_ct", {}, "sMR", "a.u."),
+    ],
+)
+def test_every_task_on_a_sample_study(server, task, study, params, name, units):
+    url, _ = server
+    client = QMRIClient(url)  # no consent needed: nothing leaves the machine for a server-side study
+    res = client.infer(task, study, params)
+    assert res.map_names[0] == name and res.meta["maps"][0]["units"] == units
+    ref = nib.load(STUDIES / f"{study}.nii.gz")
+    img = res.image()
+    assert img.shape[:3] == ref.shape[:3] and np.allclose(img.affine, ref.affine)
+    assert np.all(np.isfinite(img.get_fdata()))
+
+
+def test_qsm_raw_on_an_uploaded_block(server, tmp_path):
+    url, _ = server
+    data, aff, meta = _block("sub-1000_qsmraw", 12)
+    f = tmp_path / "raw.nii.gz"
+    nib.save(nib.Nifti1Image(data, aff), f)
+    client = QMRIClient(url, consent=True)
+    res = run_task(client, "qsm_raw", f, "slicer_qsmraw", {"method": "tkd", "sidecar": meta})
+    assert res.map_names == ["chi", "local_field"] and res.image().shape == (*data.shape[:3], 2)
+    assert np.allclose(res.image().affine, aff)
+
+
+def test_server_rejection_is_a_clear_error(server):
+    url, _ = server
+    client = QMRIClient(url)
+    with pytest.raises(QMRIClientError) as e:
+        client.infer("pvc", "sub-1000_pet", {"method": "deconvolve_harder"})
+    assert e.value.status == 422
+    assert "rejected the input" in str(e.value) and "unknown method 'deconvolve_harder'" in str(e.value)
+    with pytest.raises(QMRIClientError) as e:
+        client.infer("synthetic_ct", "sub-1000_pet", {})
+    assert e.value.status == 422 and "3D volume" in str(e.value)
+    with pytest.raises(QMRIClientError) as e:
+        client.infer("no_such_task", "sub-1000_pet", {})
+    assert e.value.status == 404 and "unknown task 'no_such_task'" in str(e.value)
+
+
+def test_job_runs_in_background_and_can_be_cancelled(server):
+    url, _ = server
+    client = QMRIClient(url)
+    job = Job(lambda j: run_task(client, "synthetic_ct", None, "sub-1000_t2w", {}, j)).start()
+    assert job.wait(60) and job.error is None and job.stage == "done"
+    assert job.result.map_names == ["sCT"]
+    # cancel: the UI is released at once, the late result is discarded
+    slow = Job(lambda j: (time.sleep(1.0), client.infer("synthetic_ct", "sub-1000_t2w"))[1]).start()
+    t0 = time.time()
+    slow.cancel()
+    assert slow.done and time.time() - t0 < 0.5 and slow.stage == "cancelled"
+    time.sleep(1.5)
+    assert slow.result is None and "cancelled" in str(slow.error)
+    # errors raised in the worker reach the UI thread as the job's error
+    bad = Job(lambda j: client.infer("pvc", "sub-1000_pet", {"method": "nope"})).start()
+    assert bad.wait(30) and isinstance(bad.error, QMRIClientError) and bad.error.status == 422
+
+
+def test_training_case_and_train_without_trainer(server, tmp_path):
+    url, studies = server
+    client = QMRIClient(url)
+    ref = nib.load(STUDIES / "sub-1000_qsm.nii.gz")
+    img, lab = tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz"
+    nib.save(nib.Nifti1Image(ref.get_fdata(dtype=np.float32)[:8, :8, :8], ref.affine), img)
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), ref.affine), lab)
+    with pytest.raises(ConsentRequired):
+        add_training_case(client, "slicer_case", img, lab)
+    client.grant_consent()
+    add_training_case(client, "slicer_case", img, lab, sidecar={"B0_T": 3.0, "B0_dir": [0, 0, 1]})
+    assert (studies / "slicer_case.nii.gz").exists()
+    assert (studies / "labels" / "final" / "slicer_case.nii.gz").exists()
+    untrainable = sorted(set(client.tasks()) - set(client.trainers()))
+    assert untrainable, "every task has a trainer now: pick a model name that has none"
+    with pytest.raises(QMRIClientError, match=f"cannot train '{untrainable[0]}': it has no trainer"):
+        client.train_start(untrainable[0])
+    status = client.train_status()
+    assert status is None or status.get("status") in ("SUBMITTED", "RUNNING", "DONE", "ERROR", "STOPPED")
+
+
+def test_multipart_parser():
+    body = (
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"params\"\r\nContent-Type: application/json\r\n\r\n"
+        b"{\"maps\": []}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"r.nii.gz\"\r\n"
+        b"Content-Type: application/octet-stream\r\n\r\n\x1f\x8b\x00\r\n\x01\r\n--XyZ--\r\n"
+    )
+    parts = parse_multipart('multipart/form-data; boundary="XyZ"', body)
+    assert json.loads(parts["params"][1]) == {"maps": []}
+    assert parts["image"][1] == b"\x1f\x8b\x00\r\n\x01"
+    with pytest.raises(QMRIClientError, match="expected a multipart"):
+        parse_multipart("application/json", b"{}")

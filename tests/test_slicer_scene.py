@@ -1,0 +1,163 @@
+"""The Slicer extension's MRML scene logic, headless with slicer-core: volumes, display, slice views."""
+
+from __future__ import annotations
+
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import REPO, SAMPLE
+
+pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML without Qt) is not installed")
+sys.path.insert(0, str(REPO / "slicer_extension" / "QuantitativeMaps"))
+
+from QuantitativeMapsLib import presets  # noqa: E402
+from QuantitativeMapsLib.scene import MapSceneLogic, matrix_to_affine  # noqa: E402
+
+OEF_MAPS = [
+    {"name": "OEF", "units": "%", "display_range": [0, 80], "channel": 0},
+    {"name": "S0", "units": "a.u.", "display_range": "0 to the 99th percentile", "channel": 1},
+    {"name": "R2", "units": "1/s", "display_range": [0, 30], "channel": 2},
+    {"name": "Y", "units": "fraction", "display_range": [0, 1], "channel": 3},
+    {"name": "v", "units": "fraction", "display_range": [0, 0.1], "channel": 4},
+    {"name": "chi_nb", "units": "ppm", "display_range": [-0.2, 0.2], "channel": 5},
+]
+
+
+def _oblique_affine():
+    """2 mm voxels, rotated 10 deg about S and shifted: catches transposed or LPS-flipped geometry."""
+    c, s = np.cos(np.radians(10)), np.sin(np.radians(10))
+    aff = np.eye(4)
+    aff[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([2.0, 2.5, 3.0])
+    aff[:3, 3] = [-40.0, 12.5, -7.0]
+    return aff
+
+
+def _voxel_value_at_ras(node, ras):
+    import vtk
+
+    r2i = vtk.vtkMatrix4x4()
+    node.GetRASToIJKMatrix(r2i)
+    ijk = np.rint(matrix_to_affine(r2i) @ np.r_[ras, 1.0])[:3].astype(int)
+    return node.GetImageData().GetScalarComponentAsDouble(*ijk, 0), ijk
+
+
+def test_result_becomes_float_volume_with_nifti_geometry_and_values():
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 80, (7, 9, 11)).astype(np.float32)
+    aff = _oblique_affine()
+    logic = MapSceneLogic()
+    (node,) = logic.load_result(nib.Nifti1Image(data, aff), {"maps": [OEF_MAPS[0]]}, "oef", "study")
+    assert node.GetClassName() == "vtkMRMLScalarVolumeNode" and node.GetName() == "study OEF"
+    assert node.GetImageData().GetScalarTypeAsString() == "float"
+    assert node.GetImageData().GetDimensions() == (7, 9, 11)
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    np.testing.assert_allclose(matrix_to_affine(m), aff, atol=1e-9)
+    np.testing.assert_allclose(node.GetSpacing(), [2.0, 2.5, 3.0], atol=1e-9)
+    # the value at a world point is the NIfTI's value at the voxel nibabel maps there
+    for ijk in [(0, 0, 0), (6, 8, 10), (3, 1, 7)]:
+        ras = (aff @ np.r_[ijk, 1.0])[:3]
+        v, back = _voxel_value_at_ras(node, ras)
+        assert tuple(back) == ijk and v == pytest.approx(float(data[ijk]), rel=1e-6)
+    arr, aff2 = logic.volume_array(node)
+    np.testing.assert_array_equal(arr, data)
+    np.testing.assert_allclose(aff2, aff, atol=1e-9)
+    assert node.GetAttribute("qmri.units") == "%" and node.GetVoxelValueUnits().GetCodeMeaning() == "%"
+
+
+def test_six_oef_maps_become_six_named_volumes_with_presets():
+    data = np.zeros((6, 6, 6, 6), np.float32)
+    data[1:5, 1:5, 1:5] = [35.0, 0.8, 18.0, 0.62, 0.03, -0.02]
+    logic = MapSceneLogic()
+    nodes = logic.load_result(nib.Nifti1Image(data, np.eye(4)), {"maps": OEF_MAPS, "method": "qq"}, "oef", "sub-1000")
+    assert [n.GetName() for n in nodes] == [f"sub-1000 {m['name']}" for m in OEF_MAPS]
+    for i, n in enumerate(nodes):
+        assert logic.volume_array(n)[0][2, 2, 2] == pytest.approx(float(data[2, 2, 2, i]), rel=1e-6)
+        assert n.GetAttribute("qmri.map") == OEF_MAPS[i]["name"]
+    oef, s0, chi = nodes[0].GetDisplayNode(), nodes[1].GetDisplayNode(), nodes[5].GetDisplayNode()
+    assert oef.GetColorNode().GetName() == "qmri RainbowReversed"
+    assert (oef.GetWindowLevelMin(), oef.GetWindowLevelMax()) == pytest.approx((0.0, 80.0))
+    assert oef.GetWindow() == pytest.approx(80.0) and oef.GetLevel() == pytest.approx(40.0)
+    assert oef.GetApplyThreshold() and oef.GetLowerThreshold() == pytest.approx(1e-3)
+    assert not oef.GetAutoWindowLevel() and not oef.GetInterpolate()
+    # S0's range is a percentile of the data: 0..0.8 here
+    assert s0.GetWindowLevelMax() == pytest.approx(0.8, rel=1e-5)
+    # chi: diverging, symmetric, no threshold (0 is a value inside the brain)
+    assert chi.GetColorNode().GetName() == "qmri DivergingBlueRed"
+    assert (chi.GetWindowLevelMin(), chi.GetWindowLevelMax()) == pytest.approx((-0.2, 0.2))
+    assert not chi.GetApplyThreshold()
+
+
+@pytest.mark.parametrize(
+    "task, name, units, colour_id, window",
+    [
+        ("pvc", "PVC", "SUV", "vtkMRMLPETProceduralColorNodePET-Heat", None),
+        ("synthetic_ct", "sCT", "HU", "vtkMRMLColorTableNodeGrey", (0.0, 80.0)),
+        ("synthetic_mr", "sMR", "a.u.", "vtkMRMLColorTableNodeGrey", None),
+        ("qsm", "chi", "ppm", None, (-0.2, 0.2)),
+        ("brand_new_task", "T1", "ms", "vtkMRMLColorTableNodeGrey", (100.0, 2000.0)),
+    ],
+)
+def test_presets_per_task(task, name, units, colour_id, window):
+    logic = MapSceneLogic()
+    data = np.linspace(0, 3, 4 * 4 * 4, dtype=np.float32).reshape(4, 4, 4)
+    rng = [100.0, 2000.0] if task == "brand_new_task" else [-0.2, 0.2] if task == "qsm" else "0 to the 99.5th percentile"
+    (node,) = logic.load_result(nib.Nifti1Image(data, np.eye(4)), {"maps": [{"name": name, "units": units, "display_range": rng}]}, task, "x")
+    dn = node.GetDisplayNode()
+    if colour_id:
+        assert dn.GetColorNodeID() == colour_id
+    if window:
+        assert (dn.GetWindowLevelMin(), dn.GetWindowLevelMax()) == pytest.approx(window)
+    else:  # percentile range of the data
+        assert dn.GetWindowLevelMax() == pytest.approx(float(np.percentile(data[data > presets.preset_for(task, name).threshold], 99.5)), rel=1e-5)
+    assert presets.preset_for(task, name, {"units": units}).units == units
+
+
+def test_synthetic_ct_brain_and_bone_windows():
+    logic = MapSceneLogic()
+    (node,) = logic.load_result(nib.Nifti1Image(np.full((3, 3, 3), 40, np.float32), np.eye(4)), {"maps": [{"name": "sCT", "units": "HU"}]}, "synthetic_ct", "ct")
+    p = presets.preset_for("synthetic_ct", "sCT")
+    logic.apply_preset(node, p, "bone")
+    dn = node.GetDisplayNode()
+    assert (dn.GetWindow(), dn.GetLevel()) == pytest.approx((2000.0, 400.0))
+    logic.apply_preset(node, p, "brain")
+    assert (dn.GetWindow(), dn.GetLevel()) == pytest.approx((80.0, 40.0))
+    assert dn.GetApplyThreshold() and dn.GetLowerThreshold() == pytest.approx(-900.0)
+    with pytest.raises(KeyError, match="choose from"):
+        p.window_named("lung")
+
+
+def test_slice_composite_nodes_show_anatomy_under_map_at_opacity():
+    t1 = nib.load(SAMPLE / "anatomy" / "sub-1000" / "T1w.nii.gz")
+    logic = MapSceneLogic()
+    bg = logic.add_volume(t1.get_fdata(dtype=np.float32)[::2, ::2, ::2], t1.affine @ np.diag([2, 2, 2, 1]), "T1w")
+    (fg,) = logic.load_result(nib.Nifti1Image(np.full((5, 5, 5), 30, np.float32), t1.affine), {"maps": [OEF_MAPS[0]]}, "oef", "s")
+    comps = logic.show_overlay(bg, fg, opacity=0.4)
+    assert sorted(c.GetLayoutName() for c in comps) == ["Green", "Red", "Yellow"]
+    for c in comps:
+        assert c.GetBackgroundVolumeID() == bg.GetID() and c.GetForegroundVolumeID() == fg.GetID()
+        assert c.GetForegroundOpacity() == pytest.approx(0.4)
+    logic.set_opacity(0.75)
+    assert all(c.GetForegroundOpacity() == pytest.approx(0.75) for c in comps)
+    legend = logic.add_colour_legend(fg)
+    assert legend.GetTitleText() == "OEF (%)" and legend.GetDisplayableNode() is fg
+    with pytest.raises(ValueError, match="opacity"):
+        logic.show_overlay(bg, fg, opacity=1.5)
+
+
+def test_inputs_are_stacked_on_one_grid():
+    logic = MapSceneLogic()
+    aff = _oblique_affine()
+    a = logic.add_volume(np.ones((4, 5, 6), np.float32), aff, "echo1")
+    b = logic.add_volume(2 * np.ones((4, 5, 6), np.float32), aff, "qsm")
+    stacked, aff2 = logic.stack_volumes([a, b])
+    assert stacked.shape == (4, 5, 6, 2) and np.all(stacked[..., 1] == 2)
+    np.testing.assert_allclose(aff2, aff)
+    c = logic.add_volume(np.ones((4, 5, 7), np.float32), aff, "other")
+    with pytest.raises(ValueError, match="not on the grid"):
+        logic.stack_volumes([a, c])
