@@ -90,7 +90,73 @@ def bench_pvc(subjects: int, resolution_mm: float, fwhms=(5.0, 6.5, 8.0)):
     return rows, ["subject", "amyloid", "FWHM_mm", "method", "seconds", "RMSE_SUV", "SSIM", "composite_SUVR", "true_SUVR", "SUVR_error_%"]
 
 
-BENCHES = {"synth": bench_synthesis, "pvc": bench_pvc}
+def hfen(est, ref, mask, sigma_vox: float = 1.5) -> float:
+    """High-frequency error norm: NRMSE of Laplacian-of-Gaussian filtered maps (sigma 1.5 voxels, Ravishankar 2011)."""
+    from scipy.ndimage import gaussian_laplace
+
+    e = gaussian_laplace(np.where(mask, est, 0.0).astype(np.float64), sigma_vox)
+    r = gaussian_laplace(np.where(mask, ref, 0.0).astype(np.float64), sigma_vox)
+    return float(np.linalg.norm((e - r)[mask]) / np.linalg.norm(r[mask]))
+
+
+def qsm_metrics(chi, ref, mask) -> dict:
+    from ..classical.qsm import nrmse
+
+    c = np.where(mask, chi - chi[mask].mean(), 0.0)
+    r = np.where(mask, ref - ref[mask].mean(), 0.0)
+    lo, hi = np.percentile(r[mask], [0.5, 99.5])
+    return {"NRMSE": nrmse(chi, ref, mask), "HFEN": hfen(c, r, mask), "SSIM": _ssim(np.clip(c, lo, hi), np.clip(r, lo, hi), mask, hi - lo)}
+
+
+def bench_qsm(subjects: int, resolution_mm: float):
+    from ..simulate.qsm import simulate_qsm, tilted_b0
+    from ..tasks.qsm import run_qsm, run_qsm_raw
+
+    rows = []
+    for i in range(subjects):
+        s = make_subject(BENCH_SEED + 200 + i, resolution_mm, subject_id=f"bench-qsm-{i}")
+        for tilt in (0.0, 20.0):
+            studies = simulate_qsm(s, task_rng("qsm", BENCH_SEED + 200 + i), b0_dir=tilted_b0(tilt), raw=tilt == 0.0)
+            for st in studies:
+                run = run_qsm if st.sidecar["task"] == "qsm" else run_qsm_raw
+                for m in ("tkd", "l2", "tv"):
+                    with Timer() as t:
+                        chi = run(st.image, s.affine, st.sidecar, m)[0].data
+                    mask = chi != 0
+                    rows.append({"subject": s.subject_id, "input": st.sidecar["task"], "B0_tilt_deg": tilt, "method": m, "seconds": t.seconds, **qsm_metrics(chi, st.target, mask)})
+    return rows, ["subject", "input", "B0_tilt_deg", "method", "seconds", "NRMSE", "HFEN", "SSIM"]
+
+
+def bench_oef(subjects: int, resolution_mm: float, snrs=(50.0, 100.0, 200.0)):
+    from ..physics.qq import PARAM_NAMES, YA
+    from ..simulate.oef import simulate_oef
+    from ..tasks.oef import run_oef
+
+    rows = []
+    for i in range(subjects):
+        s = make_subject(BENCH_SEED + 300 + i, resolution_mm, subject_id=f"bench-oef-{i}")
+        gm = np.isin(s.labels, (2, 4, 5, 6, 7, 8, 9, 10))
+        wm = s.labels == 3
+        for snr in snrs:
+            (st,) = simulate_oef(s, task_rng("oef", BENCH_SEED + 300 + i), snr=snr)
+            with Timer() as t:
+                maps = {m.name: m.data for m in run_oef(st.image, s.affine, st.sidecar, "qq_fit")}
+            mask = st.image[..., -1] != 0
+            oef_true = 100 * (1 - st.target[..., 2] / YA)
+            row = {"subject": s.subject_id, "SNR": snr, "method": "qq_fit", "seconds": t.seconds, "voxels": int(mask.sum())}
+            for k, n in enumerate(PARAM_NAMES):
+                row[f"RMSE_{n}"] = float(np.sqrt(np.mean((maps[n] - st.target[..., k])[mask] ** 2)))
+            row["RMSE_OEF_pp"] = float(np.sqrt(np.mean((maps["OEF"] - oef_true)[mask] ** 2)))
+            row["OEF_GM"] = float(maps["OEF"][mask & gm].mean())
+            row["OEF_GM_true"] = float(oef_true[mask & gm].mean())
+            row["OEF_WM"] = float(maps["OEF"][mask & wm].mean())
+            row["OEF_WM_true"] = float(oef_true[mask & wm].mean())
+            rows.append(row)
+    cols = ["subject", "SNR", "method", "seconds", "voxels"] + [f"RMSE_{n}" for n in PARAM_NAMES] + ["RMSE_OEF_pp", "OEF_GM", "OEF_GM_true", "OEF_WM", "OEF_WM_true"]
+    return rows, cols
+
+
+BENCHES = {"synth": bench_synthesis, "pvc": bench_pvc, "qsm": bench_qsm, "oef": bench_oef}
 
 
 def run(out_dir: str, subjects: int = 2, resolution_mm: float = 2.0, tasks: tuple[str, ...] | None = None):
