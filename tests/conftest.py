@@ -32,18 +32,28 @@ def small_subject():
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def model_dir(tmp_path_factory):
+    """A copy of apps/qmri/model that the test server serves and its trainers publish into."""
+    d = tmp_path_factory.mktemp("model")
+    shutil.copytree(REPO / "apps" / "qmri" / "model", d, dirs_exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, model_dir):
     """Start the real app with ``monailabel start_server`` on a copy of sample-data/studies.
 
     The copy keeps the repository clean (MONAI Label writes its datastore index beside the studies).
-    Yields the base URL and the studies folder; the server is stopped at the end of the session.
+    Weights are served from a copy of apps/qmri/model (``--conf model_dir``), so training in tests never
+    touches the shipped files. Yields the base URL and the studies folder; the server is stopped at
+    the end of the session.
     """
     studies = tmp_path_factory.mktemp("studies")
     shutil.copytree(SAMPLE / "studies", studies, dirs_exist_ok=True)
     port = _free_port()
     log = open(tmp_path_factory.mktemp("server_log") / "server.log", "w")
     env = dict(os.environ, PYTHONPATH=str(REPO / "apps" / "qmri"))
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "qmri"), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "qmri"), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180

@@ -211,7 +211,7 @@ def _nrmse(est, ref, mask):
     return float(np.linalg.norm(e - r) / np.linalg.norm(r))
 
 
-@pytest.mark.parametrize("method, bound", [("tkd", 0.9), ("l2", 0.9), ("tv", 0.45)])
+@pytest.mark.parametrize("method, bound", [("tkd", 0.9), ("l2", 0.9), ("tv", 0.45), ("qsmnet", 0.65)])
 def test_qsm_local_field_inversions(server, method, bound):
     url, _ = server
     status, img, meta = infer(url, "qsm", "sub-1000_qsm", {"method": method})
@@ -224,21 +224,24 @@ def test_qsm_local_field_inversions(server, method, bound):
     assert np.all(chi[~mask] == 0)
 
 
-def test_qsm_uses_the_sidecar_b0_direction(server):
+@pytest.mark.parametrize("method", ["l2", "qsmnet"])
+def test_qsm_uses_the_sidecar_b0_direction(server, method):
     """On a study acquired with B0 tilted 20 deg, the true direction beats assuming B0 along z."""
     url, _ = server
     meta = json.loads((STUDIES / "sub-1001_qsm.json").read_text())
     assert meta["B0_dir"] != [0.0, 0.0, 1.0]
     tgt = truth("sub-1001_qsm").get_fdata()
     mask = nib.load(STUDIES / "sub-1001_qsm.nii.gz").get_fdata() != 0
-    _, right, _ = infer(url, "qsm", "sub-1001_qsm", {"method": "l2"})
-    _, wrong, _ = infer(url, "qsm", "sub-1001_qsm", {"method": "l2", "sidecar": dict(meta, B0_dir=[0, 0, 1])})
+    _, right, _ = infer(url, "qsm", "sub-1001_qsm", {"method": method})
+    _, wrong, _ = infer(url, "qsm", "sub-1001_qsm", {"method": method, "sidecar": dict(meta, B0_dir=[0, 0, 1])})
     assert _nrmse(right.get_fdata(), tgt, mask) < _nrmse(wrong.get_fdata(), tgt, mask) - 0.05
 
 
-def test_qsm_raw_path(server):
+@pytest.mark.parametrize("method", ["l2", "qsmnet"])
+def test_qsm_raw_path(server, method):
+    """Raw magnitude + phase -> echo fit, unwrapping, V-SHARP -> inversion, in one call."""
     url, _ = server
-    status, img, meta = infer(url, "qsm_raw", "sub-1000_qsmraw", {"method": "l2"})
+    status, img, meta = infer(url, "qsm_raw", "sub-1000_qsmraw", {"method": method})
     assert status == 200, meta
     assert [m["name"] for m in meta["maps"]] == ["chi", "local_field"]
     ref = nib.load(STUDIES / "sub-1000_qsmraw.nii.gz")

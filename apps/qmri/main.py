@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 class QMRIApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
-        self.model_dir = os.path.join(app_dir, "model")
+        # --conf model_dir DIR serves (and trains into) another copy of the weights
+        self.model_dir = conf.get("model_dir", os.path.join(app_dir, "model"))
         available = {c.split(".")[-2].lower(): c for c in get_class_names(lib.configs, "TaskConfig")}
         requested = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
         unknown = [m for m in requested if m != "all" and m not in available]

@@ -47,6 +47,18 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench.classical import run
 
         run(args.out, subjects=args.subjects, resolution_mm=args.resolution, tasks=tuple(args.tasks) if args.tasks else None)
+    elif args.suite == "qsm":
+        from .bench.qsm import run
+
+        run(args.out, args.weights or "apps/qmri/model/qsmnet/qsmnet.pt", subjects=args.subjects, resolution_mm=args.resolution)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.task == "qsm":
+        from .training.qsm_cli import train_qsm_command
+
+        train_qsm_command(args)
     return 0
 
 
@@ -80,8 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compact", action="store_true", help="store floats as scaled int16 (about 3x smaller)")
     p.set_defaults(func=_simulate)
 
+    p = sub.add_parser("train", help="train a task's network on phantoms and write shipped weights + model card")
+    p.add_argument("task", choices=("qsm",))
+    p.add_argument("--out", default=None, help="weights file (default apps/qmri/model/<task>/...)")
+    p.add_argument("--train-subjects", type=int, default=8)
+    p.add_argument("--val-subjects", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--steps", type=int, default=40, help="optimiser steps per epoch")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_train)
+
     p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
-    p.add_argument("suite", choices=("classical",))
+    p.add_argument("suite", choices=("classical", "qsm"))
+    p.add_argument("--weights", default=None, help="network weights (default: the shipped ones)")
     p.add_argument("--tasks", nargs="*", help="subset of tasks (default all)")
     p.add_argument("--subjects", type=int, default=2)
     p.add_argument("--resolution", type=float, default=2.0)

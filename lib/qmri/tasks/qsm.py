@@ -6,12 +6,17 @@ from typing import Any
 
 import numpy as np
 
+from pathlib import Path
+
 from ..classical import qsm as cq
 from ..io.maps import QuantMap
+from ..networks.qsm_predict import load_qsmnet, predict_chi
+from ..networks.weights import ReloadingWeights
 from .oef import echo_times_s
 from .spec import TaskSpec, require_3d, voxel_size
 
-METHODS = ("l2", "tkd", "tv")
+CLASSICAL = ("l2", "tkd", "tv")
+METHODS = ("qsmnet",) + CLASSICAL
 CHI_RANGE = (-0.2, 0.2)
 
 
@@ -25,7 +30,12 @@ def b0_direction(sidecar: dict[str, Any]) -> tuple[float, float, float]:
     return tuple(float(x) for x in v / np.linalg.norm(v))
 
 
-def _invert(field, mask, vs, b0, method, magnitude=None):
+def _invert(field, mask, vs, b0, method, magnitude=None, net: ReloadingWeights | None = None):
+    if method == "qsmnet":
+        if net is None:
+            raise ValueError("method 'qsmnet' is not available on this server (no weights configured)")
+        model, _ = net.get()
+        return predict_chi(model, field, mask, vs, b0)
     if method == "tkd":
         return cq.tkd(field, mask, vs, b0)
     if method == "l2":
@@ -35,7 +45,7 @@ def _invert(field, mask, vs, b0, method, magnitude=None):
     raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
 
 
-def run_qsm(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str) -> list[QuantMap]:
+def run_qsm(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
     field = require_3d(image, "the local field map (ppm)")
     b0 = b0_direction(sidecar)
     mask = field != 0
@@ -43,11 +53,11 @@ def run_qsm(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
         raise ValueError("the local field is zero almost everywhere: it must be non-zero inside the brain mask")
     if np.abs(field[mask]).max() > 50:
         raise ValueError(f"local field values up to {np.abs(field[mask]).max():.3g}: expected ppm of B0 (|field| < 1 inside the brain); is it in Hz or rad?")
-    chi = np.where(mask, np.asarray(_invert(field, mask, voxel_size(affine), b0, method)), 0.0)
+    chi = np.where(mask, np.asarray(_invert(field, mask, voxel_size(affine), b0, method, net=net)), 0.0)
     return [QuantMap("chi", chi.astype(np.float32), "ppm", CHI_RANGE, f"magnetic susceptibility ({method})")]
 
 
-def run_qsm_raw(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str) -> list[QuantMap]:
+def run_qsm_raw(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
     te_ms = 1000.0 * echo_times_s(sidecar)
     n = len(te_ms)
     if image.ndim != 4 or image.shape[3] != 2 * n + 1:
@@ -61,36 +71,47 @@ def run_qsm_raw(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], 
     if np.abs(phase[mask]).max() > np.pi + 1e-3:
         raise ValueError("phase channels must be wrapped phase in radians (-pi..pi)")
     if method not in METHODS:
-        raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS if net else CLASSICAL)}")
     b0 = b0_direction(sidecar)
-    r = cq.qsm_from_gre(mag, phase, mask, te_ms, voxel_size(affine), b0, float(sidecar.get("B0_T", 3.0)), method=method)
-    m = np.asarray(r["mask"], dtype=bool)
-    chi = np.where(m, np.asarray(r["chi"]), 0.0).astype(np.float32)
-    local = np.where(m, np.asarray(r["local_field"]), 0.0).astype(np.float32)
+    vs = voxel_size(affine)
+    total = cq.echo_fit_total_field(mag, phase, te_ms, float(sidecar.get("B0_T", 3.0)), mask=mask, voxel_size=vs)
+    local, m = cq.vsharp(total, mask, vs)
+    local, m = np.asarray(local), np.asarray(m, dtype=bool)
+    chi = np.asarray(_invert(local, m, vs, b0, method, magnitude=mag[..., 0], net=net))
+    chi = np.where(m, chi, 0.0).astype(np.float32)
+    local = np.where(m, local, 0.0).astype(np.float32)
     return [
         QuantMap("chi", chi, "ppm", CHI_RANGE, f"magnetic susceptibility ({method}, after V-SHARP)"),
         QuantMap("local_field", local, "ppm", (-0.05, 0.05), "local field after V-SHARP background removal"),
     ]
 
 
-QSM = TaskSpec(
-    name="qsm",
-    description="Magnetic susceptibility (ppm) from a local field map (ppm of B0, 0 outside the brain)",
-    inputs={"image": "3D local field (ppm), 0 outside the brain mask", "sidecar": "B0_dir (B0 direction in array axes)"},
-    outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE)}},
-    methods=METHODS,
-    default_method="l2",
-    run=run_qsm,
-    required_sidecar=("B0_dir",),
-)
+def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
+    """The ``qsm`` and ``qsm_raw`` tasks; with ``weights`` QSMnet is their default method.
 
-QSM_RAW = TaskSpec(
-    name="qsm_raw",
-    description="Magnetic susceptibility (ppm) from raw multi-echo GRE: echo fit with unwrapping, V-SHARP, dipole inversion",
-    inputs={"image": "4D: E magnitudes, E wrapped phases (rad), brain mask; channels last", "sidecar": "echo_times_ms, B0_dir, B0_T (default 3)"},
-    outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE)}, "local_field": {"units": "ppm", "display_range": [-0.05, 0.05]}},
-    methods=METHODS,
-    default_method="l2",
-    run=run_qsm_raw,
-    required_sidecar=("echo_times_ms", "B0_dir"),
-)
+    The weights are reloaded whenever the file changes, so a model published by the trainer is
+    used by the next request without a restart.
+    """
+    net = ReloadingWeights(weights, load_qsmnet, "QSMnet") if weights else None
+    methods = METHODS if net else CLASSICAL
+    qsm = TaskSpec(
+        name="qsm",
+        description="Magnetic susceptibility (ppm) from a local field map (ppm of B0, 0 outside the brain)",
+        inputs={"image": "3D local field (ppm), 0 outside the brain mask", "sidecar": "B0_dir (B0 direction in array axes)"},
+        outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE)}},
+        methods=methods,
+        default_method=methods[0],
+        run=lambda image, affine, sidecar, method: run_qsm(image, affine, sidecar, method, net),
+        required_sidecar=("B0_dir",),
+    )
+    raw = TaskSpec(
+        name="qsm_raw",
+        description="Magnetic susceptibility (ppm) from raw multi-echo GRE: echo fit with unwrapping, V-SHARP, dipole inversion",
+        inputs={"image": "4D: E magnitudes, E wrapped phases (rad), brain mask; channels last", "sidecar": "echo_times_ms, B0_dir, B0_T (default 3)"},
+        outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE)}, "local_field": {"units": "ppm", "display_range": [-0.05, 0.05]}},
+        methods=methods,
+        default_method=methods[0],
+        run=lambda image, affine, sidecar, method: run_qsm_raw(image, affine, sidecar, method, net),
+        required_sidecar=("echo_times_ms", "B0_dir"),
+    )
+    return qsm, raw

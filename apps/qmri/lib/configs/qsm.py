@@ -1,15 +1,23 @@
-"""QSM from a local field map and from raw multi-echo phase."""
+"""QSM from a local field map and from raw multi-echo phase; QSMnet and its trainer."""
+
+import os
 
 from monailabel.interfaces.config import TaskConfig
 
-from qmri.tasks.qsm import QSM, QSM_RAW
+from qmri.tasks.qsm import qsm_specs
 
 from ..infers.task_infer import TaskInfer
+from ..trainers.qsmnet import QSMNetTrainer
 
 
 class Susceptibility(TaskConfig):
+    def init(self, name, model_dir, conf, planner, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.weights = os.path.join(model_dir, "qsmnet", "qsmnet.pt")
+
     def infer(self):
-        return {QSM.name: TaskInfer(QSM), QSM_RAW.name: TaskInfer(QSM_RAW)}
+        qsm, raw = qsm_specs(self.weights)
+        return {qsm.name: TaskInfer(qsm), raw.name: TaskInfer(raw)}
 
     def trainer(self):
-        return None
+        return QSMNetTrainer(self.weights)

@@ -1,0 +1,1 @@
+"""Networks of the product (built from MONAI blocks) and their losses."""

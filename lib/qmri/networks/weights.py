@@ -1,0 +1,32 @@
+"""Network weights that are reloaded when their file changes (a newly trained model is used at once)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ReloadingWeights:
+    """Lazily load ``path`` with ``loader(path)``; load again whenever the file's mtime changes."""
+
+    def __init__(self, path: str | Path, loader: Callable[[Path], Any], what: str):
+        self.path = Path(path)
+        self.loader = loader
+        self.what = what
+        self._stamp = None
+        self._value = None
+        self._lock = threading.Lock()
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def get(self):
+        if not self.path.exists():
+            raise ValueError(f"no trained {self.what} weights at {self.path}: train them first (qmri train, or the server's trainer)")
+        with self._lock:
+            stamp = self.path.stat().st_mtime_ns
+            if stamp != self._stamp:
+                self._value = self.loader(self.path)
+                self._stamp = stamp
+            return self._value

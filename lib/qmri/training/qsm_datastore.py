@@ -1,0 +1,52 @@
+"""QSMnet training volumes from studies (local field image + ``labels/final`` susceptibility target)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import nibabel as nib
+import numpy as np
+
+from ..io.study import image_id, read_sidecar
+from ..physics.rotation import rotate_volume, rotation_to_z
+from .qsm_data import QSMVolume
+
+log = logging.getLogger(__name__)
+
+
+def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]], metadata: dict[str, dict] | None = None) -> list[QSMVolume]:
+    """One :class:`QSMVolume` per ``qsm`` study (sidecar task "qsm"); other studies are skipped.
+
+    The sidecar is the JSON beside the image, or ``metadata[image_id]`` (e.g. what a client sent
+    with its upload and the datastore keeps in the image's info) when there is no such file.
+
+    The brain mask is where the local field is non-zero; the target chi (ppm) is rotated so that
+    B0 lies along the array's z axis (the network's convention) when the sidecar's B0_dir is oblique.
+    """
+    out = []
+    for image, label in pairs:
+        try:
+            meta = read_sidecar(image)
+        except ValueError:
+            meta = (metadata or {}).get(image_id(image))
+            if not meta:
+                continue
+        if meta.get("task") != "qsm":
+            continue
+        img = nib.load(str(image))
+        vs = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+        if not np.allclose(vs, vs[0], rtol=1e-3):
+            log.warning("skipping %s: anisotropic voxels %s", image, vs)
+            continue
+        mask = np.asarray(img.dataobj, dtype=np.float32) != 0
+        chi = nib.load(str(label)).get_fdata(dtype=np.float32)
+        if chi.shape != mask.shape:
+            raise ValueError(f"target of {Path(image).name} has shape {chi.shape}, image {mask.shape}")
+        rot = rotation_to_z(meta.get("B0_dir", (0.0, 0.0, 1.0)))
+        if not np.allclose(rot, np.eye(3)):
+            chi = rotate_volume(chi, rot, vs, order=1)
+            mask = rotate_volume(mask.astype(np.float32), rot, vs, order=1) > 0.5
+        out.append(QSMVolume(np.where(mask, chi, 0.0).astype(np.float32), mask, float(vs[0]), image_id(image)))
+    return out
