@@ -282,6 +282,22 @@ def _apply_lesions(
 # ----------------------------------------------------------------------------------------------
 
 
+def _tissue_image(labels, probseg, lesions, values: Mapping[str, float], voxel_size_mm, skin_mm, fat_fraction, table_mm, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Partial-volume mix of per-compartment ``values`` (HU or T2w signal): the scalp split into
+    skin/muscle and fat, the skull into cortical tables and diploe, lesions replacing their voxels.
+    Returns the image and the per-class fractions (x, y, z, C) it was mixed from."""
+    cortical, fat = compartment_fractions(
+        labels, probseg, voxel_size_mm, skin_mm=skin_mm, fat_fraction=fat_fraction, table_mm=table_mm
+    )
+    frac = _fractions(labels, probseg, device)
+    cort_t = torch.as_tensor(cortical, device=frac.device)
+    fat_t = torch.as_tensor(fat, device=frac.device)
+    soft = fat_t * values["fat"] + (1.0 - fat_t) * values["skin_muscle"]
+    bone = cort_t * values["cortical_bone"] + (1.0 - cort_t) * values["diploe"]
+    plain = {k: values[k] for k in TISSUE_PROPERTIES if k in LABEL and k not in _MIXED}
+    return _apply_lesions(_mix(frac, plain, soft, bone), lesions, values), frac
+
+
 def draw_subject_hu(rng) -> dict[str, float]:
     """One subject's CT number (HU) per compartment: ``N(hu, hu_sd)`` clipped to ``hu_range``."""
     rng = _as_rng(rng)
@@ -320,17 +336,7 @@ def ct_hu(
     hu = draw_subject_hu(rng)
     if hu_values is not None:
         hu.update({k: float(v) for k, v in hu_values.items()})
-    cortical, fat = compartment_fractions(
-        labels, probseg, voxel_size_mm, skin_mm=skin_mm, fat_fraction=fat_fraction, table_mm=table_mm
-    )
-    frac = _fractions(labels, probseg, device)
-    cort_t = torch.as_tensor(cortical, device=frac.device)
-    fat_t = torch.as_tensor(fat, device=frac.device)
-    soft = fat_t * hu["fat"] + (1.0 - fat_t) * hu["skin_muscle"]
-    bone = cort_t * hu["cortical_bone"] + (1.0 - cort_t) * hu["diploe"]
-    plain = {k: hu[k] for k in TISSUE_PROPERTIES if k in LABEL and k not in _MIXED}
-    img = _mix(frac, plain, soft, bone)
-    img = _apply_lesions(img, lesions, hu)
+    img, _ = _tissue_image(labels, probseg, lesions, hu, voxel_size_mm, skin_mm, fat_fraction, table_mm, device)
     if noise_sd_hu > 0:
         noise = rng.standard_normal(labels.shape).astype(np.float32)
         img = img + noise_sd_hu * torch.as_tensor(noise, device=img.device)
@@ -434,16 +440,7 @@ def t2w_mr(
     rng = _as_rng(rng)
     props = draw_subject_mr(rng, mr_cv)
     sig = {k: float(t2w_signal(*props[k], tr_ms, te_ms, scale)) for k in props}
-    cortical, fat = compartment_fractions(
-        labels, probseg, voxel_size_mm, skin_mm=skin_mm, fat_fraction=fat_fraction, table_mm=table_mm
-    )
-    frac = _fractions(labels, probseg, device)
-    cort_t = torch.as_tensor(cortical, device=frac.device)
-    fat_t = torch.as_tensor(fat, device=frac.device)
-    soft = fat_t * sig["fat"] + (1.0 - fat_t) * sig["skin_muscle"]
-    bone = cort_t * sig["cortical_bone"] + (1.0 - cort_t) * sig["diploe"]
-    plain = {k: sig[k] for k in TISSUE_PROPERTIES if k in LABEL and k not in _MIXED}
-    tissue = _apply_lesions(_mix(frac, plain, soft, bone), lesions, sig)
+    tissue, frac = _tissue_image(labels, probseg, lesions, sig, voxel_size_mm, skin_mm, fat_fraction, table_mm, device)
 
     if bias_field:
         bias = polynomial_bias_field(labels.shape, rng, bias_amplitude, device=frac.device)
