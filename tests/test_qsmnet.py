@@ -152,3 +152,20 @@ def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_d
     status, after, meta = infer(url, "qsm", "sub-1000_qsm")
     assert status == 200 and meta["method"] == "qsmnet"
     assert not np.allclose(before.get_fdata(), after.get_fdata())  # the new weights are in use
+
+
+def test_distributed_data_parallel_training_on_cpu(tmp_path):
+    """The trainers' multi-GPU path (torch.distributed DDP), exercised with 2 gloo processes on CPU."""
+    from qmri.networks.qsm_predict import load_qsmnet
+    from qmri.training.qsm_data import QSMVolume
+    from qmri.training.qsm_train import train_qsm
+
+    g = np.indices((32, 32, 32)) - 15.5
+    mask = (g**2).sum(0) < 14**2
+    chi = np.where(mask, _blobs(32).astype(np.float32), 0.0).astype(np.float32)
+    vol = QSMVolume(chi, mask, 2.0, "blobs")
+    out = tmp_path / "ddp.pt"
+    res = train_qsm(out, [vol], [vol], epochs=1, steps_per_epoch=2, batch_size=2, patch=16, features=(4, 4, 8, 8, 16, 4), progress=False, world_size=2, device="cpu")
+    assert res["config"]["world_size"] == 2 and len(res["history"]) == 1
+    net, cfg = load_qsmnet(out)
+    assert cfg["epoch"] == 1 and np.isfinite(res["best"]["val_nrmse"])

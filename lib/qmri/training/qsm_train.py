@@ -58,27 +58,61 @@ def train_qsm(
     device: str | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    world_size: int = 1,
 ) -> dict:
     """Train and save the best weights to ``out_path``; returns the history and best metrics.
 
     ``train``/``val`` are phantom seeds or ready :class:`QSMVolume` s (e.g. from datastore studies).
     ``init``: weights to start from (fine-tuning); ``on_epoch`` is called with each epoch's record.
+    ``world_size > 1`` trains data-parallel with ``torch.distributed`` (one process per GPU with
+    NCCL, or per CPU process with gloo when there is no GPU): each rank draws its own patches and
+    runs ``steps_per_epoch / world_size`` steps, gradients are averaged by DistributedDataParallel,
+    rank 0 validates and saves.
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     t0 = time.time()
     vols = [v if isinstance(v, QSMVolume) else make_volume(int(v), resolution_mm) for v in tqdm(list(train), desc="training brains", disable=not progress)]
     vvols = [v if isinstance(v, QSMVolume) else make_volume(int(v), resolution_mm) for v in tqdm(list(val), desc="validation brains", disable=not progress)]
-    val_fields = [local_field(v.chi, v.mask, v.voxel_size_mm, rng=np.random.default_rng(10_000 + i)) for i, v in enumerate(vvols)]
+    opts = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch=patch, lr=lr, features=tuple(features), seed=seed, init=None if init is None else str(init), device=device, progress=progress, t0=t0)
+    if world_size > 1:
+        import tempfile
 
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.multiprocessing.spawn(_ddp_worker, args=(world_size, tmp, vols, vvols, str(out_path), opts), nprocs=world_size, join=True)
+            return json.loads((Path(tmp) / "result.json").read_text())
+    return _fit(0, 1, vols, vvols, out_path, on_epoch=on_epoch, **opts)
+
+
+def _ddp_worker(rank: int, world_size: int, tmp: str, vols, vvols, out_path: str, opts: dict) -> None:
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= world_size
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world_size)
+    try:
+        res = _fit(rank, world_size, vols, vvols, out_path, **{**opts, "device": f"cuda:{rank}" if cuda else "cpu", "progress": opts["progress"] and rank == 0})
+        if rank == 0:
+            (Path(tmp) / "result.json").write_text(json.dumps(res))
+    finally:
+        dist.destroy_process_group()
+
+
+def _fit(rank, world_size, vols, vvols, out_path, epochs, steps_per_epoch, batch_size, patch, lr, features, seed, init, device, progress, t0, on_epoch=None) -> dict:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)  # same initial weights on every rank
+    rng = np.random.default_rng(seed + 7919 * rank)  # each rank draws its own rotations and patches
+    val_fields = [local_field(v.chi, v.mask, v.voxel_size_mm, rng=np.random.default_rng(10_000 + i)) for i, v in enumerate(vvols)]
     net = qsmnet(features).to(device)
     if init:
         ckpt = torch.load(init, map_location=device, weights_only=True)
         net.load_state_dict(ckpt["state_dict"])
+    model = net
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[torch.device(device).index] if str(device).startswith("cuda") else None)
+    steps = max(1, steps_per_epoch // world_size)
     loss_fn = QSMnetLoss(voxel_size_mm=vols[0].voxel_size_mm)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch), eta_min=lr * 0.05)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps), eta_min=lr * 0.05)
     config = {
         "features": list(features),
         "field_scale": FIELD_SCALE,
@@ -89,17 +123,18 @@ def train_qsm(
         "train_subjects": [v.subject for v in vols],
         "val_subjects": [v.subject for v in vvols],
         "seed": seed,
+        "world_size": world_size,
     }
     history, best = [], {"val_nrmse": float("inf")}
     for epoch in range(1, epochs + 1):
-        net.train()
+        model.train()
         pool = []
         for v in vols:
             f, c, m = rotated_example(v, rng)
-            pool += sample_patches(f, c, m, max(1, steps_per_epoch * batch_size // len(vols)), patch, rng)
+            pool += sample_patches(f, c, m, max(1, steps * batch_size // len(vols)), patch, rng)
         order = rng.permutation(len(pool))
         losses = []
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
         for step in bar:
             idx = order[(step * batch_size) % len(pool) : (step * batch_size) % len(pool) + batch_size]
             if len(idx) < batch_size:
@@ -107,14 +142,16 @@ def train_qsm(
             f = torch.from_numpy(np.stack([pool[i][0] for i in idx])[:, None]).to(device)
             c = torch.from_numpy(np.stack([pool[i][1] for i in idx])[:, None]).to(device)
             m = torch.from_numpy(np.stack([pool[i][2] for i in idx])[:, None].astype(np.float32)).to(device)
-            pred = net(f * FIELD_SCALE) / CHI_SCALE * m
-            loss, parts = loss_fn(pred, c, m)
+            pred = model(f * FIELD_SCALE) / CHI_SCALE * m
+            loss, _ = loss_fn(pred, c, m)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+        if rank != 0:
+            continue
         net.eval()
         vn = [nrmse(predict_chi(net, fld, v.mask, (v.voxel_size_mm,) * 3, device=device), v.chi, v.mask) for v, fld in zip(vvols, val_fields)]
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_nrmse": float(np.mean(vn)), "seconds": round(time.time() - t0, 1)}

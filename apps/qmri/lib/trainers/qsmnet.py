@@ -33,7 +33,17 @@ class QSMNetTrainer(TrainTask):
         self.stats_path = self.weights.with_name("train_stats.json")
 
     def config(self) -> Dict[str, Any]:
-        return {"max_epochs": 5, "steps_per_epoch": 20, "batch_size": 4, "lr": 1e-4, "from_scratch": False, "device": "cuda if available"}
+        return {"max_epochs": 5, "steps_per_epoch": 20, "batch_size": 4, "lr": 1e-4, "from_scratch": False, "device": "cuda if available", "multi_gpu": False, "gpus": "all"}
+
+    @staticmethod
+    def world_size(p: Dict[str, Any]) -> int:
+        """MONAI Label's multi-GPU option: ``multi_gpu`` with ``gpus`` "all" or a list like "0,1"."""
+        if str(p.get("multi_gpu", False)).lower() != "true":
+            return 1
+        import torch
+
+        n = torch.cuda.device_count() if p.get("gpus", "all") == "all" else len(str(p["gpus"]).split(","))
+        return n if n > 1 else 1
 
     def stats(self) -> Dict[str, Any]:
         return json.loads(self.stats_path.read_text()) if self.stats_path.exists() else {}
@@ -53,7 +63,7 @@ class QSMNetTrainer(TrainTask):
         t0 = time.time()
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "qsmnet.pt"
-            res = train_qsm(out, train, val, epochs=int(p["max_epochs"]), steps_per_epoch=int(p["steps_per_epoch"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]), init=init, device=device, progress=False)
+            res = train_qsm(out, train, val, epochs=int(p["max_epochs"]), steps_per_epoch=int(p["steps_per_epoch"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]), init=init, device=device, progress=False, world_size=self.world_size(p))
             self.weights.parent.mkdir(parents=True, exist_ok=True)
             if self.weights.exists():
                 shutil.copy2(self.weights, self.weights.with_name(self.weights.stem + "_previous.pt"))
