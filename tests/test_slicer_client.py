@@ -187,3 +187,27 @@ def test_multipart_parser():
     assert parts["image"][1] == b"\x1f\x8b\x00\r\n\x01"
     with pytest.raises(QMRIClientError, match="expected a multipart"):
         parse_multipart("application/json", b"{}")
+
+
+def test_retrain_flow_with_the_qsm_trainer(server, model_dir, tmp_path):
+    """The extension's retrain path: a new annotated study, training started and watched, new model used."""
+    url, studies = server
+    client = QMRIClient(url, consent=True)
+    assert "qsm" in client.trainers()
+    src = STUDIES / "sub-1001_qsm.nii.gz"
+    ref = STUDIES / "labels" / "final" / "sub-1001_qsm.nii.gz"
+    sidecar = json.loads((STUDIES / "sub-1001_qsm.json").read_text())  # task qsm, tilted B0
+    add_training_case(client, "slicer_retrain_qsm", src, ref, sidecar=sidecar)
+    assert json.loads((studies / "slicer_retrain_qsm.json").read_text())["B0_dir"] == sidecar["B0_dir"]  # layout kept
+    weights = model_dir / "qsmnet" / "qsmnet.pt"
+    stamp = weights.stat().st_mtime_ns
+    client.train_start("qsm", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2})
+    seen = []
+    final = client.wait_for_training(poll_s=2.0, timeout_s=600, on_status=lambda s: seen.append(s.get("status")))
+    assert final.get("status") == "DONE", final
+    assert weights.stat().st_mtime_ns != stamp  # published
+    stats = client.info(refresh=True)["train_stats"]["qsm"]
+    assert "slicer_retrain_qsm" in stats["train_studies"] + stats["val_studies"]  # the uploaded case was used
+    res = client.infer("qsm", "slicer_retrain_qsm", {"method": "qsmnet"})
+    assert res.meta["maps"][0]["units"] == "ppm" and res.meta["method"] == "qsmnet"
+    assert res.image().shape == nib.load(src).shape

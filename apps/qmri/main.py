@@ -17,8 +17,10 @@ from typing import Any, Dict
 from fastapi import HTTPException
 
 import lib.configs
-import monailabel
+from lib.datastore import SidecarDatastore
+from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
@@ -55,6 +57,16 @@ class QMRIApp(MONAILabelApp):
             name=f"qmri ({qmri.__version__})",
             description="Quantitative brain maps: OEF, QSM, PET partial-volume correction, synthetic CT/MR",
             version=qmri.__version__,
+        )
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return SidecarDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
 
     def init_infers(self) -> Dict[str, InferTask]:

@@ -16,11 +16,8 @@ from .qsm_data import QSMVolume
 log = logging.getLogger(__name__)
 
 
-def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]], metadata: dict[str, dict] | None = None) -> list[QSMVolume]:
+def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]]) -> list[QSMVolume]:
     """One :class:`QSMVolume` per ``qsm`` study (sidecar task "qsm"); other studies are skipped.
-
-    The sidecar is the JSON beside the image, or ``metadata[image_id]`` (e.g. what a client sent
-    with its upload and the datastore keeps in the image's info) when there is no such file.
 
     The brain mask is where the local field is non-zero; the target chi (ppm) is rotated so that
     B0 lies along the array's z axis (the network's convention) when the sidecar's B0_dir is oblique.
@@ -30,9 +27,7 @@ def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]], metadat
         try:
             meta = read_sidecar(image)
         except ValueError:
-            meta = (metadata or {}).get(image_id(image))
-            if not meta:
-                continue
+            continue
         if meta.get("task") != "qsm":
             continue
         img = nib.load(str(image))

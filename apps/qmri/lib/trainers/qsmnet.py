@@ -19,7 +19,6 @@ from typing import Any, Dict
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from qmri.io.study import image_id
 from qmri.training.qsm_datastore import volumes_from_studies
 from qmri.training.qsm_train import train_qsm
 
@@ -50,10 +49,7 @@ class QSMNetTrainer(TrainTask):
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         p = {**self.config(), **request}
-        pairs = [(d["image"], d["label"]) for d in datastore.datalist()]
-        # uploads (e.g. from the Slicer extension) carry their sidecar in the datastore's image info
-        info = {image_id(img): datastore.get_image_info(image_id(img)) for img, _ in pairs}
-        vols = volumes_from_studies(pairs, info)
+        vols = volumes_from_studies([(d["image"], d["label"]) for d in datastore.datalist()])
         if not vols:
             raise ValueError("no QSM studies with labels/final targets in the datastore (sidecar task 'qsm')")
         train, val = (vols[:-1], vols[-1:]) if len(vols) > 1 else (vols, vols)
