@@ -64,13 +64,18 @@ def write_maps(maps: list[QuantMap], affine: np.ndarray, shape: tuple[int, ...],
     return path, {"maps": info, "shape": list(shape), "affine": np.asarray(affine).tolist(), "dtype": "float32"}
 
 
+def requested_names(available: list[str], names: str | list[str] | None) -> list[str]:
+    """The map names a request asks for (one name or a list; all if None), checked against ``available``."""
+    if names is None:
+        return list(available)
+    wanted = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise ValueError(f"unknown map(s) {unknown}; this task returns {list(available)}")
+    return wanted
+
+
 def select_maps(maps: list[QuantMap], names: str | list[str] | None) -> list[QuantMap]:
     """The maps named in ``names`` (one name or a list), in that order; all maps if None."""
-    if names is None:
-        return maps
-    wanted = [names] if isinstance(names, str) else list(names)
     by_name = {m.name: m for m in maps}
-    unknown = [n for n in wanted if n not in by_name]
-    if unknown:
-        raise ValueError(f"unknown map(s) {unknown}; this task returns {list(by_name)}")
-    return [by_name[n] for n in wanted]
+    return [by_name[n] for n in requested_names(list(by_name), names)]

@@ -25,7 +25,7 @@ import numpy as np
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from qmri.io.maps import QuantMap, select_maps, write_maps
+from qmri.io.maps import QuantMap, requested_names, select_maps, write_maps
 from qmri.io.study import StudyError, read_sidecar, sidecar_path
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class QuantitativeInferTask(InferTask):
             method = request.get("method", self.default_method)
             if method not in self.methods:
                 raise ValueError(f"unknown method '{method}'; choose from {', '.join(self.methods)}")
+            requested_names(list(self.outputs), request.get("map"))  # refuse before any work
             path = request["image"]
             try:
                 img = nib.load(path)
