@@ -101,7 +101,7 @@ def nrmse(estimate, reference, mask, demean: bool = True) -> float:
     if demean:
         x = x - x.mean()
         y = y - y.mean()
-    return float(np.linalg.norm(x - y) / np.linalg.norm(y))
+    return float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12))
 
 
 def _prep_inversion(field, mask, voxel_size, b0_dir, pad, device):

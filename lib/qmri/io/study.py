@@ -71,6 +71,11 @@ def read_sidecar(image_path: str | Path, required: tuple[str, ...] = ()) -> dict
     return meta
 
 
+def voxel_size_mm(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size (mm) per array axis from the affine's column norms."""
+    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
+
+
 def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, compact: bool = False) -> Path:
     """Save an array (3D, or 4D channels last) as NIfTI with spatial units of mm.
 
@@ -108,7 +113,7 @@ def write_study(
     """
     studies = Path(studies)
     meta = dict(sidecar)
-    meta.setdefault("voxel_size_mm", [float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))])
+    meta.setdefault("voxel_size_mm", list(voxel_size_mm(affine)))
     path = save_nifti(image, affine, studies / f"{study_id}.nii.gz", compact)
     (studies / f"{study_id}.json").write_text(json.dumps(meta, indent=2))
     if target is not None:

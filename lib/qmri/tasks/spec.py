@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..io.maps import QuantMap
+from ..io.study import voxel_size_mm as voxel_size  # noqa: F401  (re-exported for the task modules)
 
 RunFn = Callable[[np.ndarray, np.ndarray, dict[str, Any], str], list[QuantMap]]
 
@@ -51,8 +52,3 @@ def require_channels(image: np.ndarray, n: int, what: str) -> np.ndarray:
     if image.shape[3] != n:
         raise ValueError(f"{what} must have {n} channels, got {image.shape[3]}")
     return image
-
-
-def voxel_size(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel size (mm) from the affine's column norms."""
-    return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))

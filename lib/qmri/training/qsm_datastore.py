@@ -9,7 +9,7 @@ from typing import Iterable
 import nibabel as nib
 import numpy as np
 
-from ..io.study import image_id, read_sidecar
+from ..io.study import image_id, read_sidecar, voxel_size_mm
 from ..physics.rotation import rotate_volume, rotation_to_z
 from .qsm_data import QSMVolume
 
@@ -31,7 +31,7 @@ def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]]) -> list
         if meta.get("task") != "qsm":
             continue
         img = nib.load(str(image))
-        vs = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+        vs = np.asarray(voxel_size_mm(img.affine))
         if not np.allclose(vs, vs[0], rtol=1e-3):
             log.warning("skipping %s: anisotropic voxels %s", image, vs)
             continue

@@ -20,17 +20,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..classical.qsm import nrmse  # noqa: F401  (demeaned NRMSE; also imported from here by tests)
 from ..networks.qsm_loss import QSMnetLoss
 from ..networks.qsm_predict import predict_chi
 from ..networks.qsmnet import CHI_SCALE, DEFAULT_FEATURES, FIELD_SCALE, qsmnet
 from .qsm_data import QSMVolume, local_field, make_volume, rotated_example, sample_patches
 
 log = logging.getLogger(__name__)
-
-
-def nrmse(est: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
-    e, r = est[mask] - est[mask].mean(), ref[mask] - ref[mask].mean()
-    return float(np.linalg.norm(e - r) / max(np.linalg.norm(r), 1e-12))
 
 
 def save_checkpoint(path: str | Path, net: torch.nn.Module, config: dict) -> Path:
