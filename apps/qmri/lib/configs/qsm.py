@@ -7,7 +7,7 @@ from monailabel.interfaces.config import TaskConfig
 from qmri.tasks.qsm import qsm_specs
 
 from ..infers.task_infer import TaskInfer
-from ..trainers.qsmnet import QSMNetTrainer
+from ..trainers.qsmnet import qsmnet_trainer
 
 
 class Susceptibility(TaskConfig):
@@ -20,4 +20,4 @@ class Susceptibility(TaskConfig):
         return {qsm.name: TaskInfer(qsm), raw.name: TaskInfer(raw)}
 
     def trainer(self):
-        return QSMNetTrainer(self.weights)
+        return qsmnet_trainer(self.weights)

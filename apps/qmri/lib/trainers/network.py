@@ -1,0 +1,130 @@
+"""One MONAI Label trainer for every network of the app: train from the datastore, publish, report.
+
+Each task supplies what differs: how datastore studies become training items (``volumes``) and how
+a network is fitted to them (``fit``, which calls :func:`qmri.training.loop.train`). This class does
+the rest the same way for all of them:
+
+- the request's parameters (``max_epochs``, ``steps_per_epoch``, ``batch_size``, ``lr``,
+  ``from_scratch``, ``device``, MONAI Label's ``multi_gpu``/``gpus``, and the task's own);
+- the split (the last study validates; a single study trains and validates);
+- fine-tuning from the served weights unless ``from_scratch``;
+- publishing atomically: the new file replaces the served one by ``os.replace`` and the previous
+  model is kept as ``*_previous.pt``; infer tasks reload weights whose file changed
+  (:class:`qmri.networks.weights.ReloadingWeights`), so the next request uses the new model;
+- ``train_stats.json`` beside the weights, returned by :meth:`stats` to ``/info``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.train import TrainTask
+
+logger = logging.getLogger(__name__)
+
+COMMON_DEFAULTS = {"max_epochs": 5, "steps_per_epoch": 20, "batch_size": 2, "lr": 1e-4, "from_scratch": False, "device": "cuda if available", "multi_gpu": False, "gpus": "all"}
+
+
+def _true(v) -> bool:
+    return str(v).lower() in ("true", "1", "yes")
+
+
+class NetworkTrainer(TrainTask):
+    """``volumes(datalist, params) -> items``; ``fit(out_path, train, val, init_or_None, params) -> result``.
+
+    ``weights``: the served file, or a dict name -> file when the task has several networks; then the
+    request's ``network`` picks the one to train and publish (default: the dict's first).
+    ``params`` given to ``volumes``/``fit`` hold the request merged over the defaults, with
+    ``device`` (None = CUDA when available) and ``world_size`` (from ``multi_gpu``/``gpus``) resolved.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        weights: str | Path | Dict[str, str | Path],
+        defaults: Dict[str, Any],
+        volumes: Callable[[list, Dict[str, Any]], list],
+        fit: Callable[[Path, list, list, Path | None, Dict[str, Any]], dict],
+        metric_name: str,
+    ):
+        super().__init__(description)
+        self.weights = {k: Path(v) for k, v in weights.items()} if isinstance(weights, dict) and len(weights) > 1 else {"model": Path(next(iter(weights.values())) if isinstance(weights, dict) else weights)}
+        self.defaults = {**COMMON_DEFAULTS, **defaults}
+        if len(self.weights) > 1:
+            self.defaults.setdefault("network", next(iter(self.weights)))
+        self.volumes = volumes
+        self.fit = fit
+        self.metric_name = metric_name
+        self.stats_path = next(iter(self.weights.values())).with_name("train_stats.json")
+
+    def config(self) -> Dict[str, Any]:
+        return dict(self.defaults)
+
+    @staticmethod
+    def world_size(p: Dict[str, Any]) -> int:
+        """MONAI Label's multi-GPU option: ``multi_gpu`` with ``gpus`` "all" or a list like "0,1"."""
+        if not _true(p.get("multi_gpu", False)):
+            return 1
+        import torch
+
+        n = torch.cuda.device_count() if p.get("gpus", "all") == "all" else len(str(p["gpus"]).split(","))
+        return n if n > 1 else 1
+
+    def stats(self) -> Dict[str, Any]:
+        return json.loads(self.stats_path.read_text()) if self.stats_path.exists() else {}
+
+    def target(self, p: Dict[str, Any]) -> Path:
+        # MONAI Label puts the trainer's own name in the request's "model", so the weights file to
+        # train is chosen by "network" (only for trainers with several weights files)
+        key = str(p.get("network", "model")) if len(self.weights) > 1 else "model"
+        if key not in self.weights:
+            raise ValueError(f"unknown network '{key}' for this trainer; choose one of {sorted(self.weights)}")
+        return self.weights[key]
+
+    def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+        p = {**self.config(), **request}
+        p["device"] = None if p["device"] == "cuda if available" else p["device"]
+        p["world_size"] = self.world_size(p)
+        weights = self.target(p)
+        items = self.volumes([{"image": d["image"], "label": d.get("label")} for d in datastore.datalist()], p)
+        if not items:
+            raise ValueError(f"no studies usable for training in the datastore: {self.description}")
+        train, val = (items[:-1], items[-1:]) if len(items) > 1 else (items, items)
+        init = None if _true(p["from_scratch"]) or not weights.exists() else weights
+        logger.info("%s: training on %d studies (%d validation), init %s", weights.name, len(train), len(val), init)
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / weights.name
+            res = self.fit(out, train, val, init, p)
+            if not out.exists():
+                raise RuntimeError("training produced no weights (no finite validation metric)")
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            if weights.exists():
+                shutil.copy2(weights, weights.with_name(weights.stem + "_previous.pt"))
+            staged = weights.with_suffix(".staged")
+            shutil.copy2(out, staged)
+            os.replace(staged, weights)  # publish atomically
+        best = res.get("best", {})
+        stats = {
+            "model": weights.stem,
+            "best_metric": best.get(res.get("metric", "")),
+            "best_metric_name": self.metric_name,
+            "best": best,
+            "epochs": int(p["max_epochs"]),
+            "train_studies": [getattr(v, "subject", str(i)) for i, v in enumerate(train)],
+            "val_studies": [getattr(v, "subject", str(i)) for i, v in enumerate(val)],
+            "total_time": round(time.time() - t0, 1),
+            "published": str(weights),
+            "history": res.get("history", []),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        self.stats_path.write_text(json.dumps(stats, indent=2))
+        return stats
