@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +127,7 @@ def test_oblique_b0_is_rotated_to_z(held_out_brain):
 
 
 def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_dir):
-    from test_tasks_rest import infer
+    from test_tasks_rest import infer, train_and_wait
 
     url, _ = server
     weights = Path(model_dir) / "qsmnet" / "qsmnet.pt"
@@ -137,17 +136,8 @@ def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_d
     status, before, _ = infer(url, "qsm", "sub-1000_qsm")
     assert status == 200
     stamp = weights.stat().st_mtime_ns
-    r = requests.post(f"{url}/train/qsm", json={"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "lr": 1e-3}, timeout=60)
-    assert r.status_code == 200, r.text
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        st = requests.get(f"{url}/train/", timeout=30).json()
-        if st.get("status") in ("DONE", "ERROR"):
-            break
-        time.sleep(3)
-    assert st.get("status") == "DONE", st
+    stats = train_and_wait(url, "qsm", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "lr": 1e-3})
     assert weights.stat().st_mtime_ns != stamp and (weights.parent / "qsmnet_previous.pt").exists()
-    stats = requests.get(f"{url}/info/", timeout=30).json()["train_stats"]["qsm"]
     assert stats["epochs"] == 1 and stats["best_metric"] > 0
     status, after, meta = infer(url, "qsm", "sub-1000_qsm")
     assert status == 200 and meta["method"] == "qsmnet"

@@ -271,3 +271,20 @@ def test_qsm_bad_inputs(server, tmp_path):
     ]:
         status, _, detail = infer(url, task, image, params)
         assert 400 <= status < 500 and msg in detail, (task, params, status, detail)
+
+
+def train_and_wait(url: str, task: str, params: dict, timeout_s: float = 600) -> dict:
+    """POST /train/<task> with ``params``, wait until MONAI Label reports the job finished, assert it
+    succeeded, and return the task's ``train_stats`` from ``/info``."""
+    import time
+
+    r = requests.post(f"{url}/train/{task}", json=params, timeout=60)
+    assert r.status_code == 200, r.text
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        st = requests.get(f"{url}/train/", timeout=30).json()
+        if st.get("status") in ("DONE", "ERROR"):
+            break
+        time.sleep(3)
+    assert st.get("status") == "DONE", st
+    return requests.get(f"{url}/info/", timeout=30).json()["train_stats"][task]

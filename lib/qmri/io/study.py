@@ -71,6 +71,19 @@ def read_sidecar(image_path: str | Path, required: tuple[str, ...] = ()) -> dict
     return meta
 
 
+def task_studies(pairs, task: str):
+    """Yield ``(image, label, sidecar)`` for the (image, label) path pairs whose sidecar names
+    ``task``; studies without a readable sidecar or of other tasks are skipped (a datastore holds
+    every task's studies side by side)."""
+    for image, label in pairs:
+        try:
+            meta = read_sidecar(image)
+        except ValueError:
+            continue
+        if meta.get("task") == task:
+            yield image, label, meta
+
+
 def voxel_size_mm(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size (mm) per array axis from the affine's column norms."""
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))

@@ -21,7 +21,7 @@ def train_qsm_command(args) -> dict:
     out = Path(args.out) if args.out else DEFAULT_WEIGHTS
     train = list(range(TRAIN_SEED0, TRAIN_SEED0 + args.train_subjects))
     val = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))
-    res = train_qsm(out, train, val, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, seed=args.seed, device=args.device)
+    res = train_qsm(out, train, val, resolution_mm=getattr(args, "resolution", 2.0), epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=getattr(args, "lr", None) or 1e-3, seed=args.seed, device=args.device, world_size=getattr(args, "world_size", 1))
     save_training_curve(res["history"], out.parent / "training_curve.png")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]

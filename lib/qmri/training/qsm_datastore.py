@@ -9,7 +9,7 @@ from typing import Iterable
 import nibabel as nib
 import numpy as np
 
-from ..io.study import image_id, read_sidecar, voxel_size_mm
+from ..io.study import image_id, task_studies, voxel_size_mm
 from ..physics.rotation import rotate_volume, rotation_to_z
 from .qsm_data import QSMVolume
 
@@ -23,13 +23,7 @@ def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]]) -> list
     B0 lies along the array's z axis (the network's convention) when the sidecar's B0_dir is oblique.
     """
     out = []
-    for image, label in pairs:
-        try:
-            meta = read_sidecar(image)
-        except ValueError:
-            continue
-        if meta.get("task") != "qsm":
-            continue
+    for image, label, meta in task_studies(pairs, "qsm"):
         img = nib.load(str(image))
         vs = np.asarray(voxel_size_mm(img.affine))
         if not np.allclose(vs, vs[0], rtol=1e-3):
