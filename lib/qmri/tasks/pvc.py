@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..classical import pvc
 from ..io.maps import QuantMap
+from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, voxel_size
 
 SEGMENTATION_METHODS = ("rbv", "iterative_yang", "gtm", "muller_gartner")
@@ -38,13 +41,25 @@ def split_pet(image: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray | 
     return pet, seg
 
 
-def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str) -> list[QuantMap]:
-    if method not in SEGMENTATION_METHODS + PET_ONLY_METHODS:
+def _network(pet: np.ndarray, vs, fwhm, net: ReloadingWeights) -> np.ndarray:
+    from ..networks.pvc_predict import predict_pvc
+
+    model, cfg = net.get()
+    if not np.allclose(vs, cfg["voxel_size_mm"], rtol=0.05):
+        raise ValueError(f"the PVC network was trained at {cfg['voxel_size_mm']} mm isotropic voxels; this PET has {tuple(round(v, 3) for v in vs)} mm: resample it or use a classical method")
+    return predict_pvc(model, pet, fwhm_mm=float(np.mean(fwhm)))
+
+
+def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, nets: dict[str, ReloadingWeights] | None = None) -> list[QuantMap]:
+    nets = nets or {}
+    if method not in SEGMENTATION_METHODS + PET_ONLY_METHODS + tuple(nets):
         raise ValueError(f"unknown method '{method}' for pvc")
     pet, seg = split_pet(image, method)
     vs = voxel_size(affine)
     fwhm = _fwhm(sidecar)
-    if method == "rbv":
+    if method in nets:
+        out = _network(pet, vs, fwhm, nets[method])
+    elif method == "rbv":
         out = pvc.rbv(pet, seg, fwhm, vs)
     elif method == "iterative_yang":
         out = pvc.iterative_yang(pet, seg, fwhm, vs)
@@ -71,13 +86,34 @@ def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     return [QuantMap("PVC", out, units, (0.0, hi), f"partial-volume corrected PET ({method})")]
 
 
-PVC = TaskSpec(
-    name="pvc",
-    description="Partial-volume corrected amyloid PET (same units as the input, e.g. SUV)",
-    inputs={"image": "3D PET, or 4D with channels PET, GM, WM, CSF, other (tissue probabilities) for segmentation-based methods", "sidecar": "psf_fwhm_mm (one or three values, mm)"},
-    outputs={"PVC": {"units": "input units (SUV)", "display_range": "0 to the 99.5th percentile", "colormap": "PET-Heat"}},
-    methods=SEGMENTATION_METHODS + PET_ONLY_METHODS,
-    default_method="rbv",
-    run=run_pvc,
-    required_sidecar=("psf_fwhm_mm",),
-)
+NETWORK_METHODS = {
+    "pvcnet_fwhm": "PET-only 3D residual U-Net conditioned on the sidecar's PSF FWHM",
+    "pvcnet": "PET-only 3D residual U-Net trained across FWHM 5-8 mm without being told the FWHM (seed 002's design)",
+}
+DEFAULT_NETWORK = "pvcnet_fwhm"
+
+
+def pvc_spec(weights: dict[str, str | Path] | None = None, default: str = DEFAULT_NETWORK) -> TaskSpec:
+    """The ``pvc`` task; ``weights`` maps network method names to checkpoints (reloaded when the
+    file changes, so a model the trainer publishes is used at once). With weights, ``default`` (a
+    network) is the default method; the classical methods stay selectable."""
+    from ..networks.pvc_predict import load_pvcnet
+
+    nets = {m: ReloadingWeights(w, load_pvcnet, f"PVC network '{m}'") for m, w in (weights or {}).items()}
+    unknown = set(nets) - set(NETWORK_METHODS)
+    if unknown:
+        raise ValueError(f"unknown PVC network methods {sorted(unknown)}")
+    methods = tuple(nets) + SEGMENTATION_METHODS + PET_ONLY_METHODS
+    return TaskSpec(
+        name="pvc",
+        description="Partial-volume corrected amyloid PET (same units as the input, e.g. SUV)",
+        inputs={"image": "3D PET (networks, PET-only methods), or 4D with channels PET, GM, WM, CSF, other (tissue probabilities) for segmentation-based methods", "sidecar": "psf_fwhm_mm (one or three values, mm)"},
+        outputs={"PVC": {"units": "input units (SUV)", "display_range": "0 to the 99.5th percentile", "colormap": "PET-Heat"}},
+        methods=methods,
+        default_method=default if default in nets else "rbv",
+        run=partial(run_pvc, nets=nets),
+        required_sidecar=("psf_fwhm_mm",),
+    )
+
+
+PVC = pvc_spec()
