@@ -1,14 +1,25 @@
-"""OEF and the five QQ parameters from multi-echo GRE magnitude + QSM (classical voxelwise QQ fit)."""
+"""OEF and the five QQ parameters from multi-echo GRE magnitude + QSM.
+
+Methods: the OEF networks (``best``, the default when weights are configured; ``cnn3d``, seed 000;
+``lstm``, seed 001), trained for the QQ-NET echo times 4.5..39.5 ms (a study with other echo times
+gets a ValueError naming them, HTTP 422 in the app), and the classical voxelwise QQ fit
+``qq_fit`` for any echo times.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..classical.qq_fit import fit_qq
 from ..io.maps import QuantMap
+from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, require_channels
+
+NETWORKS = ("best", "cnn3d", "lstm")
+CLASSICAL = ("qq_fit",)
 
 OUTPUTS = {
     "OEF": ("%", (0.0, 80.0), "oxygen extraction fraction"),
@@ -46,28 +57,53 @@ def split_oef_input(image: np.ndarray, sidecar: dict[str, Any]) -> tuple[np.ndar
     return mag, chi, mask, te
 
 
-def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str) -> list[QuantMap]:
-    if method != "qq_fit":
-        raise ValueError(f"unknown method '{method}' for oef")
+def _network_maps(net: ReloadingWeights, mag, chi, mask, te_s, sidecar) -> dict[str, np.ndarray]:
+    from ..networks.oef_predict import predict_oef
+
+    if abs(float(sidecar.get("B0_T", 3.0)) - 3.0) > 1e-3:
+        raise ValueError(f"the OEF networks were trained at B0 = 3 T; this study has B0_T = {sidecar.get('B0_T')}: use method 'qq_fit'")
+    return predict_oef(net.get(), mag, chi, mask, [1000.0 * t for t in te_s])
+
+
+def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, nets: Mapping[str, ReloadingWeights] | None = None) -> list[QuantMap]:
+    """OEF (%) and S0, R2, Y, v, chi_nb maps inside the brain mask by ``method`` (see the module doc)."""
+    nets = nets or {}
+    if method not in CLASSICAL and method not in nets:
+        raise ValueError(f"unknown method '{method}' for oef; choose from {', '.join(tuple(nets) + CLASSICAL)}")
     mag, chi, mask, te = split_oef_input(image, sidecar)
-    r = fit_qq(mag, chi, te, mask, B0=float(sidecar.get("B0_T", 3.0)), device="cpu")
-    values = {"OEF": 100.0 * r["OEF"], "S0": r["S0"], "R2": r["R2"], "Y": r["Y"], "v": r["v"], "chi_nb": r["chi_nb"]}
+    if method == "qq_fit":
+        r = fit_qq(mag, chi, te, mask, B0=float(sidecar.get("B0_T", 3.0)), device="cpu")
+        values = {"OEF": 100.0 * r["OEF"], "S0": r["S0"], "R2": r["R2"], "Y": r["Y"], "v": r["v"], "chi_nb": r["chi_nb"]}
+    else:
+        values = _network_maps(nets[method], mag, chi, mask, te, sidecar)
+    label = "classical QQ fit" if method == "qq_fit" else f"{method} network"
     maps = []
     for name, (units, rng, desc) in OUTPUTS.items():
         data = np.where(mask, values[name], 0.0).astype(np.float32)
         if rng is None:
             rng = (0.0, float(np.percentile(data[mask], 99)))
-        maps.append(QuantMap(name, data, units, rng, desc))
+        maps.append(QuantMap(name, data, units, rng, f"{desc} ({label})"))
     return maps
 
 
-OEF = TaskSpec(
-    name="oef",
-    description="Oxygen extraction fraction (%) and the QQ parameters S0, R2, Y, v, chi_nb from multi-echo GRE magnitude + QSM",
-    inputs={"image": "4D: E echo magnitudes then the QSM map (ppm, 0 outside the brain), channels last", "sidecar": "echo_times_ms (E values, ms); B0_T (default 3)"},
-    outputs={k: {"units": u, "display_range": list(r) if r else "0 to the 99th percentile", "description": d} for k, (u, r, d) in OUTPUTS.items()},
-    methods=("qq_fit",),
-    default_method="qq_fit",
-    run=run_oef,
-    required_sidecar=("echo_times_ms",),
-)
+def oef_spec(weights: Mapping[str, str | Path] | None = None) -> TaskSpec:
+    """The ``oef`` task; with ``weights`` (name -> file for best, cnn3d, lstm) the networks are
+    selectable and ``best`` is the default. Weights are reloaded when their file changes, so a
+    model published by the trainer is used by the next request without a restart."""
+    from ..networks.oef_predict import load_oef_net
+
+    nets = {k: ReloadingWeights(weights[k], load_oef_net, f"OEF {k} network") for k in NETWORKS if weights and k in weights}
+    methods = tuple(nets) + CLASSICAL
+    return TaskSpec(
+        name="oef",
+        description="Oxygen extraction fraction (%) and the QQ parameters S0, R2, Y, v, chi_nb from multi-echo GRE magnitude + QSM",
+        inputs={"image": "4D: E echo magnitudes then the QSM map (ppm, 0 outside the brain), channels last", "sidecar": "echo_times_ms (E values, ms; the networks need 4.5, 9.5, .., 39.5); B0_T (default 3)"},
+        outputs={k: {"units": u, "display_range": list(r) if r else "0 to the 99th percentile", "description": d} for k, (u, r, d) in OUTPUTS.items()},
+        methods=methods,
+        default_method=methods[0],
+        run=lambda image, affine, sidecar, method: run_oef(image, affine, sidecar, method, nets),
+        required_sidecar=("echo_times_ms",),
+    )
+
+
+OEF = oef_spec()  # classical only (no weights); the app builds the spec with its weights

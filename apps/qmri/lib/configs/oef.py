@@ -1,15 +1,32 @@
-"""OEF and QQ parameters from mGRE magnitude + QSM."""
+"""OEF and QQ parameters from mGRE magnitude + QSM: the OEF networks (best by default), the classical QQ fit, and their trainer."""
+
+import os
 
 from monailabel.interfaces.config import TaskConfig
 
-from qmri.tasks.oef import OEF
+from qmri.tasks.oef import NETWORKS, oef_spec
+from qmri.training.oef_train import TRAINER_DEFAULTS, fit_from_studies, studies_to_volumes
 
 from ..infers.task_infer import TaskInfer
+from ..trainers.network import NetworkTrainer
 
 
 class OxygenExtraction(TaskConfig):
+    def init(self, name, model_dir, conf, planner, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        # the trainer trains "best" unless the request's "network" names cnn3d or lstm
+        self.weights = {k: os.path.join(model_dir, "oefnet", f"{k}.pt") for k in NETWORKS}
+
     def infer(self):
-        return {OEF.name: TaskInfer(OEF)}
+        spec = oef_spec(self.weights)
+        return {spec.name: TaskInfer(spec)}
 
     def trainer(self):
-        return None
+        return NetworkTrainer(
+            "Train an OEF network (network: best, cnn3d or lstm) on the datastore's OEF studies (labels/final = S0, R2, Y, v, chi_nb)",
+            self.weights,
+            TRAINER_DEFAULTS,
+            studies_to_volumes,
+            fit_from_studies,
+            "validation OEF RMSE (%-points)",
+        )

@@ -1,0 +1,253 @@
+"""The three OEF networks: the seed-000 3D CNN, the seed-001 voxelwise LSTM and a bounded 3D U-Net.
+
+All map the QQ-NET-normalised input (8 echo magnitudes divided by the echo-1 magnitude + QSM in
+ppm times :data:`CHI_INPUT_SCALE`) to the five QQ parameters in the order
+``PARAM_NAMES = (S0, R2, Y, v, chi_nb)``, expressed in QQ-NET normalised units
+``(p - QQNET_MEAN) / QQNET_STD`` (S0 relative to the echo-1 magnitude, R2 in 1/s, Y and v as
+fractions, chi_nb in ppm before normalisation). :func:`denormalise` turns them back into physical
+units.
+
+* :func:`cnn3d` (seed 000, Lee & Lee 2025): input layer + 3 hidden Conv3D layers with LeakyReLU +
+  output Conv3D, channels widening through the hidden layers, no batch norm, no dropout. Built from
+  MONAI ``Convolution`` blocks (norm and dropout off). The seed does not state widths or kernel
+  sizes; 3x3x3 kernels and widths (16, 32, 64) keep it trainable on one CPU core.
+* :class:`OEFLSTM` (seed 001, voxelwise): the 9 inputs become a 5-step sequence (:func:`to_sequence`),
+  4 stacked LSTM layers of 512, 256, 128, 64 units (the first three return every step, the last only
+  its final step), Flatten, 3 Dense layers with LeakyReLU(0.01) and a 5-unit output. MONAI has no
+  recurrent regression block, so torch's ``nn.LSTM`` layers are used directly.
+* :class:`BoundedUNet` ("best"): MONAI ``BasicUNet`` (instance norm, LeakyReLU) whose five outputs
+  are squashed by a sigmoid into the QQ-NET physical bounds (S0 [0.8, 2.5], R2 [2, 190] 1/s,
+  Y [0, 0.98], v [0, 0.08], chi_nb [-1, 1.6] ppm) and returned in normalised units; the physics
+  consistency term that re-simulates the echoes and the QSM lives in the training recipe
+  (:mod:`qmri.training.oef_train`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.nets import BasicUNet
+import torch.nn.functional as F
+from torch import nn
+
+from ..physics.qq import PARAM_LOWER, PARAM_NAMES, PARAM_UPPER, QQNET_MEAN, QQNET_STD
+
+N_ECHOES = 8
+N_INPUTS = N_ECHOES + 1  # 8 normalised echo magnitudes + QSM
+N_PARAMS = len(PARAM_NAMES)
+CHI_INPUT_SCALE = 10.0  # network QSM input = chi (ppm) * 10, so that tissue values are O(0.1-1)
+SEQ_STEPS = 5  # seed 001: the 9 inputs as a 5-step sequence
+SEQ_WIDTH = N_INPUTS - SEQ_STEPS + 1  # = 5 values per step (sliding window)
+CNN_WIDTHS = (16, 32, 64)
+LSTM_UNITS = (512, 256, 128, 64)
+DENSE_UNITS = (64, 32, 16)
+UNET_FEATURES = (16, 16, 32, 64, 96, 16)
+UNET_DIVISOR = 16  # BasicUNet pools four times
+
+
+def normalise_params(p):
+    """Physical parameters (last axis S0_rel, R2, Y, v, chi_nb) -> QQ-NET normalised units."""
+    mean, std = _stats_like(p)
+    return (p - mean) / std
+
+
+def denormalise(z):
+    """QQ-NET normalised units -> physical parameters (S0 relative to echo 1, R2 1/s, Y, v, chi_nb ppm)."""
+    mean, std = _stats_like(z)
+    return z * std + mean
+
+
+def _stats_like(x):
+    if isinstance(x, torch.Tensor):
+        return (torch.as_tensor(QQNET_MEAN, dtype=x.dtype, device=x.device), torch.as_tensor(QQNET_STD, dtype=x.dtype, device=x.device))
+    return QQNET_MEAN.astype(np.float32), QQNET_STD.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Seed 000: 3D CNN
+# ------------------------------------------------------------------------------------------------
+def cnn3d(widths=CNN_WIDTHS) -> nn.Module:
+    """Seed-000 3D CNN: Conv3D(9 -> w0) + 2 hidden Conv3D (w0 -> w1 -> w2), LeakyReLU after each of
+    these three, then the output Conv3D (w2 -> 5), linear. 3x3x3 kernels, 'same' padding, no norm or
+    dropout. Input (B, 9, D, H, W), output (B, 5, D, H, W) in normalised units."""
+    chans = (N_INPUTS,) + tuple(widths)
+    layers = [Convolution(3, chans[i], chans[i + 1], kernel_size=3, act=("leakyrelu", {"negative_slope": 0.01}), norm=None, dropout=None) for i in range(len(widths))]
+    layers.append(Convolution(3, chans[-1], N_PARAMS, kernel_size=3, conv_only=True))
+    return nn.Sequential(*layers)
+
+
+# ------------------------------------------------------------------------------------------------
+# Seed 001: voxelwise LSTM
+# ------------------------------------------------------------------------------------------------
+def to_sequence(x):
+    """(N, 9) voxel inputs -> (N, 5, 5) sequence: step k holds inputs k..k+4 (sliding window).
+
+    Seed 001 turns the 8 echo values and the QSM value into "sequence data with 5 time steps" and
+    does not give the mapping; a width-5 sliding window over the ordered inputs (echo 1..8, QSM) is
+    the standard Keras time-series construction that yields exactly 5 steps from 9 values and keeps
+    the echo order as the time axis. Works on numpy arrays and tensors.
+    """
+    if x.shape[-1] != N_INPUTS:
+        raise ValueError(f"expected {N_INPUTS} inputs per voxel, got {x.shape[-1]}")
+    steps = [x[..., k : k + SEQ_WIDTH] for k in range(SEQ_STEPS)]
+    return torch.stack(steps, dim=-2) if isinstance(x, torch.Tensor) else np.stack(steps, axis=-2)
+
+
+class OEFLSTM(nn.Module):
+    """Seed-001 voxelwise LSTM: (N, 9) normalised inputs -> (N, 5) normalised parameters."""
+
+    def __init__(self, units=LSTM_UNITS, dense=DENSE_UNITS):
+        super().__init__()
+        sizes = (SEQ_WIDTH,) + tuple(units)
+        self.lstms = nn.ModuleList(nn.LSTM(sizes[i], sizes[i + 1], batch_first=True) for i in range(len(units)))
+        d = (units[-1],) + tuple(dense)
+        mlp = []
+        for i in range(len(dense)):
+            mlp += [nn.Linear(d[i], d[i + 1]), nn.LeakyReLU(0.01)]
+        mlp.append(nn.Linear(d[-1], N_PARAMS))
+        self.head = nn.Sequential(nn.Flatten(), *mlp)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = to_sequence(x)
+        for lstm in self.lstms:
+            h, _ = lstm(h)  # the first three return every step (as does the 4th, sliced below)
+        return self.head(h[:, -1])  # the last LSTM layer returns only its final step
+
+
+# ------------------------------------------------------------------------------------------------
+# Best: bounded 3D U-Net
+# ------------------------------------------------------------------------------------------------
+class BoundedUNet(nn.Module):
+    """MONAI BasicUNet whose outputs are confined to the physical bounds, in normalised units.
+
+    ``p = lower + (upper - lower) * sigmoid(u + b)`` per parameter, with the fixed offset ``b``
+    chosen so that ``u = 0`` gives the QQ-NET mean; the result is returned as ``(p - mean) / std``.
+    Input sizes must be multiples of :data:`UNET_DIVISOR`.
+    """
+
+    def __init__(self, features=UNET_FEATURES):
+        super().__init__()
+        self.unet = BasicUNet(
+            spatial_dims=3,
+            in_channels=N_INPUTS,
+            out_channels=N_PARAMS,
+            features=tuple(features),
+            act=("LeakyReLU", {"negative_slope": 0.01, "inplace": True}),
+            norm=("instance", {"affine": True}),
+            upsample="deconv",
+        )
+        frac = (QQNET_MEAN - PARAM_LOWER) / (PARAM_UPPER - PARAM_LOWER)
+        shape = (1, N_PARAMS, 1, 1, 1)
+        self.register_buffer("offset", torch.tensor([math.log(f / (1 - f)) for f in frac], dtype=torch.float32).view(shape))
+        self.register_buffer("lower", torch.tensor(PARAM_LOWER, dtype=torch.float32).view(shape))
+        self.register_buffer("span", torch.tensor(PARAM_UPPER - PARAM_LOWER, dtype=torch.float32).view(shape))
+        self.register_buffer("mean", torch.tensor(QQNET_MEAN, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(QQNET_STD, dtype=torch.float32).view(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.lower + self.span * torch.sigmoid(self.unet(x) + self.offset)
+        return (p - self.mean) / self.std
+
+
+# ------------------------------------------------------------------------------------------------
+# Best candidate 2: multi-scale context network
+# ------------------------------------------------------------------------------------------------
+CONTEXT_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)  # Gaussian sigmas in voxels (2-32 mm at the training resolution of 2 mm)
+CONTEXT_HIDDEN = (128, 128, 64)
+
+
+def _gauss1d(sigma: float) -> torch.Tensor:
+    r = int(math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    return g / g.sum()
+
+
+class ContextNet(nn.Module):
+    """Voxelwise regression on the voxel's input plus brain-masked Gaussian averages of it at several scales.
+
+    QQ data are too noisy to identify Y and v voxel by voxel (Cramer-Rao bound of OEF ~65-95
+    %-points at SNR 100), while the physiology varies smoothly in space; QQ-CAT (Cho 2020) pools
+    voxels of similar signal evolution for that reason. Here the pooling is built into the network:
+    fixed (not learned) normalised convolutions ``G_s * (x m) / G_s * m`` inside the brain mask ``m``
+    at sigmas :data:`CONTEXT_SIGMAS` give each voxel its neighbourhood's average echo decay and QSM
+    (plus the local brain fraction ``G_s * m``), and an MLP (1x1x1 convolutions, LeakyReLU 0.01) maps
+    the 9 x 6 + 5 features to the five parameters, squashed into the physical bounds as
+    :class:`BoundedUNet`. Gaussian smoothing as a fixed separable convolution is written here
+    because MONAI's ``GaussianFilter`` has no masked (normalised) variant.
+    """
+
+    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN):
+        super().__init__()
+        self.sigmas = tuple(float(x) for x in sigmas)
+        for i, sg in enumerate(self.sigmas):
+            self.register_buffer(f"g{i}", _gauss1d(sg))
+        n_feat = N_INPUTS * (1 + len(self.sigmas)) + len(self.sigmas)
+        layers, d = [], (n_feat,) + tuple(hidden)
+        for i in range(len(hidden)):
+            layers += [nn.Linear(d[i], d[i + 1]), nn.LeakyReLU(0.01)]
+        layers.append(nn.Linear(d[-1], N_PARAMS))
+        self.head = nn.Sequential(*layers)
+        frac = (QQNET_MEAN - PARAM_LOWER) / (PARAM_UPPER - PARAM_LOWER)
+        self.register_buffer("offset", torch.tensor([math.log(f / (1 - f)) for f in frac], dtype=torch.float32))
+        self.register_buffer("lower", torch.tensor(PARAM_LOWER, dtype=torch.float32))
+        self.register_buffer("span", torch.tensor(PARAM_UPPER - PARAM_LOWER, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(QQNET_MEAN, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(QQNET_STD, dtype=torch.float32))
+
+    def _blur(self, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        c = v.shape[1]
+        k = g.numel()
+        for axis in range(3):
+            shape = [1, 1, 1]
+            shape[axis] = k
+            w = g.view(1, 1, *shape).expand(c, 1, *shape)
+            pad = [0, 0, 0]
+            pad[axis] = k // 2
+            v = F.conv3d(v, w, padding=tuple(pad), groups=c)
+        return v
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 9, D, H, W) normalised input -> (B, 9 x (1 + S) + S, D, H, W) features for S sigmas (0 outside the brain)."""
+        m = (x[:, :1] > 0).to(x.dtype)  # normalised echo 1 is 1 inside the brain, 0 outside
+        both = torch.cat([x * m, m], 1)
+        feats = [x * m]
+        for i in range(len(self.sigmas)):
+            b = self._blur(both, getattr(self, f"g{i}"))
+            den = b[:, -1:]
+            feats += [b[:, :-1] / den.clamp(min=1e-3) * m, den * m]
+        return torch.cat(feats, 1)
+
+    def head_bounded(self, f: torch.Tensor) -> torch.Tensor:
+        """(N, n_features) -> (N, 5) normalised parameters inside the physical bounds."""
+        p = self.lower + self.span * torch.sigmoid(self.head(f) + self.offset)
+        return (p - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        out = self.head_bounded(f.movedim(1, -1))
+        return out.movedim(-1, 1)
+
+
+ARCHITECTURES = ("cnn3d", "lstm", "unet", "context")
+
+
+def build(arch: str, **kw) -> nn.Module:
+    """Network by architecture name (``cnn3d``, ``lstm``, ``unet``) with optional widths."""
+    if arch == "cnn3d":
+        return cnn3d(kw.get("widths", CNN_WIDTHS))
+    if arch == "lstm":
+        return OEFLSTM(kw.get("units", LSTM_UNITS), kw.get("dense", DENSE_UNITS))
+    if arch == "unet":
+        return BoundedUNet(kw.get("features", UNET_FEATURES))
+    if arch == "context":
+        return ContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN))
+    raise ValueError(f"unknown OEF architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+
+
+def is_voxelwise(arch: str) -> bool:
+    """True for the LSTM, whose input is the voxel alone (the context network sees whole volumes)."""
+    return arch == "lstm"

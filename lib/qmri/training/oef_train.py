@@ -1,0 +1,263 @@
+"""Training recipes of the three OEF networks for :func:`qmri.training.loop.train`.
+
+* ``cnn3d`` (seed 000): masked MSE on normalised parameters, Adam 1e-3, the seed's
+  CosineAnnealingWarmupRestarts schedule (:func:`warmup_cosine_restarts_factor`: 100 warm-up steps,
+  1000-step cycles, cycle_mult 1.0, peak decay 0.9 per cycle), early stopping after two cycles
+  without improvement (the loop's ``patience_epochs`` = 2000 steps / steps per epoch).
+* ``lstm`` (seed 001): voxelwise, Huber loss (delta 1, Keras default) on normalised parameters,
+  Adam 1e-4 constant, batch 512 voxels.
+* ``unet`` (shipped as "best"): bounded 3D U-Net, masked MSE + :data:`PHYSICS_WEIGHT` x a physics
+  consistency term that re-simulates the normalised echoes and the QSM from the predicted
+  parameters with the exact QQ forward model and compares them with the network's own input.
+
+Losses are averaged over brain voxels only: the seed averaged over whole volumes, but the
+phantoms' parameters are undefined (0) outside the brain, where there is no signal to fit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..networks.oef_nets import CHI_INPUT_SCALE, N_ECHOES, build, denormalise, is_voxelwise
+from ..networks.oef_predict import prepare_input, predict_normalised
+from ..physics.qq import PARAM_NAMES, oef_from_y, qbold_magnitude, qq_susceptibility
+from .oef_data import SNR_RANGE, TE_MS, OEFVolume, sample_patch, sample_voxels
+
+# Seed 000 schedule (CosineAnnealingWarmupRestarts). The seed gives no floor; 1 % of the peak is used.
+WARMUP_STEPS = 100
+CYCLE_STEPS = 1000
+CYCLE_MULT = 1.0
+CYCLE_DECAY = 0.9
+MIN_LR_RATIO = 0.01
+PHYSICS_WEIGHT = 0.1
+SIGNAL_SCALE = 0.02  # normalised-echo residual unit of the physics term (about 2x the noise at SNR 100)
+CHI_SCALE_PPM = 0.01  # QSM residual unit of the physics term (ppm; 2x the simulated QSM noise)
+VAL_LSTM_VOXELS = 20000
+DEFAULTS = {
+    "cnn3d": {"lr": 1e-3, "batch_size": 2, "patch": 32},
+    "lstm": {"lr": 1e-4, "batch_size": 512, "patch": None},
+    "unet": {"lr": 1e-3, "batch_size": 2, "patch": 48},
+    "context": {"lr": 1e-3, "batch_size": 8192, "patch": None},
+}
+VOXEL_BATCHED = ("lstm", "context")  # batch_size counts voxels
+BANK_REFRESH = 4  # context network: training volumes re-noised (new SNR) and re-featurised per epoch
+LOSS_WEIGHTS = {"context": (1.0, 1.0, 2.0, 1.0, 1.0)}  # Y (-> OEF) counts twice for the best candidate
+
+
+def warmup_cosine_restarts_factor(step: int, warmup: int = WARMUP_STEPS, cycle: int = CYCLE_STEPS, cycle_mult: float = CYCLE_MULT, gamma: float = CYCLE_DECAY, min_ratio: float = MIN_LR_RATIO) -> float:
+    """Learning-rate factor (of the base lr) at optimiser ``step`` (0-based) for the seed-000 schedule.
+
+    As the CosineAnnealingWarmupRestarts scheduler the seed names: each cycle (``cycle`` steps,
+    the next one ``cycle_mult`` times longer) starts with a linear warm-up from the floor
+    ``min_ratio`` to the cycle's peak ``gamma**k`` over ``warmup`` steps, then a half cosine from the
+    peak back to the floor. Written by hand because torch's CosineAnnealingWarmRestarts has neither
+    warm-up nor peak decay.
+    """
+    k, start, length = 0, 0, cycle
+    while step >= start + length:
+        start += length
+        length = int(round(length * cycle_mult))
+        k += 1
+    s = step - start
+    peak = gamma**k
+    if s < warmup:
+        return min_ratio + (peak - min_ratio) * s / warmup
+    return min_ratio + (peak - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / max(1, length - warmup)))
+
+
+def physics_residual(pred_norm: torch.Tensor, x: torch.Tensor, m: torch.Tensor, te_ms=TE_MS) -> torch.Tensor:
+    """Mean squared, scaled misfit between the input and the signal/QSM re-simulated from the prediction.
+
+    ``pred_norm`` (B, 5, ...) normalised parameters (S0 relative to echo 1), ``x`` (B, 9, ...) the
+    normalised input, ``m`` (B, 1, ...) brain mask. Echo residuals are in units of
+    :data:`SIGNAL_SCALE`, QSM residuals in units of :data:`CHI_SCALE_PPM` ppm.
+    """
+    p = denormalise(pred_norm.movedim(1, -1))
+    te = np.asarray(te_ms, dtype=np.float64) / 1000.0
+    sig = qbold_magnitude(p[..., 0], p[..., 1], p[..., 2], p[..., 3], p[..., 4], te)
+    chi = qq_susceptibility(p[..., 2], p[..., 3], p[..., 4])
+    xs = x.movedim(1, -1)
+    mm = m[:, 0]
+    r_sig = ((sig - xs[..., :N_ECHOES]) / SIGNAL_SCALE) ** 2
+    r_chi = ((chi - xs[..., N_ECHOES] / CHI_INPUT_SCALE) / CHI_SCALE_PPM) ** 2
+    tot = (r_sig.mean(-1) + r_chi) * mm
+    return tot.sum() / mm.sum().clamp(min=1.0)
+
+
+class OEFRecipe:
+    """Recipe (see :mod:`qmri.training.loop`) for one OEF architecture.
+
+    ``train`` / ``val``: :class:`~qmri.training.oef_data.OEFVolume` lists; noiseless validation
+    volumes get fixed noise at ``val_snr`` once. ``model`` is the name the weights are shipped under
+    (cnn3d, lstm or best).
+    """
+
+    metric = "val_oef_rmse"
+
+    def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0):
+        self.arch = arch
+        self.name = f"oef-{model or arch}"
+        self.model = model or arch
+        self.train = train
+        self.patch = patch or DEFAULTS[arch]["patch"]
+        self.physics_weight = (PHYSICS_WEIGHT if arch in ("unet", "context") else 0.0) if physics_weight is None else float(physics_weight)
+        self.data_note = data_note
+        from .oef_data import with_noise
+
+        rng = np.random.default_rng(seed + 424242)
+        self.val = [with_noise(v, val_snr, rng) if v.noiseless else v for v in val]
+        self.val_snr = val_snr
+        self.val_sel = []  # fixed voxel subsets for the (slow) voxelwise validation
+        for v in self.val:
+            idx = np.argwhere(v.mask)
+            idx = idx[rng.choice(len(idx), size=min(VAL_LSTM_VOXELS, len(idx)), replace=False)]
+            sel = np.zeros_like(v.mask)
+            sel[tuple(idx.T)] = True
+            self.val_sel.append(sel)
+
+    # -- loop interface --------------------------------------------------------------------------
+    def build(self) -> torch.nn.Module:
+        return build(self.arch)
+
+    def config(self) -> dict:
+        return {
+            "model": self.model,
+            "arch": self.arch,
+            "arch_kwargs": {},
+            "echo_times_ms": list(TE_MS),
+            "param_names": list(PARAM_NAMES),
+            "input": "8 echo magnitudes / echo-1 magnitude (clipped to [0, 3]) + QSM (ppm) x 10, 0 outside the brain",
+            "output": "(p - QQNET_MEAN) / QQNET_STD for S0 (relative to echo 1), R2 (1/s), Y, v, chi_nb (ppm)",
+            "loss": {"cnn3d": "masked MSE", "lstm": "Huber (delta 1)", "unet": f"masked MSE + {self.physics_weight} x physics consistency", "context": f"MSE weighted {LOSS_WEIGHTS['context']} + {self.physics_weight} x physics consistency"}[self.arch],
+            "patch": self.patch,
+            "snr_range": list(SNR_RANGE),
+            "val_snr": self.val_snr,
+            "data": self.data_note,
+        }
+
+    def _refresh_bank(self, rng: np.random.Generator) -> None:
+        """Context network: its input features are fixed (not learned), so they are computed once per
+        noisy whole volume and the MLP trains on large voxel batches drawn from this bank; each epoch
+        re-noises :data:`BANK_REFRESH` volumes at a new SNR (all volumes the first time)."""
+        from .oef_data import noisy_patch, targets
+
+        if getattr(self, "_bank", None) is None:
+            self._bank = [None] * len(self.train)
+            todo = range(len(self.train))
+        else:
+            todo = rng.choice(len(self.train), size=min(BANK_REFRESH, len(self.train)), replace=False)
+        feat_net = build("context")
+        for j in todo:
+            v = self.train[j]
+            sig, chi = noisy_patch(v, (slice(None),) * 3, rng.uniform(*SNR_RANGE), rng)
+            x, s1 = prepare_input(sig, chi, v.mask)
+            with torch.no_grad():
+                f = feat_net.features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None])[0]
+            mt = torch.from_numpy(v.mask)
+            self._bank[j] = (f.movedim(0, -1)[mt].numpy(), targets(v.params, s1, v.mask)[v.mask], x[v.mask])
+
+    def batches(self, rng: np.random.Generator, steps: int, batch_size: int):
+        if self.arch == "context":
+            self._refresh_bank(rng)
+        for _ in range(steps):
+            if self.arch == "context":
+                per = np.bincount(rng.integers(len(self._bank), size=batch_size), minlength=len(self._bank))
+                parts = [tuple(a[idx] for a in b) for b, k in zip(self._bank, per) if k for idx in [rng.integers(len(b[0]), size=k)]]
+                yield {"f": np.concatenate([p[0] for p in parts]), "y": np.concatenate([p[1] for p in parts]), "x": np.concatenate([p[2] for p in parts])}
+                continue
+            if is_voxelwise(self.arch):
+                yield sample_voxels(self.train, batch_size, rng)
+                continue
+            items = [sample_patch(self.train[rng.integers(len(self.train))], self.patch, rng, rng.uniform(*SNR_RANGE)) for _ in range(batch_size)]
+            yield {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+    def loss(self, model, batch, device) -> torch.Tensor:
+        if self.arch == "context":
+            return self._context_loss(model, batch)
+        pred = model(batch["x"])
+        if is_voxelwise(self.arch):
+            return F.huber_loss(pred, batch["y"], delta=1.0)
+        m = batch["m"]
+        mse = (((pred - batch["y"]) ** 2) * m).sum() / (m.sum().clamp(min=1.0) * pred.shape[1])
+        if self.physics_weight > 0:
+            return mse + self.physics_weight * physics_residual(pred, batch["x"], m)
+        return mse
+
+    def _context_loss(self, model, batch) -> torch.Tensor:
+        net = getattr(model, "module", model)  # DDP wraps the network
+        pred = net.head_bounded(batch["f"])
+        yv, xv = batch["y"], batch["x"]
+        w = torch.tensor(LOSS_WEIGHTS["context"], dtype=pred.dtype, device=pred.device)
+        loss = (((pred - yv) ** 2) * w).mean() * len(w) / w.sum()
+        if self.physics_weight > 0:  # voxels as (1, C, N): the residual takes any spatial layout
+            loss = loss + self.physics_weight * physics_residual(pred.T[None], xv.T[None], torch.ones(1, 1, len(xv), device=xv.device))
+        return loss
+
+    def optimizer(self, params, lr):
+        return torch.optim.Adam(params, lr=lr)
+
+    def scheduler(self, opt, total_steps: int):
+        if self.arch == "cnn3d":
+            return torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine_restarts_factor)
+        if self.arch == "lstm":
+            return None  # seed 001: constant Adam 1e-4
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps), eta_min=0.05 * opt.param_groups[0]["lr"])
+
+    def validate(self, net, device) -> dict:
+        return evaluate(net, self.arch, self.val, device, self.val_sel if is_voxelwise(self.arch) else None)
+
+
+def evaluate(net, arch: str, vols: list[OEFVolume], device="cpu", subsets: list[np.ndarray] | None = None) -> dict:
+    """RMSE of each parameter (S0 in the volume's units, R2 1/s, Y, v, chi_nb ppm) and of OEF (%-points)
+    over the brain (or the given voxel ``subsets``), pooled over ``vols``."""
+    sq = {n: 0.0 for n in PARAM_NAMES + ("OEF",)}
+    count = 0
+    for i, v in enumerate(vols):
+        mask = v.mask if subsets is None else subsets[i]
+        x, s1 = prepare_input(v.signal, v.chi, v.mask)
+        z = predict_normalised(net, arch, x, mask, device)
+        p = denormalise(z)[mask]
+        truth = v.params[mask]
+        p[:, 0] *= s1[mask]
+        for k, n in enumerate(PARAM_NAMES):
+            sq[n] += float(np.sum((p[:, k] - truth[:, k]) ** 2))
+        sq["OEF"] += float(np.sum((100 * (oef_from_y(p[:, 2]) - oef_from_y(truth[:, 2]))) ** 2))
+        count += int(mask.sum())
+    out = {f"val_rmse_{n}": math.sqrt(sq[n] / max(count, 1)) for n in PARAM_NAMES}
+    out["val_oef_rmse"] = math.sqrt(sq["OEF"] / max(count, 1))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# MONAI Label trainer hooks (apps/qmri/lib/configs/oef.py registers them with NetworkTrainer)
+# ------------------------------------------------------------------------------------------------
+NETWORK_ARCH = {"best": "context", "cnn3d": "cnn3d", "lstm": "lstm"}
+TRAINER_DEFAULTS = {"network": "best", "patch": 48}  # request "voxels": voxels per batch of lstm (512) / context (8192)
+
+
+def studies_to_volumes(datalist: list[dict], params: dict) -> list[OEFVolume]:
+    """Datastore items ({"image", "label"}) -> OEF study volumes (other tasks' studies skipped)."""
+    from .oef_data import volumes_from_studies
+
+    return volumes_from_studies([(d["image"], d["label"]) for d in datalist if d.get("label")])
+
+
+def fit_from_studies(out_path, train_vols: list[OEFVolume], val_vols: list[OEFVolume], init, params: dict) -> dict:
+    """Train the request's ``network`` (best, cnn3d or lstm) on study volumes; the architecture of
+    the weights being fine-tuned (``init``) is kept, else best = the context network."""
+    from .loop import load_checkpoint, train
+
+    model = str(params.get("network", "best"))
+    if model not in NETWORK_ARCH:
+        raise ValueError(f"unknown OEF network '{model}'; choose from {', '.join(NETWORK_ARCH)}")
+    arch = load_checkpoint(init)[1]["arch"] if init else NETWORK_ARCH[model]
+    patch = int(params.get("patch", 48)) if arch == "unet" else DEFAULTS[arch]["patch"]
+    recipe = OEFRecipe(arch, train_vols, val_vols, model=model, patch=patch, data_note="datastore studies " + ", ".join(v.name for v in train_vols))
+    batch = int(params.get("voxels", DEFAULTS[arch]["batch_size"])) if arch in VOXEL_BATCHED else int(params["batch_size"])
+    res = train(recipe, out_path, epochs=int(params["max_epochs"]), steps_per_epoch=int(params["steps_per_epoch"]), batch_size=batch, lr=float(params["lr"]), init=init, device=params.get("device"), progress=False, world_size=int(params.get("world_size", 1)))
+    res["metric"] = OEFRecipe.metric
+    return res

@@ -1,0 +1,204 @@
+"""OEF networks: the seed-000 schedule, the seed-001 sequence, shipped weights, trainer over REST, echo-time 4xx."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+import torch
+
+from conftest import REPO, SAMPLE
+from qmri.networks import oef_nets
+from qmri.networks.oef_predict import load_oef_net, predict_oef
+from qmri.physics.qq import PARAM_LOWER, PARAM_UPPER, QQNET_TE_S, oef_from_y
+from qmri.training.oef_train import OEFRecipe, physics_residual, warmup_cosine_restarts_factor
+
+WEIGHTS = REPO / "apps" / "qmri" / "model" / "oefnet"
+STUDY = SAMPLE / "studies" / "sub-1000_oef.nii.gz"
+
+
+def test_schedule_matches_seed_000_at_chosen_steps():
+    """CosineAnnealingWarmupRestarts: 100 warm-up steps, 1000-step cycles, cycle_mult 1, peak x0.9 per cycle."""
+    f = warmup_cosine_restarts_factor
+    floor = 0.01
+    assert f(0) == pytest.approx(floor)
+    assert f(50) == pytest.approx(floor + (1 - floor) * 0.5)  # halfway through the linear warm-up
+    assert f(100) == pytest.approx(1.0)  # peak = base lr 1e-3
+    assert f(550) == pytest.approx(floor + (1 - floor) * 0.5)  # half of the 900-step cosine
+    assert f(999) == pytest.approx(floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * 899 / 900)))
+    assert f(1000) == pytest.approx(floor)  # restart: warm-up again
+    assert f(1100) == pytest.approx(0.9)  # second cycle peaks at 0.9
+    assert f(2100) == pytest.approx(0.81)  # third at 0.9^2 (cycles stay 1000 steps long)
+    # the recipe's LambdaLR drives Adam's lr exactly so
+    net = torch.nn.Linear(2, 2)
+    rec = OEFRecipe.__new__(OEFRecipe)
+    rec.arch = "cnn3d"
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = rec.scheduler(opt, 5000)
+    lrs = []
+    for _ in range(1101):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[100] == pytest.approx(1e-3) and lrs[1100] == pytest.approx(0.9e-3) and lrs[1000] == pytest.approx(1e-5)
+
+
+def test_lstm_sequence_construction_and_layers():
+    x = np.arange(9, dtype=np.float32)[None]
+    seq = oef_nets.to_sequence(x)
+    assert seq.shape == (1, 5, 5)
+    np.testing.assert_array_equal(seq[0], [[0, 1, 2, 3, 4], [1, 2, 3, 4, 5], [2, 3, 4, 5, 6], [3, 4, 5, 6, 7], [4, 5, 6, 7, 8]])
+    np.testing.assert_array_equal(oef_nets.to_sequence(torch.from_numpy(x)).numpy(), seq)
+    with pytest.raises(ValueError):
+        oef_nets.to_sequence(np.zeros((1, 8)))
+    net = oef_nets.OEFLSTM()
+    assert [m.hidden_size for m in net.lstms] == [512, 256, 128, 64]
+    assert [m.negative_slope for m in net.head if isinstance(m, torch.nn.LeakyReLU)] == [0.01] * 3
+    assert sum(isinstance(m, torch.nn.Linear) for m in net.head) == 4  # 3 Dense + 5-unit output
+    assert net(torch.randn(7, 9)).shape == (7, 5)
+
+
+def test_cnn3d_structure_and_bounded_unet():
+    net = oef_nets.cnn3d()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(9, 16), (16, 32), (32, 64), (64, 5)]
+    assert sum(isinstance(m, torch.nn.LeakyReLU) for m in net.modules()) == 3
+    assert not any(isinstance(m, (torch.nn.BatchNorm3d, torch.nn.Dropout, torch.nn.InstanceNorm3d)) for m in net.modules())
+    unet = oef_nets.BoundedUNet((4, 4, 8, 8, 8, 4)).eval()
+    with torch.no_grad():
+        for w in unet.unet.final_conv.parameters():
+            w.fill_(50.0)  # drive the sigmoid to saturation: outputs must stay inside the bounds
+        p = oef_nets.denormalise(unet(torch.randn(1, 9, 32, 32, 32)).movedim(1, -1)).numpy()
+    assert np.all(p >= PARAM_LOWER - 1e-4) and np.all(p <= PARAM_UPPER + 1e-4)
+
+
+def test_context_network_features_are_brain_masked_averages():
+    net = oef_nets.ContextNet().eval()
+    x = torch.zeros(1, 9, 20, 20, 20)
+    x[:, :, 4:16, 4:16, 4:16] = torch.arange(1, 10, dtype=torch.float32).view(1, 9, 1, 1, 1)  # constant inside a "brain"
+    f = net.features(x)
+    assert f.shape == (1, 9 * 6 + 5, 20, 20, 20)
+    inside = f[0, :, 4:16, 4:16, 4:16]
+    for k in range(5):  # each scale's average of a constant is the constant, up to the brain edge
+        block = inside[9 + 10 * k : 18 + 10 * k]
+        assert torch.allclose(block, torch.arange(1, 10, dtype=torch.float32).view(9, 1, 1, 1).expand_as(block), atol=1e-4)
+    assert torch.all(f[0, :, :4] == 0)  # nothing outside the brain
+    with torch.no_grad():
+        p = oef_nets.denormalise(net(x).movedim(1, -1)).numpy()
+    assert np.all(p >= PARAM_LOWER - 1e-4) and np.all(p <= PARAM_UPPER + 1e-4)
+
+
+def test_physics_residual_is_small_for_the_true_parameters():
+    from qmri.physics.qq import qbold_magnitude, qq_susceptibility
+
+    rng = np.random.default_rng(0)
+    n = 50
+    par = np.stack([rng.uniform(1.0, 1.2, n), rng.uniform(10, 25, n), rng.uniform(0.4, 0.8, n), rng.uniform(0.01, 0.05, n), rng.uniform(-0.1, 0.1, n)], -1)
+    sig = qbold_magnitude(*par.T, QQNET_TE_S)
+    chi = qq_susceptibility(par[:, 2], par[:, 3], par[:, 4])
+    x = torch.tensor(np.concatenate([sig, 10 * chi[:, None]], -1).T[None, :, :, None, None], dtype=torch.float32)
+    m = torch.ones(1, 1, n, 1, 1)
+    z = torch.tensor(oef_nets.normalise_params(par).T[None, :, :, None, None], dtype=torch.float32)
+    assert float(physics_residual(z, x, m)) < 1e-6
+    z_bad = z.clone()
+    z_bad[:, 2] += 1.0  # Y off by one QQ-NET sd (0.1)
+    assert float(physics_residual(z_bad, x, m)) > 0.1  # measured 0.6: Y is weakly identified (the QQ problem)
+
+
+def _block(half=12):
+    img = nib.load(STUDY)
+    d = img.get_fdata(dtype=np.float32)
+    c = [n // 2 for n in d.shape[:3]]
+    box = tuple(slice(x - half, x + half) for x in c)
+    tgt = nib.load(SAMPLE / "studies" / "labels" / "final" / STUDY.name).get_fdata(dtype=np.float32)
+    meta = json.loads(STUDY.with_name("sub-1000_oef.json").read_text())
+    return d, tgt, box, meta
+
+
+def test_shipped_weights_load_with_their_echo_times_and_predict_in_bounds():
+    d, _, box, meta = _block()
+    mask = d[..., -1] != 0
+    for name in ("best", "cnn3d", "lstm"):
+        assert (WEIGHTS / f"{name}.pt").stat().st_size < 25e6
+        model = load_oef_net(WEIGHTS / f"{name}.pt")
+        assert model.echo_times_ms == [4.5, 9.5, 14.5, 19.5, 24.5, 29.5, 34.5, 39.5]
+        assert model.config["model"] == name
+        sub = tuple(slice(b.start + 6, b.stop - 6) for b in box)  # 12^3 voxels keep the LSTM fast
+        maps = predict_oef(model, d[sub][..., :8], d[sub][..., 8], mask[sub], meta["echo_times_ms"])
+        m = mask[sub]
+        assert np.all((maps["OEF"][m] >= 0) & (maps["OEF"][m] <= 100)) and np.all(maps["OEF"][~m] == 0)
+        assert np.all((maps["R2"][m] >= PARAM_LOWER[1]) & (maps["R2"][m] <= PARAM_UPPER[1]))
+    assert load_oef_net(WEIGHTS / "best.pt").config["selected_from"] in ("context", "unet", "cnn3d", "lstm")
+
+
+@pytest.mark.xfail(strict=True, reason="goal not met by the shipped weights: best (= the 3D CNN) OEF RMSE 13.3 vs qq_fit 11.8 %-points on this block (see apps/qmri/model/oefnet/README.md and bench_oef.md); strict, so it reports when retrained weights meet it")
+def test_shipped_weights_beat_the_classical_fit():
+    """Sample subject sub-1000 (seed 1000: never trained on) at its SNR 153; block of 24^3 voxels."""
+    from qmri.tasks.oef import run_oef
+
+    d, tgt, box, meta = _block()
+    mask = d[..., -1] != 0
+    oef_true = 100 * oef_from_y(tgt[..., 2])
+    best = predict_oef(load_oef_net(WEIGHTS / "best.pt"), d[..., :8], d[..., 8], mask, meta["echo_times_ms"])
+    fit = {m.name: m.data for m in run_oef(d[box], np.eye(4), meta, "qq_fit")}
+    bm = mask[box]
+    rmse_net = np.sqrt(np.mean((best["OEF"][box] - oef_true[box])[bm] ** 2))
+    rmse_fit = np.sqrt(np.mean((fit["OEF"] - oef_true[box])[bm] ** 2))
+    assert rmse_net < rmse_fit, (rmse_net, rmse_fit)
+    r2_net = np.sqrt(np.mean((best["R2"][box] - tgt[box][..., 1])[bm] ** 2))
+    r2_fit = np.sqrt(np.mean((fit["R2"] - tgt[box][..., 1])[bm] ** 2))
+    assert r2_net < r2_fit, (r2_net, r2_fit)
+
+
+def test_mismatched_echo_times_are_refused_by_the_networks_only():
+    from qmri.tasks.oef import oef_spec
+
+    d, _, _, meta = _block(3)
+    spec = oef_spec({k: WEIGHTS / f"{k}.pt" for k in ("best", "cnn3d", "lstm")})
+    assert spec.methods == ("best", "cnn3d", "lstm", "qq_fit") and spec.default_method == "best"
+    c = [n // 2 for n in d.shape[:3]]
+    small = d[c[0] - 3 : c[0] + 3, c[1] - 3 : c[1] + 3, c[2] - 3 : c[2] + 3]
+    other = dict(meta, echo_times_ms=[5.0 + 5 * i for i in range(8)])
+    for method in ("best", "cnn3d", "lstm"):
+        with pytest.raises(ValueError, match=r"trained for echo times \[4.5, 9.5, 14.5"):
+            spec.run(small, np.eye(4), other, method)
+    maps = spec.run(small, np.eye(4), other, "qq_fit")  # the classical fit takes any echo times
+    assert [m.name for m in maps] == ["OEF", "S0", "R2", "Y", "v", "chi_nb"]
+
+
+def test_mismatched_echo_study_gets_4xx_over_rest(server, tmp_path):
+    from test_tasks_rest import _oef_block, infer, train_and_wait, upload
+
+    url, _ = server
+    data, aff, meta, _ = _oef_block(4)
+    upload(url, tmp_path, "oef_te", data, aff)
+    other = dict(meta, echo_times_ms=[5.0 + 5 * i for i in range(8)])
+    status, _, detail = infer(url, "oef", "oef_te", {"sidecar": other})
+    assert 400 <= status < 500 and "trained for echo times [4.5, 9.5" in detail and "qq_fit" in detail, (status, detail)
+    status, _, res = infer(url, "oef", "oef_te", {"sidecar": other, "method": "qq_fit"})
+    assert status == 200, res
+
+
+def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_dir, tmp_path):
+    from test_tasks_rest import _oef_block, infer, train_and_wait, upload
+
+    url, _ = server
+    weights = Path(model_dir) / "oefnet" / "best.pt"
+    info = requests.get(f"{url}/info/", timeout=30).json()
+    assert "oef" in info["trainers"] and info["models"]["oef"]["default_method"] == "best"
+    data, aff, meta, _ = _oef_block(8)
+    upload(url, tmp_path, "oef_train_check", data, aff)
+    status, before, _ = infer(url, "oef", "oef_train_check", {"sidecar": meta})
+    assert status == 200
+    stamp = weights.stat().st_mtime_ns
+    stats = train_and_wait(url, "oef", {"network": "best", "max_epochs": 1, "steps_per_epoch": 2, "batch_size": 1, "lr": 1e-3, "device": "cpu"})
+    assert weights.stat().st_mtime_ns != stamp and (weights.parent / "best_previous.pt").exists()
+    assert stats["model"] == "best" and stats["epochs"] == 1 and stats["best_metric"] > 0
+    assert stats["train_studies"] == ["sub-1000_oef"]
+    status, after, res = infer(url, "oef", "oef_train_check", {"sidecar": meta})
+    assert status == 200 and res["method"] == "best"
+    assert not np.allclose(before.get_fdata(), after.get_fdata())  # the new weights are in use
