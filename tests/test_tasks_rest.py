@@ -61,7 +61,7 @@ def test_info_lists_tasks_with_methods_and_units(server):
 
 def test_synthetic_ct_bulk_density(server):
     url, _ = server
-    status, img, meta = infer(url, "synthetic_ct", "sub-1000_t2w")
+    status, img, meta = infer(url, "synthetic_ct", "sub-1000_t2w", {"method": "bulk_density"})
     assert status == 200, meta
     ref = nib.load(STUDIES / "sub-1000_t2w.nii.gz")
     assert img.shape == ref.shape and np.allclose(img.affine, ref.affine)
@@ -76,7 +76,7 @@ def test_synthetic_ct_bulk_density(server):
 
 def test_synthetic_mr_bulk(server):
     url, _ = server
-    status, img, meta = infer(url, "synthetic_mr", "sub-1000_ct")
+    status, img, meta = infer(url, "synthetic_mr", "sub-1000_ct", {"method": "bulk_density"})
     assert status == 200, meta
     smr, ct = img.get_fdata(), nib.load(STUDIES / "sub-1000_ct.nii.gz").get_fdata()
     assert img.shape == ct.shape

@@ -51,6 +51,20 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench.qsm import run
 
         run(args.out, args.weights or "apps/qmri/model/qsmnet/qsmnet.pt", subjects=args.subjects, resolution_mm=args.resolution)
+    elif args.suite == "pvc":
+        from .bench.pvc import run
+
+        from .tasks.pvc import DEFAULT_NETWORK
+
+        run(args.out, {DEFAULT_NETWORK: args.weights} if args.weights else None, subjects=args.subjects, resolution_mm=args.resolution)
+    elif args.suite == "synth":
+        from .bench.synth import run
+
+        run(args.out, args.weights or "apps/qmri/model/synthnet/synthnet.pt", subjects=args.subjects, resolution_mm=args.resolution)
+    elif args.suite == "oef":
+        from .bench.oef import run
+
+        run(args.out, args.weights or "apps/qmri/model/oefnet", subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, methods=tuple(args.tasks) if args.tasks else ("qq_fit", "lstm", "cnn3d", "best"))
     return 0
 
 
@@ -59,6 +73,18 @@ def _train(args: argparse.Namespace) -> int:
         from .training.qsm_cli import train_qsm_command
 
         train_qsm_command(args)
+    elif args.task == "pvc":
+        from .training.pvc_cli import train_pvc_command
+
+        train_pvc_command(args)
+    elif args.task == "synth":
+        from .training.synth_cli import train_synth_command
+
+        train_synth_command(args)
+    elif args.task == "oef":
+        from .training.oef_cli import train_oef_command
+
+        train_oef_command(args)
     return 0
 
 
@@ -93,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("train", help="train a task's network on phantoms and write shipped weights + model card")
-    p.add_argument("task", choices=("qsm",))
+    p.add_argument("task", choices=("qsm", "pvc", "synth", "oef"))
     p.add_argument("--out", default=None, help="weights file (default apps/qmri/model/<task>/...)")
     p.add_argument("--train-subjects", type=int, default=8)
     p.add_argument("--val-subjects", type=int, default=2)
@@ -102,12 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
+    p.add_argument("--world-size", type=int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
+    p.add_argument("--resolution", type=float, default=2.0, help="phantom voxel size (mm)")
+    p.add_argument("--patch", type=int, default=None, help="pvc: patch edge in voxels (default 64)")
+    p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="pvc: RBV-corrected PET (default) or the true activity")
+    p.add_argument("--condition-fwhm", action="store_true", help="pvc: give the network the PSF FWHM as a second input channel")
+    from .training.synth_cli import add_missing_arguments as _synth_args
+
+    _synth_args(p)  # synth options whose names the shared parser lacks
+    from .training.oef_cli import add_missing_arguments as _oef_args
+
+    _oef_args(p)  # oef options whose names the shared parser lacks
     p.set_defaults(func=_train)
 
     p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
-    p.add_argument("suite", choices=("classical", "qsm"))
-    p.add_argument("--weights", default=None, help="network weights (default: the shipped ones)")
-    p.add_argument("--tasks", nargs="*", help="subset of tasks (default all)")
+    p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef"))
+    p.add_argument("--weights", default=None, help="network weights (default: the shipped ones; oef: the folder with best/cnn3d/lstm.pt)")
+    p.add_argument("--other-snr-subjects", type=int, default=1, help="oef: subjects also run at SNR 50 and 200 (all run at 100)")
+    p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
+    p.add_argument("--tasks", nargs="*", help="subset of tasks (default all; oef: methods qq_fit lstm cnn3d best)")
     p.add_argument("--subjects", type=int, default=2)
     p.add_argument("--resolution", type=float, default=2.0)
     p.add_argument("--out", default="bench-results", help="output folder for markdown and JSON")

@@ -1,53 +1,102 @@
-"""Synthetic CT from T2w MR and synthetic T2w MR from CT (classical: bulk-density tissue classes)."""
+"""Synthetic CT from T2w MR and synthetic T2w MR from CT.
+
+Methods: ``sccyclegan`` (the structure-constrained CycleGAN's generators, slice by slice over the
+axial slices, :mod:`qmri.networks.synth_predict`) when weights are configured, and
+``bulk_density`` (classical tissue classes with bulk values, :mod:`qmri.classical.bulk_density`),
+always selectable. Both keep the input's grid and affine.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..classical.bulk_density import synthetic_ct_bulk_density, synthetic_mr_bulk
 from ..io.maps import QuantMap
+from ..networks.synth_predict import MR_RANGE, load_synthnet, synthetic_ct, synthetic_mr
+from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, require_3d, voxel_size
 
 CT_RANGE = (-1024.0, 3000.0)
+NETWORK = "sccyclegan"
+CLASSICAL = ("bulk_density",)
 
 
-def run_synthetic_ct(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str) -> list[QuantMap]:
-    t2w = require_3d(image, "the T2w MR")
-    if method != "bulk_density":
-        raise ValueError(f"unknown method '{method}' for synthetic_ct")
-    vs = voxel_size(affine)
-    sct = synthetic_ct_bulk_density(t2w, voxel_size_mm=vs)
-    return [QuantMap("sCT", sct, "HU", (-160.0, 240.0), "synthetic CT (brain window; bone window 300..1800 HU)")]
-
-
-def run_synthetic_mr(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str) -> list[QuantMap]:
-    ct = require_3d(image, "the CT")
-    if method != "bulk_density":
-        raise ValueError(f"unknown method '{method}' for synthetic_mr")
+def _check_ct(ct: np.ndarray) -> None:
     if np.percentile(ct, 1) > -500:
         raise ValueError("the CT has no air background below -500 HU: it does not look like a head CT in HU")
-    smr = synthetic_mr_bulk(ct)
-    return [QuantMap("sMR", smr, "a.u.", (0.0, float(np.percentile(smr, 99.5))), "synthetic T2-weighted MR")]
 
 
-SYNTHETIC_CT = TaskSpec(
-    name="synthetic_ct",
-    description="Synthetic CT (HU) from a T2-weighted head MR",
-    inputs={"image": "3D T2-weighted MR of the whole head (any units)"},
-    outputs={"sCT": {"units": "HU", "display_range": [-160, 240]}},
-    methods=("bulk_density",),
-    default_method="bulk_density",
-    run=run_synthetic_ct,
-)
+def _check_mr(t2w: np.ndarray) -> None:
+    if np.percentile(t2w, 1) < -500:
+        raise ValueError("the image has values below -500 (air at ~-1000?): it looks like a CT in HU, not a T2w MR")
+    top = float(np.percentile(t2w, 99.5))
+    if top > 2.0 * MR_RANGE[1]:
+        raise ValueError(
+            f"the T2w MR's 99.5th percentile is {top:.4g}: the network expects the phantom's units "
+            f"(CSF ~580 a.u., range {MR_RANGE[0]:g}..{MR_RANGE[1]:g}); rescale it or use method bulk_density"
+        )
 
-SYNTHETIC_MR = TaskSpec(
-    name="synthetic_mr",
-    description="Synthetic T2-weighted MR from a head CT in HU",
-    inputs={"image": "3D head CT in HU"},
-    outputs={"sMR": {"units": "a.u.", "display_range": "0 to the 99.5th percentile"}},
-    methods=("bulk_density",),
-    default_method="bulk_density",
-    run=run_synthetic_mr,
-)
+
+def _model(net: ReloadingWeights | None, method: str, methods: tuple[str, ...]):
+    if method not in methods:
+        raise ValueError(f"unknown method '{method}'; choose from {', '.join(methods)}")
+    if method == NETWORK:
+        if net is None:
+            raise ValueError(f"method '{NETWORK}' is not available on this server (no weights configured)")
+        return net.get()[0]
+    return None
+
+
+def run_synthetic_ct(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
+    t2w = require_3d(image, "the T2w MR")
+    model = _model(net, method, ((NETWORK,) if net else ()) + CLASSICAL)
+    if model is not None:
+        _check_mr(np.asarray(t2w, np.float32))
+        sct = synthetic_ct(model, t2w)
+    else:
+        sct = synthetic_ct_bulk_density(t2w, voxel_size_mm=voxel_size(affine))
+    return [QuantMap("sCT", sct, "HU", (-160.0, 240.0), f"synthetic CT ({method}; brain window; bone window 300..1800 HU)")]
+
+
+def run_synthetic_mr(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
+    ct = require_3d(image, "the CT")
+    model = _model(net, method, ((NETWORK,) if net else ()) + CLASSICAL)
+    _check_ct(ct)
+    smr = synthetic_mr(model, ct) if model is not None else synthetic_mr_bulk(ct)
+    return [QuantMap("sMR", smr, "a.u.", (0.0, float(np.percentile(smr, 99.5))), f"synthetic T2-weighted MR ({method})")]
+
+
+def synthesis_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
+    """The ``synthetic_ct`` and ``synthetic_mr`` tasks; with ``weights`` the scCycleGAN is their default.
+
+    Both tasks share one :class:`ReloadingWeights` (one checkpoint holds both generators), reloaded
+    whenever the file changes, so a model published by the trainer is used by the next request.
+    """
+    net = ReloadingWeights(weights, load_synthnet, "scCycleGAN") if weights else None
+    methods = ((NETWORK,) if net else ()) + CLASSICAL
+    sct = TaskSpec(
+        name="synthetic_ct",
+        description="Synthetic CT (HU) from a T2-weighted head MR",
+        inputs={"image": f"3D T2-weighted MR of the whole head (a.u.; the network expects CSF ~580, range {MR_RANGE[0]:g}..{MR_RANGE[1]:g})"},
+        outputs={"sCT": {"units": "HU", "display_range": [-160, 240]}},
+        methods=methods,
+        default_method=methods[0],
+        run=lambda image, affine, sidecar, method: run_synthetic_ct(image, affine, sidecar, method, net),
+    )
+    smr = TaskSpec(
+        name="synthetic_mr",
+        description="Synthetic T2-weighted MR from a head CT in HU",
+        inputs={"image": "3D head CT in HU"},
+        outputs={"sMR": {"units": "a.u.", "display_range": "0 to the 99.5th percentile"}},
+        methods=methods,
+        default_method=methods[0],
+        run=lambda image, affine, sidecar, method: run_synthetic_mr(image, affine, sidecar, method, net),
+    )
+    return sct, smr
+
+
+#: The classical-only tasks (no weights configured); the app builds its tasks with weights.
+SYNTHETIC_CT, SYNTHETIC_MR = synthesis_specs(None)

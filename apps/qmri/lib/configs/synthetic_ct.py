@@ -1,15 +1,64 @@
-"""Synthetic CT (HU) from T2w MR."""
+"""Synthetic CT (HU) from T2w MR; the scCycleGAN trainer (its checkpoint serves both synthesis tasks)."""
+
+import logging
+import os
 
 from monailabel.interfaces.config import TaskConfig
 
-from qmri.tasks.synthesis import SYNTHETIC_CT
+from qmri.tasks.synthesis import synthesis_specs
+from qmri.training.synth_data import volumes_from_studies
+from qmri.training.synth_train import train_synth
 
 from ..infers.task_infer import TaskInfer
+from ..trainers.network import NetworkTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def synthnet_weights(model_dir) -> str:
+    """The one scCycleGAN checkpoint used by both synthetic_ct and synthetic_mr."""
+    return os.path.join(model_dir, "synthnet", "synthnet.pt")
+
+
+def _volumes(datalist, p):
+    return volumes_from_studies([(d["image"], d["label"]) for d in datalist])
+
+
+def _fit(out, train, val, init, p):
+    """Unpaired pools from the training studies' images (a study's truth is never trained on); the
+    validation study must carry its co-registered truth. A modality missing from the training
+    studies is taken from the validation study's image (logged)."""
+    mr = [v for v in train if v.source == "mr"]
+    ct = [v for v in train if v.source == "ct"]
+    for pool, kind in ((mr, "mr"), (ct, "ct")):
+        if not pool:
+            pool += [v for v in val if v.source == kind]
+            logger.info("no %s study among the training studies: using the validation study's image", kind)
+    if not mr or not ct:
+        raise ValueError("training the scCycleGAN needs at least one T2w MR study (task synthetic_ct) and one CT study (task synthetic_mr) in the datastore")
+    import dataclasses
+
+    mr = [dataclasses.replace(v, ct=None) for v in mr]  # unpaired: drop the truth
+    ct = [dataclasses.replace(v, mr=None) for v in ct]
+    return train_synth(out, mr, ct, val, epochs=int(p["max_epochs"]), steps_per_epoch=int(p["steps_per_epoch"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]), crop=int(p["crop"]), val_slices=int(p["val_slices"]) if int(p["val_slices"]) > 0 else None, init=init, device=p["device"], progress=False, world_size=p["world_size"])
 
 
 class SyntheticCT(TaskConfig):
+    def init(self, name, model_dir, conf, planner, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.weights = synthnet_weights(model_dir)
+
     def infer(self):
-        return {SYNTHETIC_CT.name: TaskInfer(SYNTHETIC_CT)}
+        sct, _ = synthesis_specs(self.weights)
+        return {sct.name: TaskInfer(sct)}
 
     def trainer(self):
-        return None
+        return NetworkTrainer(
+            "Train the scCycleGAN (MR <-> CT, unpaired) on the datastore's synthetic_ct (T2w MR) and synthetic_mr (CT) studies; "
+            "the last study validates against its labels/final truth. Publishes the checkpoint both synthesis tasks use.",
+            self.weights,
+            {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24},
+            _volumes,
+            _fit,
+            "validation score (sCT MAE / 60 HU + (1 - sMR SSIM) / 0.1)",
+        )

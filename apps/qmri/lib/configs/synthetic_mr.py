@@ -1,15 +1,21 @@
-"""Synthetic T2w MR from CT (HU)."""
+"""Synthetic T2w MR from CT (HU); uses the scCycleGAN checkpoint trained by the synthetic_ct trainer."""
 
 from monailabel.interfaces.config import TaskConfig
 
-from qmri.tasks.synthesis import SYNTHETIC_MR
+from qmri.tasks.synthesis import synthesis_specs
 
 from ..infers.task_infer import TaskInfer
+from .synthetic_ct import synthnet_weights
 
 
 class SyntheticMR(TaskConfig):
+    def init(self, name, model_dir, conf, planner, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.weights = synthnet_weights(model_dir)
+
     def infer(self):
-        return {SYNTHETIC_MR.name: TaskInfer(SYNTHETIC_MR)}
+        _, smr = synthesis_specs(self.weights)
+        return {smr.name: TaskInfer(smr)}
 
     def trainer(self):
-        return None
+        return None  # the synthetic_ct config registers the one scCycleGAN trainer for both tasks

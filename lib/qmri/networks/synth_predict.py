@@ -1,0 +1,160 @@
+"""Slice-by-slice MR <-> CT synthesis with the scCycleGAN generators; intensity scaling and inverse.
+
+Network intensities lie in [-1, 1] (the generators end in tanh). The maps to and from physical
+units are fixed and linear, so an output maps back to HU or MR units without any per-image
+statistics:
+
+* CT: :data:`HU_RANGE` = [-1024, 3000] HU (the SynthRAD2023 window; REFERENCE.md section 4)
+  -> [-1, 1]; values outside are clipped.
+* MR: :data:`MR_RANGE` = [0, 800] a.u. -> [-1, 1], in the units of
+  :func:`qmri.physics.ct_mr.t2w_mr` (1000 a.u. per unit proton density, TR/TE 4000/90 ms): CSF,
+  the brightest tissue, is ~580 a.u.; with a +-15 % bias field and Rician noise the 99.9th
+  percentile of a head stays below ~650 a.u., so 800 a.u. leaves headroom. A T2w MR from another
+  scanner must be brought to these units first (e.g. CSF ~580 a.u.).
+
+Axial slices are the last array axis (``volume[:, :, k]``). Each slice is padded with the
+background value (-1, i.e. air) to a multiple of :data:`PAD_MULTIPLE` (the generator halves the
+size twice) and cropped back, so the output has the input's shape and the study's geometry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: CT window (HU) mapped to [-1, 1].
+HU_RANGE = (-1024.0, 3000.0)
+#: T2w MR window (a.u. of qmri.physics.ct_mr.t2w_mr) mapped to [-1, 1].
+MR_RANGE = (0.0, 800.0)
+#: Slices are padded to a multiple of this (two stride-2 downsamplings in the generator).
+PAD_MULTIPLE = 4
+#: Overlap of the sliding windows (fraction of the tile).
+TILE_OVERLAP = 0.25
+
+_RANGES = {"ct": HU_RANGE, "mr": MR_RANGE}
+
+
+def _range(modality: str) -> tuple[float, float]:
+    if modality not in _RANGES:
+        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
+    return _RANGES[modality]
+
+
+def to_unit(x, modality: str) -> np.ndarray:
+    """Physical units (HU for 'ct', a.u. for 'mr') -> network units in [-1, 1] (clipped), float32."""
+    lo, hi = _range(modality)
+    x = np.asarray(x, dtype=np.float32)
+    return np.clip(2.0 * (x - lo) / (hi - lo) - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def from_unit(u, modality: str) -> np.ndarray:
+    """Network units in [-1, 1] -> physical units (HU for 'ct', a.u. for 'mr'), float32."""
+    lo, hi = _range(modality)
+    u = np.asarray(u, dtype=np.float32)
+    return (lo + (u + 1.0) * 0.5 * (hi - lo)).astype(np.float32)
+
+
+def pad_slices(x: np.ndarray, multiple: int = PAD_MULTIPLE) -> tuple[np.ndarray, tuple[int, int]]:
+    """Pad (..., H, W) with -1 (air) to multiples of ``multiple``; returns (padded, (H, W))."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    pad = [(0, 0)] * (x.ndim - 2) + [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)]
+    return np.pad(x, pad, constant_values=-1.0), (h, w)
+
+
+def crop_slices(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`pad_slices` (central crop of the last two axes to ``hw``)."""
+    h, w = hw
+    H, W = x.shape[-2:]
+    top, left = (H - h) // 2, (W - w) // 2
+    return x[..., top : top + h, left : left + w]
+
+
+def _check_volume(vol, name: str) -> np.ndarray:
+    vol = np.asarray(vol)
+    if vol.ndim != 3:
+        raise ValueError(f"{name} must be a 3D volume, got shape {vol.shape}")
+    if not np.issubdtype(vol.dtype, np.number) or np.issubdtype(vol.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be a real numeric array, got dtype {vol.dtype}")
+    if min(vol.shape[:2]) < 8:
+        raise ValueError(f"{name}: axial slices (first two axes) must be at least 8x8 voxels, got {vol.shape[:2]}")
+    vol = vol.astype(np.float32)
+    if not np.all(np.isfinite(vol)):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    return vol
+
+
+@torch.no_grad()
+def translate_slices(generator: torch.nn.Module, slices_unit: np.ndarray, batch: int = 16, device="cpu", tile: int | None = None, overlap: float = TILE_OVERLAP) -> np.ndarray:
+    """Run ``generator`` on (N, H, W) slices in network units; returns (N, H, W) network units.
+
+    ``tile``: when given, each slice is translated in ``tile`` x ``tile`` windows with MONAI's
+    :func:`monai.inferers.sliding_window_inference` (``overlap``, Gaussian blending), the size the
+    generator was trained on: instance normalisation then sees the statistics of training crops
+    rather than those of a whole slice with more air. None: whole padded slices.
+    """
+    generator.eval()
+    x, hw = pad_slices(np.asarray(slices_unit, np.float32))
+    if tile is not None and min(x.shape[-2:]) < tile:
+        x, hw2 = _pad_to(x, tile), x.shape[-2:]
+    else:
+        hw2 = None
+    out = np.empty_like(x)
+    for i in range(0, len(x), batch):
+        t = torch.from_numpy(x[i : i + batch, None]).to(device)
+        if tile is None:
+            y = generator(t)
+        else:
+            from monai.inferers import sliding_window_inference
+
+            y = sliding_window_inference(t, (tile, tile), sw_batch_size=16, predictor=generator, overlap=overlap, mode="gaussian", padding_mode="constant", cval=-1.0)
+        out[i : i + batch] = y[:, 0].float().cpu().numpy()
+    if hw2 is not None:
+        out = crop_slices(out, tuple(hw2))
+    return crop_slices(out, hw)
+
+
+def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)], constant_values=-1.0)
+
+
+def translate_volume(generator: torch.nn.Module, volume, source: str, target: str, batch: int = 16, device="cpu", tile: int | None = None) -> np.ndarray:
+    """Whole volume, slice by slice along the last axis: ``source`` units in, ``target`` units out.
+
+    source/target: 'mr' (a.u.) or 'ct' (HU). The output has the input's shape (float32).
+    """
+    vol = _check_volume(volume, "the CT" if source == "ct" else "the MR")
+    slices = np.moveaxis(to_unit(vol, source), -1, 0)
+    out = translate_slices(generator, slices, batch, device, tile)
+    return from_unit(np.moveaxis(out, 0, -1), target)
+
+
+def synthetic_ct(model, t2w, batch: int = 16, device="cpu") -> np.ndarray:
+    """Synthetic CT (HU, float32) of a T2w MR volume (a.u., see :data:`MR_RANGE`).
+
+    ``model``: a :class:`~qmri.networks.synth_nets.SynthCycleGAN`; its ``tile`` (the training crop)
+    sets the sliding-window size.
+    """
+    return translate_volume(model.g_mr2ct, t2w, "mr", "ct", batch, device, getattr(model, "tile", None))
+
+
+def synthetic_mr(model, ct_hu, batch: int = 16, device="cpu") -> np.ndarray:
+    """Synthetic T2w MR (a.u. of qmri.physics.ct_mr.t2w_mr, float32) of a CT volume (HU)."""
+    return translate_volume(model.g_ct2mr, ct_hu, "ct", "mr", batch, device, getattr(model, "tile", None))
+
+
+def load_synthnet(path: str | Path):
+    """(SynthCycleGAN in eval mode, config) from a checkpoint of ``qmri train synth``."""
+    from ..training.loop import load_checkpoint
+    from .synth_nets import SynthCycleGAN
+
+    state, cfg = load_checkpoint(path)
+    net = SynthCycleGAN(**cfg["net"])
+    net.load_state_dict(state)
+    net.tile = cfg.get("tile", cfg.get("crop"))
+    net.eval()
+    return net, cfg

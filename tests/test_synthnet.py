@@ -1,0 +1,162 @@
+"""scCycleGAN (MR <-> CT): structural loss, intensity scaling, shipped weights, trainer over REST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+import torch
+from scipy import ndimage
+
+from qmri.networks.sc_loss import spatially_correlative_loss
+from qmri.networks.synth_nets import SynthCycleGAN
+from qmri.networks.synth_predict import HU_RANGE, MR_RANGE, crop_slices, from_unit, load_synthnet, pad_slices, synthetic_ct, to_unit
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "apps" / "qmri" / "model" / "synthnet" / "synthnet.pt"
+STUDIES = REPO / "sample-data" / "studies"
+
+
+def _head_slice(n: int = 64) -> np.ndarray:
+    """A head-like slice: scalp ring, dark skull ring, brain with a bright ventricle (smoothed)."""
+    yy, xx = np.mgrid[:n, :n] - n / 2
+    r = np.hypot(yy, xx)
+    img = np.where(r < 28, 0.5, 0.0) + np.where(r < 25, -0.4, 0.0) + np.where(r < 22, 0.3, 0.0)
+    img += np.where(np.hypot(yy + 4, xx - 5) < 6, 0.5, 0.0)
+    return ndimage.gaussian_filter(img, 0.7)
+
+
+def test_sc_loss_zero_for_identical_and_structure_over_intensity():
+    img = _head_slice()
+    x = torch.tensor(img, dtype=torch.float32)[None, None]
+    g = torch.Generator().manual_seed(0)
+    q = (torch.randint(0, 64, (1, 256), generator=g), torch.randint(0, 64, (1, 256), generator=g))
+    assert abs(float(spatially_correlative_loss(x, x, queries=q))) < 1e-5
+    # geometric distortion: a smooth random displacement field of ~1 voxel
+    rng = np.random.default_rng(0)
+    d = [ndimage.gaussian_filter(rng.standard_normal(img.shape), 4) for _ in range(2)]
+    d = [3.0 * di / np.abs(di).max() for di in d]
+    grid = np.mgrid[:64, :64].astype(float)
+    warped = ndimage.map_coordinates(img, [grid[0] + d[0], grid[1] + d[1]], order=1, mode="nearest")
+    w = torch.tensor(warped, dtype=torch.float32)[None, None]
+    l1 = float((w - x).abs().mean())
+    # monotone intensity remap (a gamma-like curve on [0, 1]) scaled to the same L1 change
+    base = x.clamp(0, 1)
+    curve = base.sqrt() - base  # >= 0, x + a * curve is monotone for a <= 1
+    a = l1 / float(curve.abs().mean())
+    assert a <= 1.0
+    remap = x + a * curve
+    assert abs(float((remap - x).abs().mean()) - l1) < 1e-4 * max(l1, 1)
+    l_geo = float(spatially_correlative_loss(x, w, queries=q))
+    l_int = float(spatially_correlative_loss(x, remap, queries=q))
+    assert l_geo > 3 * l_int, (l_geo, l_int)
+    # a contrast inversion (bone dark on MR, bright on CT) keeps the self-similarity maps
+    assert float(spatially_correlative_loss(x, 1.0 - 2.0 * x, queries=q)) < 0.05 * l_geo
+
+
+def test_intensity_scaling_round_trips():
+    hu = np.linspace(HU_RANGE[0], HU_RANGE[1], 101, dtype=np.float32)
+    np.testing.assert_allclose(from_unit(to_unit(hu, "ct"), "ct"), hu, atol=0.05)
+    assert to_unit(np.float32(-1024), "ct") == -1 and to_unit(np.float32(3000), "ct") == 1
+    assert to_unit(np.array([-3000.0, 5000.0]), "ct").tolist() == [-1.0, 1.0]  # clipped
+    mr = np.linspace(MR_RANGE[0], MR_RANGE[1], 101, dtype=np.float32)
+    np.testing.assert_allclose(from_unit(to_unit(mr, "mr"), "mr"), mr, atol=0.01)
+    s = np.random.default_rng(0).uniform(-1, 1, (3, 37, 42)).astype(np.float32)
+    p, hw = pad_slices(s)
+    assert p.shape[1] % 4 == 0 and p.shape[2] % 4 == 0 and np.array_equal(crop_slices(p, hw), s)
+    with pytest.raises(ValueError):
+        to_unit(hu, "pet")
+
+
+def test_volume_geometry_preserved_and_bad_input_rejected():
+    net = SynthCycleGAN(width=4, n_blocks=1, d_width=4)
+    vol = np.random.default_rng(1).uniform(0, 600, (21, 26, 5)).astype(np.float32)
+    out = synthetic_ct(net, vol)
+    assert out.shape == vol.shape and out.dtype == np.float32
+    assert out.min() >= HU_RANGE[0] - 1e-3 and out.max() <= HU_RANGE[1] + 1e-3
+    with pytest.raises(ValueError, match="3D"):
+        synthetic_ct(net, vol[..., 0])
+    with pytest.raises(ValueError, match="finite"):
+        synthetic_ct(net, np.full((16, 16, 2), np.nan, np.float32))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    """Sample subject sub-1000 (seed 1000; training used 50000.., validation 51000..): MR, CT, head."""
+    mr = nib.load(STUDIES / "sub-1000_t2w.nii.gz").get_fdata(dtype=np.float32)
+    ct = nib.load(STUDIES / "labels" / "final" / "sub-1000_t2w.nii.gz").get_fdata(dtype=np.float32)
+    return mr, ct, ct > -500
+
+
+def test_shipped_weights_beat_bulk_density(held_out):
+    from qmri.classical.bulk_density import synthetic_ct_bulk_density
+    from qmri.physics.synth_metrics import evaluate_sct
+
+    mr, ct, head = held_out
+    net, cfg = load_synthnet(WEIGHTS)
+    assert WEIGHTS.stat().st_size < 25e6 and cfg["hu_range"] == list(HU_RANGE) and cfg["mr_range"] == list(MR_RANGE)
+    net_r = evaluate_sct(synthetic_ct(net, mr), ct, head)
+    bulk_r = evaluate_sct(synthetic_ct_bulk_density(mr, voxel_size_mm=2.0), ct, head)
+    assert net_r["mae"] < bulk_r["mae"], (net_r, bulk_r)
+
+
+def test_network_task_rejects_a_ct_as_mr(held_out):
+    from qmri.tasks.synthesis import synthesis_specs
+
+    sct_task, smr_task = synthesis_specs(WEIGHTS)
+    assert sct_task.default_method == "sccyclegan" and "bulk_density" in sct_task.methods
+    mr, ct, _ = held_out
+    with pytest.raises(ValueError, match="CT"):
+        sct_task.run(ct, np.eye(4), {}, "sccyclegan")
+    with pytest.raises(ValueError, match="HU"):
+        smr_task.run(mr, np.eye(4), {}, "sccyclegan")
+
+
+def test_trainer_over_rest_publishes_a_model_both_tasks_use(server, model_dir):
+    from test_tasks_rest import infer, train_and_wait
+
+    url, _ = server
+    weights = Path(model_dir) / "synthnet" / "synthnet.pt"
+    info = requests.get(f"{url}/info/", timeout=30).json()
+    assert "synthetic_ct" in info["trainers"]
+    for task in ("synthetic_ct", "synthetic_mr"):
+        assert info["models"][task]["default_method"] == "sccyclegan"
+    before = {t: infer(url, t, s)[1].get_fdata() for t, s in (("synthetic_ct", "sub-1000_t2w"), ("synthetic_mr", "sub-1000_ct"))}
+    stamp = weights.stat().st_mtime_ns
+    stats = train_and_wait(url, "synthetic_ct", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "crop": 32})
+    assert weights.stat().st_mtime_ns != stamp and (weights.parent / "synthnet_previous.pt").exists()
+    assert stats["epochs"] == 1 and np.isfinite(stats["best"]["val_sct_mae_hu"])
+    for task, study in (("synthetic_ct", "sub-1000_t2w"), ("synthetic_mr", "sub-1000_ct")):
+        status, after, meta = infer(url, task, study)
+        assert status == 200 and meta["method"] == "sccyclegan"
+        assert not np.allclose(before[task], after.get_fdata())  # the published weights are in use
+
+
+def test_recipe_losses_and_discriminator_pixel_weights():
+    from qmri.training.synth_data import SynthVolume
+    from qmri.training.synth_train import SynthRecipe, _pix_weight
+
+    rng = np.random.default_rng(0)
+    head = np.zeros((24, 24, 8), bool)
+    head[4:20, 4:20] = True
+    mr = np.where(head, rng.uniform(100, 600, head.shape), 5.0).astype(np.float32)
+    ct = np.where(head, rng.uniform(0, 1500, head.shape), -1000.0).astype(np.float32)
+    vol = SynthVolume(mr, ct, head, "toy")
+    r = SynthRecipe([vol], [vol], [vol], crop=16, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2})
+    net = r.build()
+    batch = next(r.batches(rng, 1, 2))
+    assert batch["mr"].shape == (2, 1, 16, 16) and batch["mr"].min() >= -1 and batch["ct"].max() <= 1
+    x, y = torch.from_numpy(batch["mr"]), torch.from_numpy(batch["ct"])
+    w = _pix_weight(net.d_mr, x)
+    assert w.shape == x.shape and float(w.min()) >= 0 and float(w.max()) <= 1
+    terms, fake_ct, fake_mr = r.generator_losses(net, x, y)
+    assert set(terms) == {"adv", "cyc", "pix", "str", "idt"} and all(torch.isfinite(t) for t in terms.values())
+    assert fake_ct.shape == x.shape
+    before = [p.detach().clone() for p in net.parameters()]
+    assert np.isfinite(r.step(net, batch, "cpu"))
+    assert all(not torch.equal(a, b) for a, b in zip(before[:2], list(net.parameters())[:2]))  # generators moved
+    m = r.validate(net, "cpu")
+    assert set(m) >= {"val_score", "val_sct_mae_hu", "val_smr_ssim", "val_sct_bone_dice"}
