@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=None, help="pvc: patch edge in voxels (default 64)")
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="pvc: RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="pvc: give the network the PSF FWHM as a second input channel")
+    p.add_argument("--init", default=None, help="pvc: weights to fine-tune from (same architecture)")
     from .training.synth_cli import add_missing_arguments as _synth_args
 
     _synth_args(p)  # synth options whose names the shared parser lacks

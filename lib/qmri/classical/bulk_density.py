@@ -54,7 +54,8 @@ HU_PV_AIR = -950.0
 CLASS_CODES = {"air": 0, "soft_tissue": 1, "csf": 2, "bone": 3}
 
 
-def _check_volume(a, name: str) -> np.ndarray:
+def check_volume(a, name: str) -> np.ndarray:
+    """``a`` as a finite, real 3D float32 array, or ValueError naming the problem."""
     a = np.asarray(a)
     if a.ndim != 3:
         raise ValueError(f"{name} must be a 3D array, got shape {a.shape}")
@@ -101,7 +102,7 @@ def head_mask_from_mr(t2w: np.ndarray, threshold: float | None = None) -> np.nda
     well above the Rician noise floor of air. Dark structures enclosed by the scalp (skull,
     sinuses) are recovered by the hole filling (3D, then slice-wise along each axis).
     """
-    t2w = _check_volume(t2w, "t2w")
+    t2w = check_volume(t2w, "t2w")
     if threshold is None:
         threshold = 0.5 * float(threshold_otsu(t2w))
     mask = t2w > threshold
@@ -150,7 +151,7 @@ def synthetic_ct_bulk_density(
     (distance transform with ``voxel_size_mm``); deeper dark voxels become soft tissue.
     ``return_classes=True`` returns ``(hu, classes)`` with :data:`CLASS_CODES`.
     """
-    t2w = _check_volume(t2w, "t2w")
+    t2w = check_volume(t2w, "t2w")
     if head_mask is None:
         head = head_mask_from_mr(t2w)
     else:
@@ -254,7 +255,7 @@ def synthetic_mr_bulk(
     changed by it. ``return_classes=True`` returns ``(mr, classes, codes)`` with the
     integer class volume and the class-name -> code map.
     """
-    ct = _check_volume(ct_hu, "ct_hu")
+    ct = check_volume(ct_hu, "ct_hu")
     th = HU_THRESHOLDS
     air = ct < th["fat"]
     bone = ct >= th["bone"]

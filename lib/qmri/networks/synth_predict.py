@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..classical.bulk_density import check_volume
+
 #: CT window (HU) mapped to [-1, 1].
 HU_RANGE = (-1024.0, 3000.0)
 #: T2w MR window (a.u. of qmri.physics.ct_mr.t2w_mr) mapped to [-1, 1].
@@ -73,16 +75,11 @@ def crop_slices(x: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 def _check_volume(vol, name: str) -> np.ndarray:
-    vol = np.asarray(vol)
-    if vol.ndim != 3:
-        raise ValueError(f"{name} must be a 3D volume, got shape {vol.shape}")
-    if not np.issubdtype(vol.dtype, np.number) or np.issubdtype(vol.dtype, np.complexfloating):
-        raise ValueError(f"{name} must be a real numeric array, got dtype {vol.dtype}")
+    """A real, finite 3D float32 volume (the bulk-density method's checks) with axial slices of at
+    least 8x8 voxels (the generators downsample twice)."""
+    vol = check_volume(vol, name)
     if min(vol.shape[:2]) < 8:
         raise ValueError(f"{name}: axial slices (first two axes) must be at least 8x8 voxels, got {vol.shape[:2]}")
-    vol = vol.astype(np.float32)
-    if not np.all(np.isfinite(vol)):
-        raise ValueError(f"{name} must be finite (found NaN or inf)")
     return vol
 
 

@@ -33,12 +33,21 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="give the network the sidecar's PSF FWHM as a second input channel")
+    p.add_argument("--init", default=None, help="weights to fine-tune from (same architecture)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--resolution", type=float, default=2.0, help="phantom voxel size (mm)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
     p.add_argument("--world-size", type=int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
     return p
+
+
+def _init_summary(path) -> dict:
+    """What the starting weights were: their epoch and validation ratio from the checkpoint's config."""
+    from .loop import load_checkpoint
+
+    cfg = load_checkpoint(path)[1]
+    return {"epoch": cfg.get("epoch"), "val_ratio": cfg.get("val_ratio"), "train_subjects": cfg.get("train_subjects")}
 
 
 def train_pvc_command(args) -> dict:
@@ -49,7 +58,7 @@ def train_pvc_command(args) -> dict:
     for k, v in vars(add_arguments(argparse.ArgumentParser()).parse_args([])).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
-    res = train_pvc(out, train, val, resolution_mm=args.resolution, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, patch=args.patch, lr=args.lr, target=args.target, condition_fwhm=args.condition_fwhm, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size)
+    res = train_pvc(out, train, val, resolution_mm=args.resolution, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, patch=args.patch, lr=args.lr, target=args.target, condition_fwhm=args.condition_fwhm, init=args.init, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size)
     save_training_curve(res["history"], out.parent / "training_curve.png")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]
@@ -57,7 +66,8 @@ def train_pvc_command(args) -> dict:
         device += f" ({torch.cuda.get_device_name(0)})"
     cfg, best = res["config"], res["best"]
     n_params = sum(p.numel() for p in torch.load(out, weights_only=True)["state_dict"].values() if hasattr(p, "numel") and p.is_floating_point())
-    command = "qmri train pvc " + " ".join(getattr(args, "argv", None) or sys.argv[1:])
+    argv = getattr(args, "argv", None)
+    command = "qmri train pvc " + " ".join(argv) if argv is not None else " ".join(["qmri"] + sys.argv[1:])
     card = f"""# PET partial-volume-correction network (`{out.name}`)
 
 - **Command**: `{command.strip()}`
@@ -66,7 +76,7 @@ def train_pvc_command(args) -> dict:
 - **Input / output**: PET only (no segmentation){', plus the PSF FWHM (mm) / 8 as a constant second channel' if cfg['fwhm_conditioned'] else ', no FWHM (one network must serve every scanner blur)'}, per-subject min-max scaled (minimum -> 0, 99th percentile -> 1, values above clipped); the output is mapped back with the same (min, p99), so it is in the input's units (SUV)
 - **Target**: {cfg['target']} ({'RBV-corrected PET with the true PSF and the phantom GM/WM/CSF/other probabilities' if cfg['target'] == 'rbv' else 'true phantom activity'})
 - **Data**: phantom heads from MNI152 (qmri.anatomy) at {cfg['voxel_size_mm']} mm, cropped to brain + 10 mm; each epoch every subject gets a new amyloid status (positive/negative), PSF FWHM uniform in 5-8 mm (one network for every scanner), 5 % Poisson-like noise; training seeds {train[0]}..{train[-1]} ({len(train)} subjects), validation seeds {val[0]}..{val[-1]} ({len(val)} subjects, FWHM 5, 6.5, 8 mm), never trained on; benchmark seeds 5400.. are disjoint from both
-- **Training**: {len(res['history'])} epochs (of {args.epochs} planned) x {args.steps} steps, batch {args.batch}, patches {cfg['patch']}^3 ({cfg['patch'] * cfg['voxel_size_mm']:g} mm field of view; the seed's 128^3 at 1 mm is 128 mm) with random flips, MSE loss, Adam lr {args.lr:g} cosine-decayed, seed {args.seed}
+- **Training**: {f"fine-tuned from `{args.init}` ({json.dumps(_init_summary(args.init))}); " if args.init else ""}{len(res['history'])} epochs (of {args.epochs} planned) x {args.steps} steps, batch {args.batch}, patches {cfg['patch']}^3 ({cfg['patch'] * cfg['voxel_size_mm']:g} mm field of view; the seed's 128^3 at 1 mm is 128 mm) with random flips, MSE loss, Adam lr {args.lr:g} cosine-decayed, seed {args.seed}
 - **Device**: {device}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; training took {res['seconds'] / 60:.1f} min (including {len(train) + len(val)} phantom generations)
 - **Best epoch**: {best.get('epoch')}: validation RMSE {best.get('val_rmse', float('nan')):.4f} SUV vs {best.get('val_rmse_input', float('nan')):.4f} SUV for the uncorrected input (ratio {best.get('val_ratio', float('nan')):.3f}), brain voxels, against the {cfg['target']} target
 
