@@ -84,6 +84,19 @@ def task_studies(pairs, task: str):
             yield image, label, meta
 
 
+def load_isotropic(image) -> tuple[nib.Nifti1Image, float] | None:
+    """``(image, voxel size in mm)`` of a NIfTI with isotropic voxels, or None (with a logged
+    warning) when its voxels are anisotropic: the networks train on isotropic grids."""
+    import logging
+
+    img = nib.load(str(image))
+    vs = np.asarray(voxel_size_mm(img.affine))
+    if not np.allclose(vs, vs[0], rtol=1e-3):
+        logging.getLogger(__name__).warning("skipping %s: anisotropic voxels %s mm", image, vs)
+        return None
+    return img, float(vs[0])
+
+
 def voxel_size_mm(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size (mm) per array axis from the affine's column norms."""
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))

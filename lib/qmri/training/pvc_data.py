@@ -146,16 +146,15 @@ def volumes_from_studies(pairs, target: str = "rbv") -> list[PVCVolume]:
 
     import nibabel as nib
 
-    from ..io.study import image_id, task_studies, voxel_size_mm
+    from ..io.study import image_id, load_isotropic, task_studies
 
     log = logging.getLogger(__name__)
     out = []
     for image, label, meta in task_studies(pairs, "pvc"):
-        img = nib.load(str(image))
-        vs = np.asarray(voxel_size_mm(img.affine))
-        if not np.allclose(vs, vs[0], rtol=1e-3):
-            log.warning("skipping %s: anisotropic voxels %s", image, vs)
+        loaded = load_isotropic(image)
+        if loaded is None:
             continue
+        img, vs = loaded
         data = np.asarray(img.dataobj, dtype=np.float32)
         pet, seg = (data, None) if data.ndim == 3 else (data[..., 0], data[..., 1:5] if data.shape[-1] >= 5 else None)
         f = meta.get("psf_fwhm_mm")
@@ -172,5 +171,5 @@ def volumes_from_studies(pairs, target: str = "rbv") -> list[PVCVolume]:
             log.warning("skipping %s: no %s for the %r target", image, "tissue channels" if target == "rbv" else "labels/final image", target)
             continue
         mask = (seg[..., 0] + seg[..., 1] > 0.5) if seg is not None else pet > 0.2 * np.percentile(pet, 99)
-        out.append(PVCVolume(subject=image_id(image), voxel_size_mm=float(vs[0]), mask=mask, seg=seg, pet=pet, fwhm_mm=fwhm, target=tgt))
+        out.append(PVCVolume(subject=image_id(image), voxel_size_mm=vs, mask=mask, seg=seg, pet=pet, fwhm_mm=fwhm, target=tgt))
     return out

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Iterable
 
 import nibabel as nib
 import numpy as np
 
-from ..io.study import image_id, task_studies, voxel_size_mm
+from ..io.study import image_id, load_isotropic, task_studies
 from ..physics.rotation import rotate_volume, rotation_to_z
 from .qsm_data import QSMVolume
-
-log = logging.getLogger(__name__)
 
 
 def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]]) -> list[QSMVolume]:
@@ -24,18 +21,17 @@ def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]]) -> list
     """
     out = []
     for image, label, meta in task_studies(pairs, "qsm"):
-        img = nib.load(str(image))
-        vs = np.asarray(voxel_size_mm(img.affine))
-        if not np.allclose(vs, vs[0], rtol=1e-3):
-            log.warning("skipping %s: anisotropic voxels %s", image, vs)
+        loaded = load_isotropic(image)
+        if loaded is None:
             continue
+        img, vs = loaded
         mask = np.asarray(img.dataobj, dtype=np.float32) != 0
         chi = nib.load(str(label)).get_fdata(dtype=np.float32)
         if chi.shape != mask.shape:
             raise ValueError(f"target of {Path(image).name} has shape {chi.shape}, image {mask.shape}")
         rot = rotation_to_z(meta.get("B0_dir", (0.0, 0.0, 1.0)))
         if not np.allclose(rot, np.eye(3)):
-            chi = rotate_volume(chi, rot, vs, order=1)
-            mask = rotate_volume(mask.astype(np.float32), rot, vs, order=1) > 0.5
-        out.append(QSMVolume(np.where(mask, chi, 0.0).astype(np.float32), mask, float(vs[0]), image_id(image)))
+            chi = rotate_volume(chi, rot, (vs,) * 3, order=1)
+            mask = rotate_volume(mask.astype(np.float32), rot, (vs,) * 3, order=1) > 0.5
+        out.append(QSMVolume(np.where(mask, chi, 0.0).astype(np.float32), mask, vs, image_id(image)))
     return out
