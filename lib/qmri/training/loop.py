@@ -182,6 +182,16 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
     return {"metric": metric, "history": history, "best": best if history else {}, "config": config, "seconds": round(time.time() - t0, 1), "device": str(device)}
 
 
+def training_command(task: str) -> str:
+    """The ``qmri train <task> ...`` command line that is running, for model cards: the options
+    after the task name in ``sys.argv`` (``qmri [-v] train <task> ...`` or ``python -m qmri.cli ...``)."""
+    import sys
+
+    argv = sys.argv[1:]
+    rest = argv[argv.index(task) + 1 :] if "train" in argv and task in argv else []
+    return " ".join(["qmri train", task] + rest)
+
+
 def save_training_curve(history: list[dict], path: str | Path, title: str, metric: str, metric_label: str, loss_label: str = "training loss") -> Path:
     """PNG of the training loss and the validation ``metric`` per epoch."""
     import matplotlib

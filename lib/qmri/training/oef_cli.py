@@ -10,12 +10,11 @@ from __future__ import annotations
 import datetime
 import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
-from .loop import load_checkpoint, save_checkpoint, save_training_curve, train
+from .loop import load_checkpoint, save_checkpoint, save_training_curve, train, training_command
 from .oef_data import SNR_RANGE, TE_MS, cached_phantom_volumes
 from .oef_train import CYCLE_STEPS, DEFAULTS, OEFRecipe
 
@@ -147,7 +146,7 @@ def train_oef_command(args) -> dict:
     val_seeds = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))
     batch = (args.voxels or DEFAULTS[ARCH[model]]["batch_size"]) if model in ("lstm", "best") else args.batch
     res = train_oef_model(model, out_dir, train_seeds, val_seeds, args.epochs, args.steps, batch, seed=args.seed, device=args.device, max_minutes=args.max_minutes, draws=args.draws, cache=args.cache_dir, lr=args.lr)
-    res["command"] = " ".join(["qmri"] + sys.argv[1:]) if "train" in sys.argv[1:] else f"qmri train oef --model {model}"
+    res["command"] = training_command("oef")
     res["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     res["torch_threads"] = torch.get_num_threads()
     res["device"] = f"{res['device']} ({platform.processor() or platform.machine()})"

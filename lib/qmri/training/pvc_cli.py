@@ -1,7 +1,7 @@
 """``qmri train pvc``: train the PET PVC network on phantoms, write weights, a model card and a curve.
 
-:func:`add_arguments` declares the options on an argparse parser (for the ``qmri`` CLI);
-:func:`train_pvc_command` runs them; :func:`main` does both for ``python -m qmri.training.pvc_cli``.
+:func:`add_arguments` holds this task's option defaults (the shared ``qmri train`` parser declares
+the options); :func:`train_pvc_command` runs them.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import argparse
 import datetime
 import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
+from .loop import training_command
 from .pvc_train import save_training_curve, train_pvc
 
 TRAIN_SEED0 = 30000  # training phantoms: seeds 30000.. ; validation 31000.. ; benchmark 5400..
@@ -66,8 +66,7 @@ def train_pvc_command(args) -> dict:
         device += f" ({torch.cuda.get_device_name(0)})"
     cfg, best = res["config"], res["best"]
     n_params = sum(p.numel() for p in torch.load(out, weights_only=True)["state_dict"].values() if hasattr(p, "numel") and p.is_floating_point())
-    argv = getattr(args, "argv", None)
-    command = "qmri train pvc " + " ".join(argv) if argv is not None else " ".join(["qmri"] + sys.argv[1:])
+    command = training_command("pvc")
     card = f"""# PET partial-volume-correction network (`{out.name}`)
 
 - **Command**: `{command.strip()}`
@@ -86,13 +85,3 @@ the sharpen filter, IY, RBV and MG on held-out phantoms: `qmri bench pvc`.
     (out.parent / "README.md").write_text(card)
     print(card)
     return res
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = add_arguments(argparse.ArgumentParser(prog="qmri train pvc", description=__doc__)).parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
-    return train_pvc_command(args)
-
-
-if __name__ == "__main__":
-    main()

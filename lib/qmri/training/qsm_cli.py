@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime
 import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
+from .loop import training_command
 from .qsm_train import save_training_curve, train_qsm
 
 TRAIN_SEED0 = 20000  # training phantoms: seeds 20000.. ; validation 21000.. ; benchmarks use 5000..
@@ -29,7 +29,7 @@ def train_qsm_command(args) -> dict:
         device += f" ({torch.cuda.get_device_name(0)})"
     card = f"""# QSMnet weights (`{out.name}`)
 
-- **Command**: `{' '.join(['qmri'] + sys.argv[1:]) if sys.argv and 'qmri' in sys.argv[0] else 'qmri train qsm'}`
+- **Command**: `{training_command('qsm')}`
 - **Date**: {datetime.date.today().isoformat()}
 - **Network**: MONAI BasicUNet (QSMnet design: 2 convs per level, BN, leaky ReLU 0.1, 4 max-pools, 4 deconvs, 19 convs), features {res['config']['features']}, {sum(p.numel() for p in torch.load(out, weights_only=True)['state_dict'].values() if hasattr(p, 'numel')) / 1e6:.2f} M parameters
 - **Input / output**: local field (ppm) x {res['config']['field_scale']} inside the brain mask -> susceptibility (ppm) x {res['config']['chi_scale']}; B0 along array z (other directions are rotated to z at inference)

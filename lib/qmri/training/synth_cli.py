@@ -3,8 +3,7 @@
 Writes the weights (both generators and both discriminators in one checkpoint), a model card
 README.md, training_curve.png and training_history.json beside them.
 :func:`add_arguments` declares the options (``add_missing_arguments`` adds only those the shared
-``qmri train`` parser lacks); :func:`train_synth_command` runs them; :func:`main` does both for
-``python -m qmri.training.synth_cli``.
+``qmri train`` parser lacks); :func:`train_synth_command` runs them.
 """
 
 from __future__ import annotations
@@ -13,13 +12,12 @@ import argparse
 import datetime
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from .loop import save_training_curve
+from .loop import save_training_curve, training_command
 from .synth_data import CT_SEED, MR_SEED, VAL_SEED, make_volume
 from .synth_train import DEFAULT_NET, DEFAULT_WEIGHTS, train_synth
 
@@ -90,10 +88,7 @@ def train_synth_command(args) -> dict:
     n_gen = sum(v.numel() for k, v in sd.items() if k.startswith("g_") and v.is_floating_point())
     n_dis = sum(v.numel() for k, v in sd.items() if k.startswith("d_") and v.is_floating_point())
     net = cfg["net"]
-    argv = getattr(args, "argv", None)
-    if argv is None:  # called through ``qmri [-v] train synth ...``: keep what follows the task name
-        argv = sys.argv[sys.argv.index("synth") + 1 :] if "synth" in sys.argv else sys.argv[1:]
-    command = "qmri train synth " + " ".join(argv)
+    command = training_command("synth")
     w = cfg["loss_weights"]
     card = f"""# scCycleGAN: synthetic CT from T2w MR and synthetic T2w MR from CT (`{out.name}`)
 
@@ -115,16 +110,3 @@ bulk-density baseline on held-out phantoms: `qmri bench synth`.
     (out.parent / "README.md").write_text(card)
     print(card)
     return res
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = add_arguments(argparse.ArgumentParser(prog="qmri train synth", description=__doc__)).parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]
-    return train_synth_command(args)
-
-
-if __name__ == "__main__":
-    import logging
-
-    logging.basicConfig(level=logging.INFO)
-    main()
