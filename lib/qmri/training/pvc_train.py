@@ -14,7 +14,7 @@ saved. The epoch loop, DDP and checkpointing are :mod:`qmri.training.loop`'s.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -100,34 +100,26 @@ def train_pvc(
     train: Sequence[int] | Sequence[PVCVolume],
     val: Sequence[int] | Sequence[PVCVolume],
     resolution_mm: float = 2.0,
-    epochs: int = 20,
-    steps_per_epoch: int = 50,
-    batch_size: int = 2,
     patch: int = 64,
-    lr: float = 1e-3,
     channels=DEFAULT_CHANNELS,
     strides=DEFAULT_STRIDES,
     target: str = "rbv",
     condition_fwhm: bool = False,
-    seed: int = 0,
-    init: str | Path | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    on_epoch: Callable[[dict], None] | None = None,
-    world_size: int = 1,
-    max_minutes: float | None = None,
+    **options,
 ) -> dict:
     """Train and save the best weights to ``out_path``; returns :func:`qmri.training.loop.train`'s result.
 
     ``train``/``val``: phantom seeds or ready :class:`PVCVolume` s (e.g. from datastore studies).
     ``target``: ``"rbv"`` (default) or ``"activity"`` (true activity / ``labels/final``).
-    ``condition_fwhm``: give the network the PSF FWHM as a second channel. ``init``: weights to
-    fine-tune. ``max_minutes``: stop after the epoch that passes this wall time.
+    ``condition_fwhm``: give the network the PSF FWHM as a second channel. ``options`` go to
+    :func:`qmri.training.loop.train` (``init`` fine-tunes, ``max_minutes`` stops after the epoch
+    that passes that wall time, ...); defaults: 20 epochs of 50 steps, batch 2, Adam lr 1e-3.
     """
+    progress = options.get("progress", True)
     vols = [v if isinstance(v, PVCVolume) else make_volume(int(v), resolution_mm) for v in tqdm(list(train), desc="training subjects", disable=not progress)]
     vvols = [v if isinstance(v, PVCVolume) else make_volume(int(v), resolution_mm) for v in tqdm(list(val), desc="validation subjects", disable=not progress)]
-    recipe = PVCRecipe(vols, vvols, patch, channels, strides, target, condition_fwhm)
-    return loop.train(recipe, out_path, epochs, steps_per_epoch, batch_size, lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)
+    options = {"epochs": 20, "steps_per_epoch": 50, "batch_size": 2, "lr": 1e-3, **options}
+    return loop.train(PVCRecipe(vols, vvols, patch, channels, strides, target, condition_fwhm), out_path, **options)
 
 
 def save_training_curve(history: list[dict], path: str | Path) -> Path:

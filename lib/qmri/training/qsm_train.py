@@ -12,7 +12,7 @@ checkpointing are :mod:`qmri.training.loop`'s.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -80,28 +80,21 @@ def train_qsm(
     train: Sequence[int] | Sequence[QSMVolume],
     val: Sequence[int] | Sequence[QSMVolume],
     resolution_mm: float = 2.0,
-    epochs: int = 20,
-    steps_per_epoch: int = 40,
-    batch_size: int = 4,
     patch: int = 32,
-    lr: float = 1e-3,
     features=DEFAULT_FEATURES,
-    seed: int = 0,
-    init: str | Path | None = None,
-    device: str | None = None,
-    progress: bool = True,
-    on_epoch: Callable[[dict], None] | None = None,
-    world_size: int = 1,
+    **options,
 ) -> dict:
     """Train and save the best weights to ``out_path``; returns :func:`qmri.training.loop.train`'s result.
 
     ``train``/``val`` are phantom seeds or ready :class:`QSMVolume` s (e.g. from datastore studies).
-    ``init``: weights to start from (fine-tuning). ``world_size > 1``: data parallel (see loop).
+    ``options`` go to :func:`qmri.training.loop.train` (``init`` fine-tunes, ``world_size > 1`` is data
+    parallel, ...); QSMnet's defaults: 20 epochs of 40 steps, batch 4, Adam lr 1e-3.
     """
+    progress = options.get("progress", True)
     vols = [v if isinstance(v, QSMVolume) else make_volume(int(v), resolution_mm) for v in tqdm(list(train), desc="training brains", disable=not progress)]
     vvols = [v if isinstance(v, QSMVolume) else make_volume(int(v), resolution_mm) for v in tqdm(list(val), desc="validation brains", disable=not progress)]
-    recipe = QSMRecipe(vols, vvols, patch, features)
-    return loop.train(recipe, out_path, epochs, steps_per_epoch, batch_size, lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size)
+    options = {"epochs": 20, "steps_per_epoch": 40, "batch_size": 4, "lr": 1e-3, **options}
+    return loop.train(QSMRecipe(vols, vvols, patch, features), out_path, **options)
 
 
 def save_training_curve(history: list[dict], path: str | Path) -> Path:
