@@ -211,7 +211,7 @@ def _nrmse(est, ref, mask):
     return float(np.linalg.norm(e - r) / np.linalg.norm(r))
 
 
-@pytest.mark.parametrize("method, bound", [("tkd", 0.9), ("l2", 0.9), ("tv", 0.45), ("qsmnet", 0.65)])
+@pytest.mark.parametrize("method, bound", [("tkd", 0.9), ("l2", 0.9), ("tv", 0.45), ("cg", 0.45), ("qsmnet_direct", 0.65), ("qsmnet", 0.4)])
 def test_qsm_local_field_inversions(server, method, bound):
     url, _ = server
     status, img, meta = infer(url, "qsm", "sub-1000_qsm", {"method": method})

@@ -15,8 +15,9 @@ from ..networks.weights import ReloadingWeights
 from .oef import echo_times_s
 from .spec import TaskSpec, require_3d, voxel_size
 
-CLASSICAL = ("l2", "tkd", "tv")
-METHODS = ("qsmnet",) + CLASSICAL
+CLASSICAL = ("l2", "tkd", "tv", "cg")
+# qsmnet: network + support-constrained data consistency; qsmnet_direct: the network output alone
+METHODS = ("qsmnet", "qsmnet_direct") + CLASSICAL
 CHI_RANGE = (-0.2, 0.2)
 
 
@@ -31,17 +32,19 @@ def b0_direction(sidecar: dict[str, Any]) -> tuple[float, float, float]:
 
 
 def _invert(field, mask, vs, b0, method, magnitude=None, net: ReloadingWeights | None = None):
-    if method == "qsmnet":
+    if method in ("qsmnet", "qsmnet_direct"):
         if net is None:
-            raise ValueError("method 'qsmnet' is not available on this server (no weights configured)")
+            raise ValueError(f"method '{method}' is not available on this server (no weights configured)")
         model, _ = net.get()
-        return predict_chi(model, field, mask, vs, b0)
+        return predict_chi(model, field, mask, vs, b0, refine_iterations=None if method == "qsmnet" else 0)
     if method == "tkd":
         return cq.tkd(field, mask, vs, b0)
     if method == "l2":
         return cq.closed_form_l2(field, mask, vs, b0)
     if method == "tv":
         return cq.tv_inversion(field, mask, vs, b0, magnitude=magnitude)
+    if method == "cg":
+        return cq.masked_cg(field, mask, vs, b0)
     raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
 
 

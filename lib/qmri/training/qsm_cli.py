@@ -37,10 +37,14 @@ def train_qsm_command(args) -> dict:
 - **Augmentation**: each epoch every brain rotated by a random angle in [-30, 30] deg about x or y and re-convolved with the dipole (B0 along z), 0.001 ppm field noise
 - **Training**: {args.epochs} epochs x {args.steps} steps, batch {args.batch}, patches {res['config']['patch']}^3, Adam lr 1e-3 cosine-decayed to 5e-5, loss L1 + 0.5 model (dipole) + 0.1 gradient, seed {args.seed}
 - **Device**: {device}; {platform.processor() or platform.machine()}; training took {res['seconds'] / 60:.1f} min
-- **Best epoch**: {res['best'].get('epoch')} with validation NRMSE {res['best'].get('val_nrmse', float('nan')):.3f} (whole-brain, demeaned, vs true chi)
+- **Best epoch**: {res['best'].get('epoch')} with validation NRMSE {res['best'].get('val_nrmse', float('nan')):.3f} (whole-brain, demeaned, vs true chi, network output alone)
+- **Served as**: method `qsmnet` = this network followed by a support-constrained data-consistency step
+  (`qmri.classical.qsm.masked_cg` started from the network output, iteration count set from the field's
+  noise), which restores the whole-brain low frequencies a patch-trained network cannot learn (deep-grey
+  nuclei against the brain mean); `qsmnet_direct` is the network output alone
 
-Curve: `training_curve.png`; per-epoch history: `training_history.json`. Benchmarks against TKD, L2 and TV
-on held-out phantoms: `qmri bench qsm`.
+Curve: `training_curve.png`; per-epoch history: `training_history.json`. Benchmarks against TKD, L2, TV
+and masked CG on held-out phantoms: `qmri bench qsm` (`bench-results/bench_qsm.md`).
 """
     (out.parent / "README.md").write_text(card)
     print(card)

@@ -71,7 +71,7 @@ class QSMRecipe:
         return self.loss_fn(pred, batch["chi"], m)[0]
 
     def validate(self, net, device) -> dict:
-        vn = [nrmse(predict_chi(net, fld, v.mask, (v.voxel_size_mm,) * 3, device=device), v.chi, v.mask) for v, fld in zip(self.vvols, self.val_fields)]
+        vn = [nrmse(predict_chi(net, fld, v.mask, (v.voxel_size_mm,) * 3, device=device, refine_iterations=0), v.chi, v.mask) for v, fld in zip(self.vvols, self.val_fields)]
         return {"val_nrmse": float(np.mean(vn))}
 
 
