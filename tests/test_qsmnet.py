@@ -113,8 +113,8 @@ def test_shipped_weights_beat_tkd(held_out_brain):
 
 def test_data_consistency_step_fixes_the_deep_grey_means(held_out_brain):
     """The support-constrained CG step after the network (the served ``qsmnet``) restores the
-    whole-brain low frequencies the patch-trained network misses: deep-grey-nucleus means against
-    the brain mean and the overall NRMSE."""
+    contrast the network smooths away: deep-grey-nucleus means against the brain mean and the
+    overall NRMSE."""
     from qmri.anatomy.labels import DEEP_GM_LABELS
     from qmri.anatomy.phantom import make_subject
     from qmri.networks.qsm_predict import load_qsmnet, predict_chi

@@ -330,10 +330,10 @@ def masked_cg(
     (the local-field model: after background removal every source of the field lies inside the
     mask), by CG on the normal equations ``M D M D M chi = M D M f``, starting from ``init``;
     the iteration count is the regulariser (early stopping, as in LSQR-based inversions such as
-    iLSQR, Li et al. 2015). Unlike the k-space inversions, the support constraint also fixes the
-    low spatial frequencies the magic cone leaves free on an unbounded grid, which is what sets
-    the deep-grey-nucleus means against the brain mean. Started from a network estimate it is the
-    data-consistency step of the QSM network (:func:`qmri.networks.qsm_predict.predict_chi`).
+    iLSQR, Li et al. 2015). Unlike the k-space inversions, the known support also constrains the
+    components in the magic cone that an unbounded grid leaves free. Started from a network
+    estimate it is the data-consistency step of the QSM network
+    (:func:`qmri.networks.qsm_predict.predict_chi`).
 
     The solver is scipy's ``cg`` on a ``LinearOperator`` over the mask voxels; only the operator
     (two zero-padded FFT dipole convolutions) is written here, on ``torch.fft``.

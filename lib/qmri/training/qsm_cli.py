@@ -40,8 +40,9 @@ def train_qsm_command(args) -> dict:
 - **Best epoch**: {res['best'].get('epoch')} with validation NRMSE {res['best'].get('val_nrmse', float('nan')):.3f} (whole-brain, demeaned, vs true chi, network output alone)
 - **Served as**: method `qsmnet` = this network followed by a support-constrained data-consistency step
   (`qmri.classical.qsm.masked_cg` started from the network output, iteration count set from the field's
-  noise), which restores the whole-brain low frequencies a patch-trained network cannot learn (deep-grey
-  nuclei against the brain mean); `qsmnet_direct` is the network output alone
+  noise), which restores the edges and contrast of small structures the network smooths (the deep-grey
+  nuclei read 0.008-0.02 ppm low without it), at the price of some noise texture; `qsmnet_direct` is the
+  network output alone
 
 Curve: `training_curve.png`; per-epoch history: `training_history.json`. Benchmarks against TKD, L2, TV
 and masked CG on held-out phantoms: `qmri bench qsm` (`bench-results/bench_qsm.md`).
