@@ -351,7 +351,8 @@ def masked_cg(
     """
     from scipy.sparse.linalg import LinearOperator, cg
 
-    f, m, shape, grid, fp, d, was_np = _prep_inversion(field, mask, voxel_size, b0_dir, pad, device)
+    f, m, shape, grid, _, d, was_np = _prep_inversion(field, mask, voxel_size, b0_dir, pad, device)
+    local = f * m
     inside = m > 0
     n = int(inside.sum())
     if n == 0:
@@ -370,12 +371,11 @@ def masked_cg(
         return dipole(dipole(scatter(v)) * m)[inside].double().cpu().numpy()
 
     op = LinearOperator((n, n), matvec=normal, dtype=np.float64)
-    rhs = dipole(crop_to(fp, shape))[inside].double().cpu().numpy()
+    rhs = dipole(local)[inside].double().cpu().numpy()
     x0 = None
     if init is not None:
         x0 = _tensor(init, f.device)[0][inside].double().cpu().numpy()
     if n_iter is None:
-        local = crop_to(fp, shape)
         sigma = field_noise_ppm(local, m)
         snr = float(local[inside].std()) / max(sigma, 1e-12)
         k = CG_ITERATIONS_PER_SNR_FROM_ZERO if init is None else CG_ITERATIONS_PER_SNR_FROM_PRIOR

@@ -68,8 +68,7 @@ def predict_chi(
         f, m = rotate_volume(f, rot, voxel_size_mm, order=3), rotate_volume(m, rot, voxel_size_mm, order=1)
         f = np.where(m > 0.5, f, 0.0)
     x, crop = _pad_to_divisor(f * FIELD_SCALE, DIVISOR)
-    with torch.no_grad():
-        y = net(torch.from_numpy(x[None, None]).float().to(device))[0, 0].cpu().numpy()[crop] / CHI_SCALE
+    y = net(torch.from_numpy(x[None, None]).float().to(device))[0, 0].cpu().numpy()[crop] / CHI_SCALE
     y = np.where(m > 0.5, y, 0.0)
     if oblique:
         y = rotate_volume(y, rot.T, voxel_size_mm, order=3)
