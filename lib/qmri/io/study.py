@@ -97,6 +97,15 @@ def load_isotropic(image) -> tuple[nib.Nifti1Image, float] | None:
     return img, float(vs[0])
 
 
+def isotropic_task_studies(pairs, task: str):
+    """:func:`task_studies` restricted to images with isotropic voxels (others skipped by
+    :func:`load_isotropic`): yields ``(image, label, sidecar, loaded NIfTI, voxel size in mm)``."""
+    for image, label, meta in task_studies(pairs, task):
+        loaded = load_isotropic(image)
+        if loaded is not None:
+            yield (image, label, meta) + loaded
+
+
 def voxel_size_mm(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size (mm) per array axis from the affine's column norms."""
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))

@@ -146,15 +146,11 @@ def volumes_from_studies(pairs, target: str = "rbv") -> list[PVCVolume]:
 
     import nibabel as nib
 
-    from ..io.study import image_id, load_isotropic, task_studies
+    from ..io.study import image_id, isotropic_task_studies
 
     log = logging.getLogger(__name__)
     out = []
-    for image, label, meta in task_studies(pairs, "pvc"):
-        loaded = load_isotropic(image)
-        if loaded is None:
-            continue
-        img, vs = loaded
+    for image, label, meta, img, vs in isotropic_task_studies(pairs, "pvc"):
         data = np.asarray(img.dataobj, dtype=np.float32)
         pet, seg = (data, None) if data.ndim == 3 else (data[..., 0], data[..., 1:5] if data.shape[-1] >= 5 else None)
         f = meta.get("psf_fwhm_mm")

@@ -8,7 +8,7 @@ from typing import Iterable
 import nibabel as nib
 import numpy as np
 
-from ..io.study import image_id, load_isotropic, task_studies
+from ..io.study import image_id, isotropic_task_studies
 from ..physics.rotation import rotate_volume, rotation_to_z
 from .qsm_data import QSMVolume
 
@@ -20,11 +20,7 @@ def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]]) -> list
     B0 lies along the array's z axis (the network's convention) when the sidecar's B0_dir is oblique.
     """
     out = []
-    for image, label, meta in task_studies(pairs, "qsm"):
-        loaded = load_isotropic(image)
-        if loaded is None:
-            continue
-        img, vs = loaded
+    for image, label, meta, img, vs in isotropic_task_studies(pairs, "qsm"):
         mask = np.asarray(img.dataobj, dtype=np.float32) != 0
         chi = nib.load(str(label)).get_fdata(dtype=np.float32)
         if chi.shape != mask.shape:
