@@ -188,3 +188,22 @@ def test_phantom_gm_wm_means_match_priors():
         m, sd = TISSUE_PRIORS["cortical_gm" if t == "gm" else "wm"][p]
         # 30 subjects: standard error of the subject mean ~ 0.13 sd
         assert abs(np.mean(vals) - m) < 0.4 * sd, (t, p, np.mean(vals), m)
+
+
+def test_phantom_oxygenation_has_physiological_spreads():
+    """Y (hence OEF) follows the physiological spreads, not the broad training prior (sd 0.15):
+    between-subject sd of the GM mean ~0.049 with GM and WM moving together (shared global offset),
+    within-subject spatial sd ~0.03."""
+    lab, _ = _toy_labels(32)
+    gm, wm = lab == LABEL["cortical_gm"], lab == LABEL["wm"]
+    gm_means, wm_means, within = [], [], []
+    for seed in range(40):
+        d = draw_qq_parameters(lab, None, 2.0, np.random.default_rng(100 + seed), misery_perfusion=False)
+        gm_means.append(d["Y"][gm].mean())
+        wm_means.append(d["Y"][wm].mean())
+        within.append(d["Y"][gm].std())
+    between = np.std(gm_means)
+    assert 0.03 < between < 0.075, between
+    assert np.corrcoef(gm_means, wm_means)[0, 1] > 0.5
+    assert 0.02 < np.mean(within) < 0.04, np.mean(within)
+    assert abs(np.mean(gm_means) - 0.6) < 0.03

@@ -14,7 +14,16 @@ Choices made here (documented in :data:`TISSUE_PRIORS`):
   nigra 35, dentate 30 1/s); v 0.03-0.035; Y as GM.
 * S0 (arbitrary units, proton-density-like): CSF 1.0, GM 0.85, deep GM 0.75-0.82, WM 0.75.
 
-Each parameter value is ``subject-level tissue mean + smooth spatial variation``:
+Venous oxygenation Y is drawn from physiological spreads, not from the training prior's sd of 0.15
+(that prior is deliberately broad so that a network covers the parameter space; REFERENCE section 1
+reports subject-level cortical-GM OEF of 40.9+-2.4 % (QQ 2018), 32.7+-4.0 % (CAT 2020) and whole-
+brain 15O-PET 32.8+-6.7 %, i.e. a between-subject sd of 2-7 %-points, and healthy OEF is nearly
+uniform across GM and WM). Per subject, Y = 0.6 + a global offset shared by all tissues
+(sd :data:`Y_GLOBAL_SD`) + a tissue-specific offset (sd :data:`Y_TISSUE_SD`), plus a smooth spatial
+variation of sd :data:`Y_SPATIAL_SD`: OEF spreads about 5 %-points between subjects and 3 within
+one, and the lesions below carry the large focal deviations (5-15 % and 55-65 %).
+
+Every other parameter's value is ``subject-level tissue mean + smooth spatial variation``:
 the subject-level mean is drawn once per tissue, ``mean + SUBJECT_FRACTION * sd * N(0,1)``, and
 the spatial variation is ``SPATIAL_FRACTION * sd * z(x)``, with ``z`` a unit-variance Gaussian-
 filtered white-noise field of correlation length ``corr_mm`` (Gaussian sigma in mm, default 4 mm),
@@ -50,7 +59,11 @@ SUBJECT_FRACTION = 1.0 / np.sqrt(2.0)
 SPATIAL_FRACTION = 1.0 / np.sqrt(2.0)
 S0_MIN = 0.05  # a.u., lower clip for absolute S0
 
-_Y = (0.6, 0.15)
+Y_GLOBAL_SD = 0.045  # subject-level Y offset shared by all tissues (OEF sd ~4.6 %-points)
+Y_TISSUE_SD = 0.02  # subject-level Y offset per tissue (GM-WM OEF difference sd ~2.9 %-points)
+Y_SPATIAL_SD = 0.03  # smooth within-subject Y variation (OEF sd ~3 %-points)
+# total marginal sd of Y (what TISSUE_PRIORS records for it)
+_Y = (0.6, float(np.sqrt(Y_GLOBAL_SD**2 + Y_TISSUE_SD**2 + Y_SPATIAL_SD**2)))
 # tissue name -> parameter -> (mean, sd); S0 a.u., R2 1/s, Y and v fractions, chi_nb ppm
 TISSUE_PRIORS: dict[str, dict[str, tuple[float, float]]] = {
     "csf": {"S0": (1.0, 0.05), "R2": (3.0, 1.0), "Y": _Y, "v": (0.0, 0.0), "chi_nb": (0.0, 0.02)},
@@ -123,6 +136,10 @@ def draw_qq_parameters(
         name: {p: m + SUBJECT_FRACTION * sd * rng.standard_normal() for p, (m, sd) in pri.items()}
         for name, pri in TISSUE_PRIORS.items()
     }
+    y_global = Y_GLOBAL_SD * rng.standard_normal()
+    for name in TISSUE_PRIORS:
+        subj[name]["Y"] = _Y[0] + y_global + Y_TISSUE_SD * rng.standard_normal()
+    spatial_sd = lambda name, p: Y_SPATIAL_SD if p == "Y" else SPATIAL_FRACTION * TISSUE_PRIORS[name][p][1]  # noqa: E731
     fields = {p: _smooth_field(shape, sigma_vox, rng) for p in _PARAMS}
 
     if probseg is not None:
@@ -140,7 +157,7 @@ def draw_qq_parameters(
     for p in _PARAMS:
         out = np.zeros(shape, dtype=np.float64)
         for i, name in enumerate(TISSUE_PRIORS):
-            val = subj[name][p] + SPATIAL_FRACTION * TISSUE_PRIORS[name][p][1] * fields[p]
+            val = subj[name][p] + spatial_sd(name, p) * fields[p]
             val = _clip(p, val)  # clip each tissue before mixing so mixtures stay in bounds
             if wb is None:
                 sel = labels == tissue_ids[i]
