@@ -35,6 +35,7 @@ WM_LABELS = (3,)
 METHODS = ("qq_fit", "lstm", "cnn3d", "best")
 TITLES = {"qq_fit": "classical fit", "lstm": "LSTM (seed 001)", "cnn3d": "3D CNN (seed 000)", "best": "best"}
 MAIN_SNR = 100.0
+PRIOR_OEF = 100 * (1 - 0.6 / YA)  # %, the population-mean OEF of the phantoms (Y = 0.6): a data-free reference
 
 
 def _row(maps: dict, st, gm, wm) -> dict:
@@ -82,7 +83,7 @@ def run(out_dir: str, weights_dir: str | Path = "apps/qmri/model/oefnet", subjec
         raise ValueError(f"missing OEF weights {missing}: run `qmri train oef --model cnn3d|lstm|best` first")
     spec = oef_spec(weights)  # the server's task (networks reloaded from these files)
     new = []
-    truths = {}
+    truths, prior_sse = {}, {}
     key = lambda r: (r["subject"], r["SNR"], r["method"])  # noqa: E731
 
     def save():  # after every volume, so that an interrupted run keeps what it measured
@@ -100,6 +101,7 @@ def run(out_dir: str, weights_dir: str | Path = "apps/qmri/model/oefnet", subjec
             (st,) = simulate_oef(s, task_rng("oef", seed), snr=snr)
             if snr == MAIN_SNR:
                 truths[s.subject_id] = (100 * (1 - st.target[..., 2] / YA), st.image[..., -1] != 0)
+                prior_sse[s.subject_id] = (float(np.sum((truths[s.subject_id][0] - PRIOR_OEF)[truths[s.subject_id][1]] ** 2)), int(truths[s.subject_id][1].sum()))
             for m in methods:
                 with Timer() as t:
                     maps = {q.name: q.data for q in spec.run(st.image, s.affine, st.sidecar, m)}
@@ -141,6 +143,9 @@ def run(out_dir: str, weights_dir: str | Path = "apps/qmri/model/oefnet", subjec
     snr_cols = ["SNR", "method", "subjects", "reused", "seconds"] + [f"RMSE_{p}" for p in PARAM_NAMES] + ["RMSE_OEF_pp", "OEF_GM", "OEF_GM_true", "OEF_WM", "OEF_WM_true"]
 
     goals = _goals(main) if all(m in main for m in ("qq_fit", "cnn3d", "best")) else []
+    if prior_sse:
+        rmse0 = math.sqrt(sum(a for a, _ in prior_sse.values()) / sum(n for _, n in prior_sse.values()))
+        goals.append({"goal": "(reference, not a goal) a constant population-mean OEF map", "measured": f"OEF RMSE {rmse0:.2f} at {PRIOR_OEF:.1f} % everywhere", "met": ""})
     sections = {
         f"Table 1 layout: RMSE per parameter at echo-1 SNR {MAIN_SNR:g} ({main[methods[0]]['subjects']} held-out subjects)": (t1, t1_cols),
         "All SNRs (RMSE pooled over brain voxels; GM/WM mean OEF in %)": (per_snr, snr_cols),
