@@ -22,6 +22,7 @@ import numpy as np
 
 from ..anatomy.phantom import make_subject
 from ..physics.qq import PARAM_NAMES, YA
+from ..physics.qq_phantom import Y_MEAN
 from ..simulate.driver import task_rng
 from ..simulate.oef import simulate_oef
 from ..tasks.oef import oef_spec
@@ -35,7 +36,7 @@ WM_LABELS = (3,)
 METHODS = ("qq_fit", "lstm", "cnn3d", "best")
 TITLES = {"qq_fit": "classical fit", "lstm": "LSTM (seed 001)", "cnn3d": "3D CNN (seed 000)", "best": "best"}
 MAIN_SNR = 100.0
-PRIOR_OEF = 100 * (1 - 0.6 / YA)  # %, the population-mean OEF of the phantoms (Y = 0.6): a data-free reference
+PRIOR_OEF = 100 * (1 - Y_MEAN / YA)  # %, the population-mean OEF of the phantoms: a data-free reference
 
 
 def _row(maps: dict, st, gm, wm) -> dict:
@@ -100,8 +101,9 @@ def run(out_dir: str, weights_dir: str | Path = "apps/qmri/model/oefnet", subjec
                 continue
             (st,) = simulate_oef(s, task_rng("oef", seed), snr=snr)
             if snr == MAIN_SNR:
-                truths[s.subject_id] = (100 * (1 - st.target[..., 2] / YA), st.image[..., -1] != 0)
-                prior_sse[s.subject_id] = (float(np.sum((truths[s.subject_id][0] - PRIOR_OEF)[truths[s.subject_id][1]] ** 2)), int(truths[s.subject_id][1].sum()))
+                truth, brain = 100 * (1 - st.target[..., 2] / YA), st.image[..., -1] != 0
+                truths[s.subject_id] = (truth, brain)
+                prior_sse[s.subject_id] = (float(np.sum((truth - PRIOR_OEF)[brain] ** 2)), int(brain.sum()))
             for m in methods:
                 with Timer() as t:
                     maps = {q.name: q.data for q in spec.run(st.image, s.affine, st.sidecar, m)}

@@ -68,7 +68,8 @@ def prepare_input(mag: np.ndarray, chi: np.ndarray, mask: np.ndarray) -> tuple[n
     return x, s1
 
 
-def _bbox(mask: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
+def mask_bbox(mask: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` grown by ``margin`` voxels (clipped to the array)."""
     idx = np.argwhere(mask)
     lo = np.maximum(idx.min(0) - margin, 0)
     hi = np.minimum(idx.max(0) + 1 + margin, mask.shape)
@@ -84,7 +85,7 @@ def predict_normalised(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.
         res = [net(torch.from_numpy(v[i : i + LSTM_CHUNK]).to(device)).cpu().numpy() for i in range(0, len(v), LSTM_CHUNK)]
         out[mask] = np.concatenate(res) if res else np.zeros((0, 5), np.float32)
         return out
-    box = _bbox(mask)
+    box = mask_bbox(mask)
     if arch == "context":  # fixed multi-scale features on the volume, then the MLP on brain voxels only
         f = net.features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x[box], -1, 0)))[None].to(device))[0]
         f = f.movedim(0, -1)[torch.from_numpy(mask[box]).to(device)]

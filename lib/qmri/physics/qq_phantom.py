@@ -63,7 +63,8 @@ Y_GLOBAL_SD = 0.045  # subject-level Y offset shared by all tissues (OEF sd ~4.6
 Y_TISSUE_SD = 0.02  # subject-level Y offset per tissue (GM-WM OEF difference sd ~2.9 %-points)
 Y_SPATIAL_SD = 0.03  # smooth within-subject Y variation (OEF sd ~3 %-points)
 # total marginal sd of Y (what TISSUE_PRIORS records for it)
-_Y = (0.6, float(np.sqrt(Y_GLOBAL_SD**2 + Y_TISSUE_SD**2 + Y_SPATIAL_SD**2)))
+Y_MEAN = 0.6  # population-mean venous oxygenation
+_Y = (Y_MEAN, float(np.sqrt(Y_GLOBAL_SD**2 + Y_TISSUE_SD**2 + Y_SPATIAL_SD**2)))
 # tissue name -> parameter -> (mean, sd); S0 a.u., R2 1/s, Y and v fractions, chi_nb ppm
 TISSUE_PRIORS: dict[str, dict[str, tuple[float, float]]] = {
     "csf": {"S0": (1.0, 0.05), "R2": (3.0, 1.0), "Y": _Y, "v": (0.0, 0.0), "chi_nb": (0.0, 0.02)},
@@ -138,7 +139,7 @@ def draw_qq_parameters(
     }
     y_global = Y_GLOBAL_SD * rng.standard_normal()
     for name in TISSUE_PRIORS:
-        subj[name]["Y"] = _Y[0] + y_global + Y_TISSUE_SD * rng.standard_normal()
+        subj[name]["Y"] = Y_MEAN + y_global + Y_TISSUE_SD * rng.standard_normal()
     spatial_sd = lambda name, p: Y_SPATIAL_SD if p == "Y" else SPATIAL_FRACTION * TISSUE_PRIORS[name][p][1]  # noqa: E731
     fields = {p: _smooth_field(shape, sigma_vox, rng) for p in _PARAMS}
 

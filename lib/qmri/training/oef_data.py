@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from ..networks.oef_nets import N_ECHOES, normalise_params
-from ..networks.oef_predict import prepare_input
+from ..networks.oef_predict import mask_bbox, prepare_input
 from ..physics.qq import PARAM_NAMES, QQNET_TE_S, add_noise, qbold_magnitude, qq_susceptibility
 from ..physics.qq_phantom import draw_qq_parameters
 from ..simulate.driver import task_rng
@@ -57,13 +57,6 @@ class OEFVolume:
         return float(self.signal[..., 0][self.mask].mean())
 
 
-def _crop(mask: np.ndarray, margin: int = 3) -> tuple[slice, ...]:
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + 1 + margin, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-
-
 def phantom_volumes(seed: int, draws: int = 1, voxel_size_mm: float = 2.0, lesions: str = "auto") -> list[OEFVolume]:
     """``draws`` noiseless parameter draws on the phantom anatomy of ``seed`` (QQ-NET echo times)."""
     from ..anatomy.phantom import make_subject
@@ -73,7 +66,7 @@ def phantom_volumes(seed: int, draws: int = 1, voxel_size_mm: float = 2.0, lesio
     out = []
     for d in range(draws):
         p = draw_qq_parameters(s.labels, s.lesions, s.voxel_size_mm, rng, probseg=s.probseg)
-        box = _crop(p["mask"])
+        box = mask_bbox(p["mask"], 3)
         mask = p["mask"][box]
         par = np.stack([p[n][box] for n in PARAM_NAMES], -1).astype(np.float32)
         sig = qbold_magnitude(*[par[..., k].astype(np.float64) for k in range(5)], np.asarray(TE_MS) / 1000.0)
@@ -190,6 +183,6 @@ def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]]) -> list
             raise ValueError(f"target of {Path(image).name} has shape {par.shape}; expected {img.shape[:3] + (5,)} (S0, R2, Y, v, chi_nb)")
         sig, chi = img[..., :N_ECHOES], img[..., N_ECHOES]
         mask = (chi != 0) & (sig[..., 0] > 0)
-        box = _crop(mask)
+        box = mask_bbox(mask, 3)
         out.append(OEFVolume(sig[box], chi[box], np.where(mask[box][..., None], par[box], 0.0), mask[box], False, image_id(image), te))
     return out
