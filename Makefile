@@ -12,13 +12,17 @@ STAMP := $(VENV)/.installed
 
 env: $(STAMP)
 
-# requirements.lock pins every transitive version (pip freeze of a working install); torch and
-# torchvision are the releases on this machine's disk, so pip never downloads a CUDA build.
+# requirements.lock pins every package of the environment and is installed with --no-deps, so pip
+# resolves nothing: torch is the CPU build on this machine's disk (no multi-GB CUDA download), and
+# monailabel's unused SAM2 dependency chain is left out (see the lock's header). --no-cache-dir keeps
+# pip from copying every wheel into ~/.cache on a small disk.
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version.split()[0]'
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade "pip==26.3"
-	$(VENV)/bin/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet --no-cache-dir --upgrade "pip==26.3"
+	$(VENV)/bin/python -m pip install --quiet --no-cache-dir --no-deps -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-cache-dir --no-deps -e .
+	$(VENV)/bin/python -c "import torch, monai, monailabel.main, qmri; print('environment ready: torch', torch.__version__, '| monai', monai.__version__)"
 	touch $(STAMP)
 
 serve: $(STAMP)
