@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..networks.pvcnet import DEFAULT_CHANNELS
 from .loop import training_command
 from .pvc_train import save_training_curve, train_pvc
 
@@ -39,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=float, default=2.0, help="phantom voxel size (mm)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
     p.add_argument("--world-size", type=int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
+    p.add_argument("--channels", default=",".join(map(str, DEFAULT_CHANNELS)), help="U-Net channels per level, comma-separated")
+    p.add_argument("--workers", type=int, default=1, help="processes generating the phantoms")
     return p
 
 
@@ -58,7 +61,7 @@ def train_pvc_command(args) -> dict:
     for k, v in vars(add_arguments(argparse.ArgumentParser()).parse_args([])).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
-    res = train_pvc(out, train, val, resolution_mm=args.resolution, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, patch=args.patch, lr=args.lr, target=args.target, condition_fwhm=args.condition_fwhm, init=args.init, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size)
+    res = train_pvc(out, train, val, resolution_mm=args.resolution, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, patch=args.patch, lr=args.lr, target=args.target, condition_fwhm=args.condition_fwhm, init=args.init, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size, channels=(ch := tuple(int(c) for c in str(args.channels).split(","))), strides=(2,) * (len(ch) - 1), workers=args.workers)
     save_training_curve(res["history"], out.parent / "training_curve.png")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]
@@ -71,7 +74,7 @@ def train_pvc_command(args) -> dict:
 
 - **Command**: `{command.strip()}`
 - **Date**: {datetime.date.today().isoformat()}
-- **Network**: MONAI UNet with residual units (num_res_units 2, instance norm), channels {cfg['channels']}, strides {cfg['strides']}, plus a global residual (output = input + g x U-Net, g a learned gain starting at 0); {n_params / 1e6:.2f} M parameters (seed 002's patch-based 3D ResUNet, scaled for a CPU)
+- **Network**: MONAI UNet with residual units (num_res_units 2, instance norm), channels {cfg['channels']}, strides {cfg['strides']}, plus a global residual (output = input + g x U-Net, g a learned gain starting at 0); {n_params / 1e6:.2f} M parameters (seed 002's patch-based 3D ResUNet{', scaled for a CPU' if cfg['channels'][0] < 32 else ''})
 - **Input / output**: PET only (no segmentation){', plus the PSF FWHM (mm) / 8 as a constant second channel' if cfg['fwhm_conditioned'] else ', no FWHM (one network must serve every scanner blur)'}, per-subject min-max scaled (minimum -> 0, 99th percentile -> 1, values above clipped); the output is mapped back with the same (min, p99), so it is in the input's units (SUV)
 - **Target**: {cfg['target']} ({'RBV-corrected PET with the true PSF and the phantom GM/WM/CSF/other probabilities' if cfg['target'] == 'rbv' else 'true phantom activity'})
 - **Data**: phantom heads from MNI152 (qmri.anatomy) at {cfg['voxel_size_mm']} mm, cropped to brain + 10 mm; each epoch every subject gets a new amyloid status (positive/negative), PSF FWHM uniform in 5-8 mm (one network for every scanner), 5 % Poisson-like noise; training seeds {train[0]}..{train[-1]} ({len(train)} subjects), validation seeds {val[0]}..{val[-1]} ({len(val)} subjects, FWHM 5, 6.5, 8 mm), never trained on; benchmark seeds 5400.. are disjoint from both

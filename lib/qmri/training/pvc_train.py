@@ -13,6 +13,8 @@ saved. The epoch loop, DDP and checkpointing are :mod:`qmri.training.loop`'s.
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -105,6 +107,7 @@ def train_pvc(
     strides=DEFAULT_STRIDES,
     target: str = "rbv",
     condition_fwhm: bool = False,
+    workers: int = 1,
     **options,
 ) -> dict:
     """Train and save the best weights to ``out_path``; returns :func:`qmri.training.loop.train`'s result.
@@ -116,10 +119,24 @@ def train_pvc(
     that passes that wall time, ...); defaults: 20 epochs of 50 steps, batch 2, Adam lr 1e-3.
     """
     progress = options.get("progress", True)
-    vols = [v if isinstance(v, PVCVolume) else make_volume(int(v), resolution_mm) for v in tqdm(list(train), desc="training subjects", disable=not progress)]
-    vvols = [v if isinstance(v, PVCVolume) else make_volume(int(v), resolution_mm) for v in tqdm(list(val), desc="validation subjects", disable=not progress)]
+    vols = _volumes(train, resolution_mm, workers, "training subjects", progress)
+    vvols = _volumes(val, resolution_mm, workers, "validation subjects", progress)
     options = {"epochs": 20, "steps_per_epoch": 50, "batch_size": 2, "lr": 1e-3, **options}
     return loop.train(PVCRecipe(vols, vvols, patch, channels, strides, target, condition_fwhm), out_path, **options)
+
+
+def _volumes(items, resolution_mm: float, workers: int, desc: str, progress: bool) -> list[PVCVolume]:
+    """Ready volumes pass through; seeds become phantoms, in ``workers`` processes when > 1."""
+    items = list(items)
+    seeds = [int(v) for v in items if not isinstance(v, PVCVolume)]
+    make = partial(make_volume, resolution_mm=resolution_mm)
+    if workers > 1 and len(seeds) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(seeds))) as pool:
+            made = list(tqdm(pool.map(make, seeds), total=len(seeds), desc=desc, disable=not progress))
+    else:
+        made = [make(s) for s in tqdm(seeds, desc=desc, disable=not progress)]
+    it = iter(made)
+    return [v if isinstance(v, PVCVolume) else next(it) for v in items]
 
 
 def save_training_curve(history: list[dict], path: str | Path) -> Path:
