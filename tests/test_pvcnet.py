@@ -168,3 +168,21 @@ def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_d
     status, after, meta = infer(url, "pvc", "sub-1000_pet")
     assert status == 200 and meta["method"] == "pvcnet_fwhm"
     assert not np.allclose(before.get_fdata(), after.get_fdata())  # the new weights are in use
+
+
+def test_parallel_phantom_generation_matches_serial_and_keeps_order():
+    """``qmri train pvc --workers N``: phantoms made in worker processes equal the serial ones, in the
+    given order, and ready volumes pass through untouched (coarse 6 mm phantoms keep it fast)."""
+    from qmri.training.pvc_data import make_volume
+    from qmri.training.pvc_train import _volumes
+
+    ready = make_volume(30002, 6.0)
+    items = [30000, ready, 30001]
+    serial = _volumes(items, 6.0, 1, "serial", False)
+    parallel = _volumes(items, 6.0, 2, "parallel", False)
+    assert parallel[1] is ready
+    assert [v.subject for v in parallel] == ["pvc-30000", "pvc-30002", "pvc-30001"]
+    for a, b in zip(serial, parallel):
+        assert a.subject == b.subject
+        assert np.array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.probseg, b.probseg)
