@@ -92,6 +92,48 @@ def test_context_network_features_are_brain_masked_averages():
     assert np.all(p >= PARAM_LOWER - 1e-4) and np.all(p <= PARAM_UPPER + 1e-4)
 
 
+def test_set_context_network_pools_the_whole_brain_the_same_in_training_and_inference():
+    """The whole-brain code is a mean over voxels (order-free); the volume path, the banked-voxel path
+    of inference and the recipe's training path give the same parameters; outputs stay in bounds."""
+    from qmri.networks.oef_predict import predict_normalised
+    from qmri.training.oef_data import FeatureBank
+    from qmri.training.oef_train import SET_VOLUMES, SET_VOXELS
+
+    torch.manual_seed(0)
+    net = oef_nets.SetContextNet().eval()
+    rng = np.random.default_rng(0)
+    x = np.zeros((14, 14, 14, 9), np.float32)
+    mask = np.zeros((14, 14, 14), bool)
+    mask[3:11, 2:12, 4:10] = True
+    x[mask] = np.concatenate([np.cumprod(rng.uniform(0.8, 1.0, (mask.sum(), 8)), -1), rng.normal(0, 1, (mask.sum(), 1))], -1)
+    x[..., 0][mask] = 1.0
+    xt = torch.from_numpy(np.moveaxis(x, -1, 0).copy())[None]
+    with torch.no_grad():
+        f = net.features(xt)[0].movedim(0, -1)[torch.from_numpy(mask)]
+        g = net.global_code(f)
+        assert torch.allclose(net.global_code(f[torch.randperm(len(f))]), g, atol=1e-5)
+        vol = net(xt)[0].movedim(0, -1)[torch.from_numpy(mask)]
+        brain = net.predict_brain(f, chunk=50)  # chunked: the code is still that of every voxel
+        assert torch.allclose(vol, brain, atol=1e-5) and torch.allclose(brain, net.head_with_code(f, g), atol=1e-5)
+        assert np.allclose(predict_normalised(net, "setcontext", x, mask)[mask], brain.numpy(), atol=1e-5)
+        p = oef_nets.denormalise(brain).numpy()
+        assert np.all(p >= PARAM_LOWER - 1e-4) and np.all(p <= PARAM_UPPER + 1e-4)
+        # another subject's brain (different inputs elsewhere) changes this voxel's prediction through the code
+        f2 = f.clone()
+        f2[1:] *= 0.9
+        assert not torch.allclose(net.head_with_code(f[:1], net.global_code(f2)), brain[:1], atol=1e-4)
+    # training batches: SET_VOLUMES banked volumes, the code from SET_VOXELS voxels of each
+    n = 300
+    bank = [FeatureBank(rng.normal(size=(n, net.n_features)).astype(np.float32), rng.normal(size=(n, 5)).astype(np.float32), x[mask][:n], f"v{i}", 100.0) for i in range(3)]
+    rec = OEFRecipe("setcontext", [], [], banks=bank)
+    batch = next(rec.batches(rng, 1, 2048))
+    assert batch["fs"].shape == (SET_VOLUMES, SET_VOXELS, net.n_features) and batch["f"].shape == (SET_VOLUMES, 2048 // SET_VOLUMES, net.n_features)
+    assert batch["y"].shape == (SET_VOLUMES, 256, 5) and batch["x"].shape == (SET_VOLUMES, 256, 9)
+    loss = rec.loss(net.train(), {k: torch.from_numpy(v) for k, v in batch.items()}, "cpu")
+    loss.backward()
+    assert torch.isfinite(loss) and net.phi[0].weight.grad.abs().sum() > 0  # the set encoder learns
+
+
 def test_physics_residual_is_small_for_the_true_parameters():
     from qmri.physics.qq import qbold_magnitude, qq_susceptibility
 
@@ -132,7 +174,7 @@ def test_shipped_weights_load_with_their_echo_times_and_predict_in_bounds():
         m = mask[sub]
         assert np.all((maps["OEF"][m] >= 0) & (maps["OEF"][m] <= 100)) and np.all(maps["OEF"][~m] == 0)
         assert np.all((maps["R2"][m] >= PARAM_LOWER[1]) & (maps["R2"][m] <= PARAM_UPPER[1]))
-    assert load_oef_net(WEIGHTS / "best.pt").config["selected_from"] in ("context", "unet", "cnn3d", "lstm")
+    assert load_oef_net(WEIGHTS / "best.pt").config["selected_from"] in ("setcontext", "context", "unet", "cnn3d", "lstm")
 
 
 def test_shipped_weights_beat_the_classical_fit():

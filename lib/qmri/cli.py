@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--condition-fwhm", action="store_true", help="pvc: give the network the PSF FWHM as a second input channel")
     p.add_argument("--init", default=None, help="pvc: weights to fine-tune from (same architecture)")
     p.add_argument("--channels", default=None, help="pvc: U-Net channels per level, comma-separated (default 16,32,64,128)")
-    p.add_argument("--workers", type=int, default=None, help="pvc: processes generating the phantoms (default 1)")
+    p.add_argument("--workers", type=int, default=None, help="pvc, oef best: processes generating the phantoms (default 1)")
     from .training.synth_cli import add_missing_arguments as _synth_args
 
     _synth_args(p)  # synth options whose names the shared parser lacks

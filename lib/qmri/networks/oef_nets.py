@@ -1,4 +1,4 @@
-"""The three OEF networks: the seed-000 3D CNN, the seed-001 voxelwise LSTM and a bounded 3D U-Net.
+"""The OEF networks: the seed-000 3D CNN, the seed-001 voxelwise LSTM and the "best" candidates.
 
 All map the QQ-NET-normalised input (8 echo magnitudes divided by the echo-1 magnitude + QSM in
 ppm times :data:`CHI_INPUT_SCALE`) to the five QQ parameters in the order
@@ -15,7 +15,11 @@ units.
   4 stacked LSTM layers of 512, 256, 128, 64 units (the first three return every step, the last only
   its final step), Flatten, 3 Dense layers with LeakyReLU(0.01) and a 5-unit output. MONAI has no
   recurrent regression block, so torch's ``nn.LSTM`` layers are used directly.
-* :class:`BoundedUNet` ("best"): MONAI ``BasicUNet`` (instance norm, LeakyReLU) whose five outputs
+* :class:`ContextNet` and :class:`SetContextNet` ("best" candidates; the shipped best is the one
+  ``qmri train oef --model best`` selects): a voxelwise MLP on fixed multi-scale, brain-masked
+  averages of the input, and the same with a learned whole-brain code (Deep Sets pooling over
+  every brain voxel) that carries the subject-level oxygenation one voxel cannot identify.
+* :class:`BoundedUNet`: MONAI ``BasicUNet`` (instance norm, LeakyReLU) whose five outputs
   are squashed by a sigmoid into the QQ-NET physical bounds (S0 [0.8, 2.5], R2 [2, 190] 1/s,
   Y [0, 0.98], v [0, 0.08], chi_nb [-1, 1.6] ppm) and returned in normalised units; the physics
   consistency term that re-simulates the echoes and the QSM lives in the training recipe
@@ -180,13 +184,13 @@ class ContextNet(nn.Module):
     because MONAI's ``GaussianFilter`` has no masked (normalised) variant.
     """
 
-    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN):
+    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, extra_inputs: int = 0):
         super().__init__()
         self.sigmas = tuple(float(x) for x in sigmas)
         for i, sg in enumerate(self.sigmas):
             self.register_buffer(f"g{i}", _gauss1d(sg))
-        n_feat = N_INPUTS * (1 + len(self.sigmas)) + len(self.sigmas)
-        layers, d = [], (n_feat,) + tuple(hidden)
+        self.n_features = N_INPUTS * (1 + len(self.sigmas)) + len(self.sigmas)
+        layers, d = [], (self.n_features + extra_inputs,) + tuple(hidden)
         for i in range(len(hidden)):
             layers += [nn.Linear(d[i], d[i + 1]), nn.LeakyReLU(0.01)]
         layers.append(nn.Linear(d[-1], N_PARAMS))
@@ -226,17 +230,80 @@ class ContextNet(nn.Module):
         p = self.lower + self.span * torch.sigmoid(self.head(f) + self.offset)
         return (p - self.mean) / self.std
 
+    def predict_brain(self, f: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+        """(N, n_features) features of one volume's brain voxels -> (N, 5) normalised parameters."""
+        return torch.cat([self.head_bounded(f[i : i + chunk]) for i in range(0, len(f), chunk)]) if len(f) else f.new_zeros((0, N_PARAMS))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
         out = self.head_bounded(f.movedim(1, -1))
         return out.movedim(-1, 1)
 
 
-ARCHITECTURES = ("cnn3d", "lstm", "unet", "context")
+# ------------------------------------------------------------------------------------------------
+# Best candidate 3: context network + whole-brain summary (Deep Sets)
+# ------------------------------------------------------------------------------------------------
+SET_HIDDEN = (64, 64)
+GLOBAL_CODE = 16
+
+
+def _mlp(sizes, last_act: bool = True) -> nn.Sequential:
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if last_act or i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(0.01))
+    return nn.Sequential(*layers)
+
+
+class SetContextNet(ContextNet):
+    """:class:`ContextNet` whose voxelwise head also sees a learned summary of the whole brain.
+
+    Venous oxygenation is largely a property of the subject (a global level plus tissue offsets,
+    REFERENCE section 1: between-subject OEF sd 2-7 %-points, nearly uniform across GM and WM),
+    and one voxel's 8 echoes identify it too weakly, but every brain voxel carries evidence about
+    that level. A permutation-invariant set encoder (Deep Sets, Zaheer et al. 2017) pools it: each
+    brain voxel's :meth:`ContextNet.features` go through an MLP ``phi`` (:data:`SET_HIDDEN`),
+    are averaged over the brain mask and mapped by ``rho`` to a :data:`GLOBAL_CODE`-dimensional
+    code, which is appended to every voxel's features before the bounded head. No tissue
+    segmentation is needed: ``phi`` can weigh voxels by their own decay and QSM (GM and WM differ in
+    R2 and chi_nb). MONAI has no set-pooling block, so the two MLPs are plain ``nn.Linear`` stacks.
+    """
+
+    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, set_hidden=SET_HIDDEN, code=GLOBAL_CODE):
+        super().__init__(sigmas, hidden, extra_inputs=code)
+        self.phi = _mlp((self.n_features,) + tuple(set_hidden))
+        self.rho = _mlp((set_hidden[-1], code), last_act=False)
+
+    def global_code(self, f: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+        """(..., N, n_features) features of N brain voxels -> (..., code): rho(mean over voxels of phi)."""
+        n = f.shape[-2]
+        total = sum(self.phi(f[..., i : i + chunk, :]).sum(-2) for i in range(0, n, chunk))
+        return self.rho(total / max(n, 1))
+
+    def head_with_code(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """(..., N, n_features) voxel features and (..., code) -> (..., N, 5) normalised parameters."""
+        return self.head_bounded(torch.cat([f, g.unsqueeze(-2).expand(*f.shape[:-1], g.shape[-1])], -1))
+
+    def predict_brain(self, f: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+        g = self.global_code(f)
+        return torch.cat([self.head_with_code(f[i : i + chunk], g) for i in range(0, len(f), chunk)]) if len(f) else f.new_zeros((0, N_PARAMS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        m = x[:, 0] > 0
+        out = torch.zeros((x.shape[0], N_PARAMS) + x.shape[2:], dtype=x.dtype, device=x.device)
+        for b in range(x.shape[0]):
+            fb = f[b].movedim(0, -1)
+            out[b].movedim(0, -1)[m[b]] = self.predict_brain(fb[m[b]])
+        return out
+
+
+ARCHITECTURES = ("cnn3d", "lstm", "unet", "context", "setcontext")
 
 
 def build(arch: str, **kw) -> nn.Module:
-    """Network by architecture name (``cnn3d``, ``lstm``, ``unet``) with optional widths."""
+    """Network by architecture name (``cnn3d``, ``lstm``, ``unet``, ``context``, ``setcontext``) with optional widths."""
     if arch == "cnn3d":
         return cnn3d(kw.get("widths", CNN_WIDTHS))
     if arch == "lstm":
@@ -245,7 +312,14 @@ def build(arch: str, **kw) -> nn.Module:
         return BoundedUNet(kw.get("features", UNET_FEATURES))
     if arch == "context":
         return ContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN))
+    if arch == "setcontext":
+        return SetContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), kw.get("set_hidden", SET_HIDDEN), kw.get("code", GLOBAL_CODE))
     raise ValueError(f"unknown OEF architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+
+
+def uses_context_features(arch: str) -> bool:
+    """True for the networks that run on fixed :meth:`ContextNet.features` of the whole volume."""
+    return arch in ("context", "setcontext")
 
 
 def is_voxelwise(arch: str) -> bool:

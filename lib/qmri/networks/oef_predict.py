@@ -15,7 +15,7 @@ import torch
 
 from ..physics.qq import PARAM_LOWER, PARAM_NAMES, PARAM_UPPER, oef_from_y
 from ..training.loop import load_checkpoint
-from .oef_nets import CHI_INPUT_SCALE, N_ECHOES, UNET_DIVISOR, build, denormalise, is_voxelwise
+from .oef_nets import CHI_INPUT_SCALE, N_ECHOES, UNET_DIVISOR, build, denormalise, is_voxelwise, uses_context_features
 
 TE_TOLERANCE_MS = 0.05
 INPUT_CLIP = 3.0  # normalised echoes are clipped to [0, 3] (noise in dark voxels can exceed 1 a lot)
@@ -86,12 +86,11 @@ def predict_normalised(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.
         out[mask] = np.concatenate(res) if res else np.zeros((0, 5), np.float32)
         return out
     box = mask_bbox(mask)
-    if arch == "context":  # fixed multi-scale features on the volume, then the MLP on brain voxels only
+    if uses_context_features(arch):  # fixed multi-scale features on the volume, then the MLP(s) on brain voxels only
         f = net.features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x[box], -1, 0)))[None].to(device))[0]
         f = f.movedim(0, -1)[torch.from_numpy(mask[box]).to(device)]
-        res = [net.head_bounded(f[i : i + LSTM_CHUNK]).cpu().numpy() for i in range(0, len(f), LSTM_CHUNK)]
         sub = np.zeros(mask[box].shape + (5,), np.float32)
-        sub[mask[box]] = np.concatenate(res) if res else np.zeros((0, 5), np.float32)
+        sub[mask[box]] = net.predict_brain(f, LSTM_CHUNK).cpu().numpy()
         out[box] = sub
         return out
     xb = np.moveaxis(x[box], -1, 0)

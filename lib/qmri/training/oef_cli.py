@@ -1,6 +1,7 @@
 """``qmri train oef --model cnn3d|lstm|best``: train an OEF network on phantoms, write weights + model card.
 
-``best`` trains the multi-scale context network (bounded outputs, physics-consistency term) and
+``best`` trains the set-context network (multi-scale context features + a learned whole-brain
+summary, bounded outputs, physics-consistency term) on feature banks of many parameter draws and
 then ships, as ``best.pt``, whichever of the available networks (it, ``cnn3d.pt``, ``lstm.pt``) has the
 lowest validation OEF RMSE among those at or below the 3D CNN's RMSE on every parameter; the choice and all candidates' numbers go into the model card.
 """
@@ -16,18 +17,20 @@ import torch
 
 from .loop import load_checkpoint, save_checkpoint, save_training_curve, train, training_command
 from ..physics.qq import PARAM_NAMES
-from .oef_data import SNR_RANGE, TE_MS, cached_phantom_volumes
+from .oef_data import SNR_RANGE, TE_MS, cached_phantom_volumes, phantom_feature_banks
 from .oef_train import CYCLE_STEPS, DEFAULTS, OEFRecipe
 
 TRAIN_SEED0 = 40000  # training anatomies 40000.. ; validation 41000.. ; benchmarks use 5000.. (disjoint)
 VAL_SEED0 = 41000
 DEFAULT_DIR = Path("apps/qmri/model/oefnet")
 MODELS = ("cnn3d", "lstm", "best")
-ARCH = {"cnn3d": "cnn3d", "lstm": "lstm", "best": "context"}
+ARCH = {"cnn3d": "cnn3d", "lstm": "lstm", "best": "setcontext"}
+BANK_VOXELS = 40000  # setcontext: brain voxels banked per training volume
 DESCRIPTION = {
     "cnn3d": "seed-000 3D CNN: 4 Conv3D (9 -> 16 -> 32 -> 64 -> 5, 3x3x3), LeakyReLU after the first three, no BN/dropout",
     "lstm": "seed-001 voxelwise LSTM: 9 inputs as 5 steps (sliding window of 5), LSTM 512-256-128-64 (last returns the final step), Dense 64-32-16 LeakyReLU(0.01), 5 outputs",
     "context": "multi-scale context network: the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2, 4, 8, 16, 32 mm (normalised convolution, fixed) + local brain fractions (59 features) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
+    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm + local brain fractions) + a 16-dim whole-brain code (Deep Sets: MLP 59-64-64 LeakyReLU on every brain voxel, mean over the brain, linear 64-16) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
     "unet": "bounded 3D U-Net (MONAI BasicUNet, features 16-16-32-64-96-16, instance norm, LeakyReLU), sigmoid outputs inside the QQ-NET physical bounds, MSE + 0.1 x physics consistency (re-simulated echoes and QSM)",
 }
 OPTIM = {
@@ -35,16 +38,21 @@ OPTIM = {
     "lstm": "Adam lr 1e-4 constant, Huber loss, batch 512 voxels",
     "unet": "Adam lr 1e-3 cosine-decayed to 5 %, patches 48^3",
     "context": "Adam lr 1e-3 cosine-decayed to 5 %; the fixed features of whole noisy training volumes are banked (4 of the 12 volumes re-noised at a new SNR each epoch) and the MLP trains on batches of brain voxels drawn from the bank",
+    "setcontext": f"Adam lr 1e-3 cosine-decayed to 5 %; every training volume (one parameter draw on one anatomy) is noised once at its own echo-1 SNR ~ U{tuple(SNR_RANGE)}, featurised and banked ({BANK_VOXELS} random brain voxels); each step takes 8 banked volumes, the whole-brain code of each from 4096 of its voxels and the loss on batch / 8 of them",
 }
 
 
-def train_oef_model(model: str, out_dir: Path, train_seeds, val_seeds, epochs: int, steps: int, batch: int | None, seed: int = 0, device=None, max_minutes=None, draws: int = 2, cache: str | None = None, lr: float | None = None) -> dict:
+def train_oef_model(model: str, out_dir: Path, train_seeds, val_seeds, epochs: int, steps: int, batch: int | None, seed: int = 0, device=None, max_minutes=None, draws: int = 2, cache: str | None = None, lr: float | None = None, workers: int = 1) -> dict:
     """Train one OEF network on phantom anatomies ``train_seeds`` and save ``<out_dir>/<model>.pt``."""
     arch = ARCH[model]
-    tr = cached_phantom_volumes(train_seeds, draws, cache, lesions="all")
     va = cached_phantom_volumes(val_seeds, 1, cache, lesions="auto")
     note = f"phantom anatomies {train_seeds[0]}..{train_seeds[-1]} x {draws} parameter draws (all lesion types), validation {val_seeds[0]}..{val_seeds[-1]} at SNR 100"
-    recipe = OEFRecipe(arch, tr, va, model=model, data_note=note, seed=seed)
+    if arch == "setcontext":  # many subject-level draws, banked as features (whole volumes would not fit in memory)
+        banks = phantom_feature_banks(train_seeds, draws, BANK_VOXELS, workers=workers, cache_dir=cache)
+        recipe = OEFRecipe(arch, [], va, model=model, data_note=note, seed=seed, banks=banks)
+    else:
+        tr = cached_phantom_volumes(train_seeds, draws, cache, lesions="all")
+        recipe = OEFRecipe(arch, tr, va, model=model, data_note=note, seed=seed)
     cand = out_dir / (f"{model}.pt" if model != "best" else f"{arch}_candidate.pt")
     batch = batch or DEFAULTS[arch]["batch_size"]
     lr = lr or DEFAULTS[arch]["lr"]
@@ -154,7 +162,7 @@ def train_oef_command(args) -> dict:
     train_seeds = list(range(TRAIN_SEED0, TRAIN_SEED0 + args.train_subjects))
     val_seeds = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))
     batch = (args.voxels or DEFAULTS[ARCH[model]]["batch_size"]) if model in ("lstm", "best") else args.batch
-    res = train_oef_model(model, out_dir, train_seeds, val_seeds, args.epochs, args.steps, batch, seed=args.seed, device=args.device, max_minutes=args.max_minutes, draws=args.draws, cache=args.cache_dir, lr=args.lr)
+    res = train_oef_model(model, out_dir, train_seeds, val_seeds, args.epochs, args.steps, batch, seed=args.seed, device=args.device, max_minutes=args.max_minutes, draws=args.draws, cache=args.cache_dir, lr=args.lr, workers=args.workers or 1)
     res["command"] = training_command("oef")
     res["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     res["torch_threads"] = torch.get_num_threads()

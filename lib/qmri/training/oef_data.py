@@ -161,6 +161,87 @@ def sample_voxels(vols: list[OEFVolume], n: int, rng: np.random.Generator) -> di
     return {"x": np.concatenate(xs), "y": np.concatenate(ys)}
 
 
+@dataclass
+class FeatureBank:
+    """The fixed context features of one noisy volume's brain voxels, for the voxel-batched networks.
+
+    ``f`` (N, n_features) :meth:`~qmri.networks.oef_nets.ContextNet.features`, ``y`` (N, 5)
+    normalised targets, ``x`` (N, 9) the normalised input (for the physics term); N is every brain
+    voxel or a random subset of them; ``name`` the volume's name and ``snr`` its echo-1 SNR (None:
+    a study, noisy as recorded).
+    """
+
+    f: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+    name: str
+    snr: float | None = None
+
+
+def feature_bank(vol: OEFVolume, snr: float | None, rng: np.random.Generator, max_voxels: int | None = None) -> FeatureBank:
+    """Noise ``vol`` (if noiseless) at echo-1 SNR ``snr`` and bank its brain voxels' context features."""
+    import torch
+
+    from ..networks.oef_nets import ContextNet
+
+    sig, chi = noisy_patch(vol, (slice(None),) * 3, snr, rng)
+    x, s1 = prepare_input(sig, chi, vol.mask)
+    with torch.no_grad():
+        f = ContextNet().features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None])[0]
+    f = f.movedim(0, -1)[torch.from_numpy(vol.mask)].numpy()
+    y, xv = targets(vol.params, s1, vol.mask)[vol.mask], x[vol.mask]
+    if max_voxels is not None and len(f) > max_voxels:
+        keep = np.sort(rng.choice(len(f), size=max_voxels, replace=False))
+        f, y, xv = f[keep], y[keep], xv[keep]
+    return FeatureBank(np.ascontiguousarray(f), np.ascontiguousarray(y), np.ascontiguousarray(xv), vol.name, snr if vol.noiseless else None)
+
+
+def _anatomy_banks(seed: int, draws: int, max_voxels: int, voxel_size_mm: float, cache_dir) -> list[FeatureBank]:
+    """Banks of ``draws`` parameter draws on anatomy ``seed``, each noised at its own SNR ~ U(SNR_RANGE)."""
+    f = Path(cache_dir) / f"oefbank_{seed}_{draws}_{max_voxels}_{voxel_size_mm:g}mm.npz" if cache_dir else None
+    if f is not None and f.exists():
+        z = np.load(f)
+        return [FeatureBank(z[f"f{d}"], z[f"y{d}"], z[f"x{d}"], str(z[f"name{d}"]), float(z[f"snr{d}"])) for d in range(draws)]
+    import torch
+
+    torch.set_num_threads(1)  # one process per anatomy
+    rng = task_rng("oef-bank", seed)
+    banks = [feature_bank(v, rng.uniform(*SNR_RANGE), rng, max_voxels) for v in phantom_volumes(seed, draws, voxel_size_mm, lesions="all")]
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for d, b in enumerate(banks):
+            arrays.update({f"f{d}": b.f, f"y{d}": b.y, f"x{d}": b.x, f"name{d}": np.array(b.name), f"snr{d}": np.array(b.snr)})
+        np.savez(f, **arrays)
+    return banks
+
+
+def phantom_feature_banks(seeds: Iterable[int], draws: int, max_voxels: int, voxel_size_mm: float = 2.0, workers: int = 1, cache_dir: str | Path | None = None) -> list[FeatureBank]:
+    """Feature banks of ``draws`` parameter draws (all lesion types) on each phantom anatomy of ``seeds``.
+
+    Many subject-level draws are what the whole-brain summary of :class:`~qmri.networks.oef_nets.SetContextNet`
+    learns from, and whole volumes of them do not fit in memory, so each volume is noised once (its
+    own SNR ~ U(:data:`SNR_RANGE`)), featurised, subsampled to ``max_voxels`` brain voxels and
+    dropped. Anatomies are generated in ``workers`` processes (in order); ``cache_dir`` caches each
+    anatomy's banks as ``.npz``.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    seeds = list(seeds)
+    args = [(s, draws, max_voxels, voxel_size_mm, cache_dir) for s in seeds]
+    out: list[FeatureBank] = []
+    if workers > 1 and len(seeds) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(seeds))) as pool:
+            for i, banks in enumerate(pool.map(_anatomy_banks, *zip(*args))):
+                out += banks
+                log.info("feature banks: anatomy %d/%d (seed %d), %d volumes", i + 1, len(seeds), seeds[i], len(out))
+        return out
+    for i, a in enumerate(args):
+        out += _anatomy_banks(*a)
+        log.info("feature banks: anatomy %d/%d (seed %d), %d volumes", i + 1, len(seeds), seeds[i], len(out))
+    return out
+
+
 def volumes_from_studies(pairs: Iterable[tuple[str | Path, str | Path]]) -> list[OEFVolume]:
     """One noisy :class:`OEFVolume` per ``oef`` study (8 echoes + QSM, ``labels/final`` = 5 QQ maps).
 

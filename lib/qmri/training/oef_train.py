@@ -1,4 +1,4 @@
-"""Training recipes of the three OEF networks for :func:`qmri.training.loop.train`.
+"""Training recipes of the OEF networks for :func:`qmri.training.loop.train`.
 
 * ``cnn3d`` (seed 000): masked MSE on normalised parameters, Adam 1e-3, the seed's
   CosineAnnealingWarmupRestarts schedule (:func:`warmup_cosine_restarts_factor`: 100 warm-up steps,
@@ -6,9 +6,13 @@
   without improvement (the loop's ``patience_epochs`` = 2000 steps / steps per epoch).
 * ``lstm`` (seed 001): voxelwise, Huber loss (delta 1, Keras default) on normalised parameters,
   Adam 1e-4 constant, batch 512 voxels.
-* ``unet`` (shipped as "best"): bounded 3D U-Net, masked MSE + :data:`PHYSICS_WEIGHT` x a physics
+* ``unet``: bounded 3D U-Net, masked MSE + :data:`PHYSICS_WEIGHT` x a physics
   consistency term that re-simulates the normalised echoes and the QSM from the predicted
   parameters with the exact QQ forward model and compares them with the network's own input.
+* ``context`` and ``setcontext`` (the "best" candidates): voxel batches drawn from banks of fixed
+  context features (:class:`~qmri.training.oef_data.FeatureBank`), MSE with Y weighted twice + the
+  same physics term; ``setcontext`` steps over :data:`SET_VOLUMES` volumes at a time, each one's
+  whole-brain code computed from :data:`SET_VOXELS` of its voxels.
 
 Losses are averaged over brain voxels only: the seed averaged over whole volumes, but the
 phantoms' parameters are undefined (0) outside the brain, where there is no signal to fit.
@@ -42,10 +46,14 @@ DEFAULTS = {
     "lstm": {"lr": 1e-4, "batch_size": 512, "patch": None},
     "unet": {"lr": 1e-3, "batch_size": 2, "patch": 48},
     "context": {"lr": 1e-3, "batch_size": 8192, "patch": None},
+    "setcontext": {"lr": 1e-3, "batch_size": 8192, "patch": None},
 }
-VOXEL_BATCHED = ("lstm", "context")  # batch_size counts voxels
-BANK_REFRESH = 4  # context network: training volumes re-noised (new SNR) and re-featurised per epoch
-LOSS_WEIGHTS = {"context": (1.0, 1.0, 2.0, 1.0, 1.0)}  # Y (-> OEF) counts twice for the best candidate
+VOXEL_BATCHED = ("lstm", "context", "setcontext")  # batch_size counts voxels
+BANKED = ("context", "setcontext")  # train on banked fixed context features
+BANK_REFRESH = 4  # context networks: training volumes re-noised (new SNR) and re-featurised per epoch
+LOSS_WEIGHTS = {"context": (1.0, 1.0, 2.0, 1.0, 1.0), "setcontext": (1.0, 1.0, 2.0, 1.0, 1.0)}  # Y (-> OEF) counts twice for the best candidates
+SET_VOLUMES = 8  # setcontext: volumes (subjects) per step; batch_size voxels are split among them
+SET_VOXELS = 4096  # setcontext: brain voxels per volume that the whole-brain code is computed from in training
 
 
 def warmup_cosine_restarts_factor(step: int, warmup: int = WARMUP_STEPS, cycle: int = CYCLE_STEPS, cycle_mult: float = CYCLE_MULT, gamma: float = CYCLE_DECAY, min_ratio: float = MIN_LR_RATIO) -> float:
@@ -98,13 +106,14 @@ class OEFRecipe:
 
     metric = "val_oef_rmse"
 
-    def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0):
+    def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0, banks: list | None = None):
         self.arch = arch
         self.name = f"oef-{model or arch}"
         self.model = model or arch
         self.train = train
         self.patch = patch or DEFAULTS[arch]["patch"]
-        self.physics_weight = (PHYSICS_WEIGHT if arch in ("unet", "context") else 0.0) if physics_weight is None else float(physics_weight)
+        self.physics_weight = (PHYSICS_WEIGHT if arch in ("unet",) + BANKED else 0.0) if physics_weight is None else float(physics_weight)
+        self._bank = list(banks) if banks else None  # prebuilt FeatureBanks (e.g. many phantom draws), never refreshed
         self.data_note = data_note
         from .oef_data import with_noise
 
@@ -132,7 +141,7 @@ class OEFRecipe:
             "param_names": list(PARAM_NAMES),
             "input": "8 echo magnitudes / echo-1 magnitude (clipped to [0, 3]) + QSM (ppm) x 10, 0 outside the brain",
             "output": "(p - QQNET_MEAN) / QQNET_STD for S0 (relative to echo 1), R2 (1/s), Y, v, chi_nb (ppm)",
-            "loss": {"cnn3d": "masked MSE", "lstm": "Huber (delta 1)", "unet": f"masked MSE + {self.physics_weight} x physics consistency", "context": f"MSE weighted {LOSS_WEIGHTS['context']} + {self.physics_weight} x physics consistency"}[self.arch],
+            "loss": {"cnn3d": "masked MSE", "lstm": "Huber (delta 1)", "unet": f"masked MSE + {self.physics_weight} x physics consistency", "context": f"MSE weighted {LOSS_WEIGHTS['context']} + {self.physics_weight} x physics consistency", "setcontext": f"MSE weighted {LOSS_WEIGHTS['setcontext']} + {self.physics_weight} x physics consistency"}[self.arch],
             "patch": self.patch,
             "snr_range": list(SNR_RANGE),
             "val_snr": self.val_snr,
@@ -140,33 +149,32 @@ class OEFRecipe:
         }
 
     def _refresh_bank(self, rng: np.random.Generator) -> None:
-        """Context network: its input features are fixed (not learned), so they are computed once per
-        noisy whole volume and the MLP trains on large voxel batches drawn from this bank; each epoch
-        re-noises :data:`BANK_REFRESH` volumes at a new SNR (all volumes the first time)."""
-        from .oef_data import noisy_patch, targets
+        """Context networks: their input features are fixed (not learned), so they are computed once per
+        noisy whole volume and the MLPs train on large voxel batches drawn from this bank; each epoch
+        re-noises :data:`BANK_REFRESH` training volumes at a new SNR (all volumes the first time).
+        Prebuilt banks (``banks=``) are used as they are."""
+        from .oef_data import feature_bank
 
-        if getattr(self, "_bank", None) is None:
+        if self._bank is not None and not self.train:
+            return
+        if self._bank is None:
             self._bank = [None] * len(self.train)
             todo = range(len(self.train))
         else:
             todo = rng.choice(len(self.train), size=min(BANK_REFRESH, len(self.train)), replace=False)
-        feat_net = build("context")
         for j in todo:
-            v = self.train[j]
-            sig, chi = noisy_patch(v, (slice(None),) * 3, rng.uniform(*SNR_RANGE), rng)
-            x, s1 = prepare_input(sig, chi, v.mask)
-            with torch.no_grad():
-                f = feat_net.features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None])[0]
-            mt = torch.from_numpy(v.mask)
-            self._bank[j] = (f.movedim(0, -1)[mt].numpy(), targets(v.params, s1, v.mask)[v.mask], x[v.mask])
+            self._bank[j] = feature_bank(self.train[j], rng.uniform(*SNR_RANGE), rng)
 
     def batches(self, rng: np.random.Generator, steps: int, batch_size: int):
-        if self.arch == "context":
+        if self.arch in BANKED:
             self._refresh_bank(rng)
         for _ in range(steps):
+            if self.arch == "setcontext":
+                yield self._set_batch(rng, batch_size)
+                continue
             if self.arch == "context":
                 per = np.bincount(rng.integers(len(self._bank), size=batch_size), minlength=len(self._bank))
-                parts = [tuple(a[idx] for a in b) for b, k in zip(self._bank, per) if k for idx in [rng.integers(len(b[0]), size=k)]]
+                parts = [(b.f[idx], b.y[idx], b.x[idx]) for b, k in zip(self._bank, per) if k for idx in [rng.integers(len(b.f), size=k)]]
                 yield {"f": np.concatenate([p[0] for p in parts]), "y": np.concatenate([p[1] for p in parts]), "x": np.concatenate([p[2] for p in parts])}
                 continue
             if is_voxelwise(self.arch):
@@ -175,8 +183,23 @@ class OEFRecipe:
             items = [sample_patch(self.train[rng.integers(len(self.train))], self.patch, rng, rng.uniform(*SNR_RANGE)) for _ in range(batch_size)]
             yield {k: np.stack([it[k] for it in items]) for k in items[0]}
 
+    def _set_batch(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        """:data:`SET_VOLUMES` banked volumes: ``fs`` (V, SET_VOXELS, F) random brain voxels of each, whose
+        mean code stands for the whole brain, and the first ``batch_size // V`` of them as the
+        voxels scored: ``f`` (V, n, F), ``y`` (V, n, 5), ``x`` (V, n, 9)."""
+        n = max(1, batch_size // SET_VOLUMES)
+        fs, f, y, x = [], [], [], []
+        for j in rng.integers(len(self._bank), size=SET_VOLUMES):
+            b = self._bank[j]
+            idx = rng.integers(len(b.f), size=max(SET_VOXELS, n))
+            fs.append(b.f[idx[:SET_VOXELS]])
+            f.append(b.f[idx[:n]])
+            y.append(b.y[idx[:n]])
+            x.append(b.x[idx[:n]])
+        return {"fs": np.stack(fs), "f": np.stack(f), "y": np.stack(y), "x": np.stack(x)}
+
     def loss(self, model, batch, device) -> torch.Tensor:
-        if self.arch == "context":
+        if self.arch in BANKED:
             return self._context_loss(model, batch)
         pred = model(batch["x"])
         if is_voxelwise(self.arch):
@@ -189,9 +212,13 @@ class OEFRecipe:
 
     def _context_loss(self, model, batch) -> torch.Tensor:
         net = getattr(model, "module", model)  # DDP wraps the network
-        pred = net.head_bounded(batch["f"])
-        yv, xv = batch["y"], batch["x"]
-        w = torch.tensor(LOSS_WEIGHTS["context"], dtype=pred.dtype, device=pred.device)
+        if self.arch == "setcontext":
+            pred = net.head_with_code(batch["f"], net.global_code(batch["fs"])).flatten(0, 1)
+            yv, xv = batch["y"].flatten(0, 1), batch["x"].flatten(0, 1)
+        else:
+            pred = net.head_bounded(batch["f"])
+            yv, xv = batch["y"], batch["x"]
+        w = torch.tensor(LOSS_WEIGHTS[self.arch], dtype=pred.dtype, device=pred.device)
         loss = (((pred - yv) ** 2) * w).mean() * len(w) / w.sum()
         if self.physics_weight > 0:  # voxels as (1, C, N): the residual takes any spatial layout
             loss = loss + self.physics_weight * physics_residual(pred.T[None], xv.T[None], torch.ones(1, 1, len(xv), device=xv.device))
@@ -235,8 +262,8 @@ def evaluate(net, arch: str, vols: list[OEFVolume], device="cpu", subsets: list[
 # ------------------------------------------------------------------------------------------------
 # MONAI Label trainer hooks (apps/qmri/lib/configs/oef.py registers them with NetworkTrainer)
 # ------------------------------------------------------------------------------------------------
-NETWORK_ARCH = {"best": "context", "cnn3d": "cnn3d", "lstm": "lstm"}
-TRAINER_DEFAULTS = {"network": "best", "patch": 48}  # request "voxels": voxels per batch of lstm (512) / context (8192)
+NETWORK_ARCH = {"best": "setcontext", "cnn3d": "cnn3d", "lstm": "lstm"}
+TRAINER_DEFAULTS = {"network": "best", "patch": 48}  # request "voxels": voxels per batch of lstm (512) / context networks (8192)
 
 
 def studies_to_volumes(datalist: list[dict], params: dict) -> list[OEFVolume]:
@@ -248,7 +275,7 @@ def studies_to_volumes(datalist: list[dict], params: dict) -> list[OEFVolume]:
 
 def fit_from_studies(out_path, train_vols: list[OEFVolume], val_vols: list[OEFVolume], init, params: dict) -> dict:
     """Train the request's ``network`` (best, cnn3d or lstm) on study volumes; the architecture of
-    the weights being fine-tuned (``init``) is kept, else best = the context network."""
+    the weights being fine-tuned (``init``) is kept, else best = the set-context network."""
     from .loop import load_checkpoint, train
 
     model = str(params.get("network", "best"))
