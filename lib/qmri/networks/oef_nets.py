@@ -203,6 +203,16 @@ class ContextNet(nn.Module):
         self.register_buffer("std", torch.tensor(QQNET_STD, dtype=torch.float32))
 
     def _blur(self, v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Separable zero-padded Gaussian blur of (B, C, D, H, W) along the three spatial axes."""
+        if v.device.type == "cpu" and not v.requires_grad:
+            # the features are fixed (no gradient): scipy's C correlate1d is the same zero-padded
+            # separable filter and ~5x faster on a CPU than torch's grouped conv3d
+            from scipy.ndimage import correlate1d
+
+            a, k = v.numpy(), g.numpy()
+            for axis in (2, 3, 4):
+                a = correlate1d(a, k, axis=axis, mode="constant", cval=0.0)
+            return torch.from_numpy(a)
         c = v.shape[1]
         k = g.numel()
         for axis in range(3):
