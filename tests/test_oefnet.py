@@ -97,7 +97,7 @@ def test_set_context_network_pools_the_whole_brain_the_same_in_training_and_infe
     of inference and the recipe's training path give the same parameters; outputs stay in bounds."""
     from qmri.networks.oef_predict import predict_normalised
     from qmri.training.oef_data import FeatureBank
-    from qmri.training.oef_train import SET_VOLUMES, SET_VOXELS
+    from qmri.training.oef_train import SET_VOLUMES
 
     torch.manual_seed(0)
     net = oef_nets.SetContextNet().eval()
@@ -118,20 +118,28 @@ def test_set_context_network_pools_the_whole_brain_the_same_in_training_and_infe
         assert np.allclose(predict_normalised(net, "setcontext", x, mask)[mask], brain.numpy(), atol=1e-5)
         p = oef_nets.denormalise(brain).numpy()
         assert np.all(p >= PARAM_LOWER - 1e-4) and np.all(p <= PARAM_UPPER + 1e-4)
-        # another subject's brain (different inputs elsewhere) changes this voxel's prediction through the code
-        f2 = f.clone()
-        f2[1:] *= 0.9
-        assert not torch.allclose(net.head_with_code(f[:1], net.global_code(f2)), brain[:1], atol=1e-4)
-    # training batches: SET_VOLUMES banked volumes, the code from SET_VOXELS voxels of each
+    # the code: a ridge fit from brain statistics to subject-level targets; training batches carry each volume's statistics
     n = 300
-    bank = [FeatureBank(rng.normal(size=(n, net.n_features)).astype(np.float32), rng.normal(size=(n, 5)).astype(np.float32), x[mask][:n], f"v{i}", 100.0) for i in range(3)]
+    bank = []
+    for i in range(12):  # subjects whose decay (hence the statistics) scales with a known level
+        lvl = 0.9 + 0.01 * i
+        xb = x[mask][:n].copy()
+        xb[:, 1:8] = xb[:, 1:8] ** lvl
+        fv = np.concatenate([xb, rng.normal(size=(n, net.n_features - 9))], 1).astype(np.float32)
+        yb = np.tile(np.float32([0, 0, lvl, 0, 0]), (n, 1))
+        bank.append(FeatureBank(fv, yb, xb, f"v{i}", 100.0))
     rec = OEFRecipe("setcontext", [], [], banks=bank)
+    fitted = rec.build()
+    with torch.no_grad():
+        code = [fitted.global_code(torch.from_numpy(b.f))[2].item() for b in bank]
+    assert np.allclose(code, [0.9 + 0.01 * i for i in range(12)], atol=0.01)  # the code reads the level back
+    assert float(fitted.code_alpha) > 0
     batch = next(rec.batches(rng, 1, 2048))
-    assert batch["fs"].shape == (SET_VOLUMES, SET_VOXELS, net.n_features) and batch["f"].shape == (SET_VOLUMES, 2048 // SET_VOLUMES, net.n_features)
+    assert batch["s"].shape == (SET_VOLUMES, oef_nets.n_summary(net.n_features)) and batch["f"].shape == (SET_VOLUMES, 2048 // SET_VOLUMES, net.n_features)
     assert batch["y"].shape == (SET_VOLUMES, 256, 5) and batch["x"].shape == (SET_VOLUMES, 256, 9)
-    loss = rec.loss(net.train(), {k: torch.from_numpy(v) for k, v in batch.items()}, "cpu")
+    loss = rec.loss(fitted.train(), {k: torch.from_numpy(v) for k, v in batch.items()}, "cpu")
     loss.backward()
-    assert torch.isfinite(loss) and net.phi[0].weight.grad.abs().sum() > 0  # the set encoder learns
+    assert torch.isfinite(loss) and fitted.head[0].weight.grad.abs().sum() > 0
 
 
 def test_physics_residual_is_small_for_the_true_parameters():

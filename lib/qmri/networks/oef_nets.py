@@ -253,43 +253,110 @@ class ContextNet(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Best candidate 3: context network + whole-brain summary (Deep Sets)
 # ------------------------------------------------------------------------------------------------
-SET_HIDDEN = (64, 64)
-GLOBAL_CODE = 16
+GLOBAL_CODE = N_PARAMS + 4  # brain means of the 5 parameters + the mean Y in each of the 4 QSM bands
 
 
-def _mlp(sizes, last_act: bool = True) -> nn.Sequential:
-    layers = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if last_act or i < len(sizes) - 2:
-            layers.append(nn.LeakyReLU(0.01))
-    return nn.Sequential(*layers)
+SUMMARY_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+QSM_BINS = (0.0, 0.5, 1.0)  # network QSM units (ppm x 10): < 0, 0-0.05, 0.05-0.1, > 0.1 ppm
+
+
+def brain_summary(f: torch.Tensor, n_features: int) -> torch.Tensor:
+    """Fixed whole-brain statistics of the voxel features ``f`` (..., N, n_features) -> (..., S).
+
+    The QQ decay is exponential, so the statistics are of the log normalised echoes 2..8 (``lr``):
+    their brain mean, their quantiles :data:`SUMMARY_QUANTILES`, the same quantiles of the QSM,
+    the mean ``lr`` curve and the voxel fraction in each QSM band of :data:`QSM_BINS` (GM and WM
+    differ in chi_nb, so the bands separate tissues without a segmentation), and the brain mean of
+    every feature. Measured on the phantoms (leave-one-anatomy-out ridge regression, 180 subject
+    draws): these predict a subject's brain-mean OEF to 1.9 %-points against a between-subject sd
+    of 4.9, where the brain means of the features alone reach 3.4.
+    """
+    lr = torch.log(f[..., 1:N_ECHOES].clamp(min=1e-3))
+    q = f[..., N_ECHOES]
+    qs = torch.tensor(SUMMARY_QUANTILES, dtype=f.dtype, device=f.device)
+    parts = [lr.mean(-2), torch.quantile(lr, qs, dim=-2).movedim(0, -2).flatten(-2), torch.quantile(q, qs, dim=-1).movedim(0, -1)]
+    edges = (-math.inf,) + tuple(QSM_BINS) + (math.inf,)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        w = ((q >= lo) & (q < hi)).to(f.dtype)[..., None]
+        n = w.sum(-2)
+        parts += [(lr * w).sum(-2) / n.clamp(min=1.0), n / f.shape[-2]]
+    parts.append(f[..., :n_features].mean(-2))
+    return torch.cat(parts, -1)
+
+
+def n_summary(n_features: int) -> int:
+    k, e, nb = len(SUMMARY_QUANTILES), N_ECHOES - 1, len(QSM_BINS) + 1
+    return e + k * e + k + nb * (e + 1) + n_features
+
+
+def code_targets(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Subject-level targets of the whole-brain code from one volume's brain voxels.
+
+    ``y`` (N, 5) normalised parameters, ``x`` (N, 9) normalised inputs -> (:data:`GLOBAL_CODE`,):
+    the brain means of the five parameters, then the mean Y in each QSM band of :data:`QSM_BINS`
+    (tissue-level oxygenation without a segmentation; the brain-mean Y where a band is empty).
+    """
+    q = x[:, N_ECHOES]
+    edges = (-np.inf,) + tuple(QSM_BINS) + (np.inf,)
+    bands = [y[(q >= lo) & (q < hi), 2] for lo, hi in zip(edges[:-1], edges[1:])]
+    return np.concatenate([y.mean(0), [b.mean() if b.size else y[:, 2].mean() for b in bands]]).astype(np.float32)
 
 
 class SetContextNet(ContextNet):
-    """:class:`ContextNet` whose voxelwise head also sees a learned summary of the whole brain.
+    """:class:`ContextNet` whose voxelwise head also sees a code of the whole brain.
 
     Venous oxygenation is largely a property of the subject (a global level plus tissue offsets,
     REFERENCE section 1: between-subject OEF sd 2-7 %-points, nearly uniform across GM and WM),
     and one voxel's 8 echoes identify it too weakly, but every brain voxel carries evidence about
-    that level. A permutation-invariant set encoder (Deep Sets, Zaheer et al. 2017) pools it: each
-    brain voxel's :meth:`ContextNet.features` go through an MLP ``phi`` (:data:`SET_HIDDEN`),
-    are averaged over the brain mask and mapped by ``rho`` to a :data:`GLOBAL_CODE`-dimensional
-    code, which is appended to every voxel's features before the bounded head. No tissue
-    segmentation is needed: ``phi`` can weigh voxels by their own decay and QSM (GM and WM differ in
-    R2 and chi_nb). MONAI has no set-pooling block, so the two MLPs are plain ``nn.Linear`` stacks.
+    that level. A permutation-invariant summary pools it (the Deep Sets form, Zaheer et al. 2017:
+    statistics over the set of brain voxels, then a map): :func:`brain_summary` gives fixed
+    whole-brain statistics, and a ridge regression from them (fitted in closed form on the training
+    subjects by :meth:`fit_code`, scikit-learn's ``RidgeCV``; stored as buffers) predicts the
+    subject-level targets of :func:`code_targets` (brain-mean parameters and the mean Y of each
+    QSM band). That :data:`GLOBAL_CODE`-dimensional code is appended to every voxel's features
+    before the bounded head, which learns how far each voxel departs from its subject.
+
+    Why closed form: trained by Adam inside the network (linear or a learned per-voxel encoder
+    averaged over the brain), the map from brain statistics to the subject level did not converge
+    from 192 training subjects (measured: 3.3-4.1 %-points of brain-mean OEF error on the training
+    subjects themselves, against a between-subject sd of 4.8), while the ridge solution on the same
+    statistics reaches 1.2 on them and 1.9 on held-out anatomies: the statistics are strongly
+    correlated and the subject-level signal is a small part of their spread.
     """
 
-    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, set_hidden=SET_HIDDEN, code=GLOBAL_CODE):
+    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, code=GLOBAL_CODE):
         super().__init__(sigmas, hidden, extra_inputs=code)
-        self.phi = _mlp((self.n_features,) + tuple(set_hidden))
-        self.rho = _mlp((set_hidden[-1], code), last_act=False)
+        n = n_summary(self.n_features)
+        self.register_buffer("summary_mean", torch.zeros(n))
+        self.register_buffer("summary_std", torch.ones(n))
+        self.register_buffer("code_weight", torch.zeros(code, n))
+        self.register_buffer("code_bias", torch.zeros(code))
+        self.register_buffer("code_alpha", torch.zeros(()))
 
-    def global_code(self, f: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-        """(..., N, n_features) features of N brain voxels -> (..., code): rho(mean over voxels of phi)."""
-        n = f.shape[-2]
-        total = sum(self.phi(f[..., i : i + chunk, :]).sum(-2) for i in range(0, n, chunk))
-        return self.rho(total / max(n, 1))
+    def fit_code(self, summaries: np.ndarray, targets: np.ndarray) -> float:
+        """Fit the code's ridge regression: ``summaries`` (n_subjects, S) of :func:`brain_summary`,
+        ``targets`` (n_subjects, code) of :func:`code_targets`; the penalty is chosen by
+        leave-one-out cross-validation. Returns it."""
+        from sklearn.linear_model import RidgeCV
+
+        s = np.asarray(summaries, np.float64)
+        mean, std = s.mean(0), np.maximum(s.std(0), 1e-6)
+        model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit((s - mean) / std, np.asarray(targets, np.float64))
+        with torch.no_grad():
+            self.summary_mean.copy_(torch.from_numpy(mean))
+            self.summary_std.copy_(torch.from_numpy(std))
+            self.code_weight.copy_(torch.from_numpy(np.atleast_2d(model.coef_)))
+            self.code_bias.copy_(torch.from_numpy(np.atleast_1d(model.intercept_)))
+            self.code_alpha.fill_(float(model.alpha_))
+        return float(model.alpha_)
+
+    def code_from_summary(self, s: torch.Tensor) -> torch.Tensor:
+        """(..., S) raw :func:`brain_summary` -> (..., code) predicted subject-level targets."""
+        return ((s - self.summary_mean) / self.summary_std) @ self.code_weight.T + self.code_bias
+
+    def global_code(self, f: torch.Tensor) -> torch.Tensor:
+        """(..., N, n_features) features of one brain's N voxels -> (..., code)."""
+        return self.code_from_summary(brain_summary(f, self.n_features))
 
     def head_with_code(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """(..., N, n_features) voxel features and (..., code) -> (..., N, 5) normalised parameters."""
@@ -323,7 +390,7 @@ def build(arch: str, **kw) -> nn.Module:
     if arch == "context":
         return ContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN))
     if arch == "setcontext":
-        return SetContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), kw.get("set_hidden", SET_HIDDEN), kw.get("code", GLOBAL_CODE))
+        return SetContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), kw.get("code", GLOBAL_CODE))
     raise ValueError(f"unknown OEF architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 

@@ -30,7 +30,7 @@ DESCRIPTION = {
     "cnn3d": "seed-000 3D CNN: 4 Conv3D (9 -> 16 -> 32 -> 64 -> 5, 3x3x3), LeakyReLU after the first three, no BN/dropout",
     "lstm": "seed-001 voxelwise LSTM: 9 inputs as 5 steps (sliding window of 5), LSTM 512-256-128-64 (last returns the final step), Dense 64-32-16 LeakyReLU(0.01), 5 outputs",
     "context": "multi-scale context network: the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2, 4, 8, 16, 32 mm (normalised convolution, fixed) + local brain fractions (59 features) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
-    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm + local brain fractions) + a 16-dim whole-brain code (Deep Sets: MLP 59-64-64 LeakyReLU on every brain voxel, mean over the brain, linear 64-16) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
+    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm + local brain fractions) + a 9-dim whole-brain code (ridge regression, fitted in closed form on the training subjects, from 138 brain statistics of the log echo decay and the QSM to the brain-mean S0, R2, Y, v, chi_nb and the mean Y in 4 QSM bands) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
     "unet": "bounded 3D U-Net (MONAI BasicUNet, features 16-16-32-64-96-16, instance norm, LeakyReLU), sigmoid outputs inside the QQ-NET physical bounds, MSE + 0.1 x physics consistency (re-simulated echoes and QSM)",
 }
 OPTIM = {
@@ -38,7 +38,7 @@ OPTIM = {
     "lstm": "Adam lr 1e-4 constant, Huber loss, batch 512 voxels",
     "unet": "Adam lr 1e-3 cosine-decayed to 5 %, patches 48^3",
     "context": "Adam lr 1e-3 cosine-decayed to 5 %; the fixed features of whole noisy training volumes are banked (4 of the 12 volumes re-noised at a new SNR each epoch) and the MLP trains on batches of brain voxels drawn from the bank",
-    "setcontext": f"Adam lr 1e-3 cosine-decayed to 5 %; every training volume (one parameter draw on one anatomy) is noised once at its own echo-1 SNR ~ U{tuple(SNR_RANGE)}, featurised and banked ({BANK_VOXELS} random brain voxels); each step takes 8 banked volumes, the whole-brain code of each from 4096 of its voxels and the loss on batch / 8 of them",
+    "setcontext": f"whole-brain code: scikit-learn RidgeCV (penalty by leave-one-out) on the training volumes; head: Adam lr 1e-3 cosine-decayed to 5 %; every training volume (one parameter draw on one anatomy) is noised once at its own echo-1 SNR ~ U{tuple(SNR_RANGE)}, featurised and banked ({BANK_VOXELS} random brain voxels, from which its brain statistics are taken); each step takes 8 banked volumes and batch / 8 voxels of each",
 }
 
 

@@ -176,6 +176,7 @@ class FeatureBank:
     x: np.ndarray
     name: str
     snr: float | None = None
+    summary: np.ndarray | None = None  # whole-brain statistics of the banked voxels, computed on first use
 
 
 def feature_bank(vol: OEFVolume, snr: float | None, rng: np.random.Generator, max_voxels: int | None = None) -> FeatureBank:

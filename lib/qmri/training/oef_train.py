@@ -11,8 +11,9 @@
   parameters with the exact QQ forward model and compares them with the network's own input.
 * ``context`` and ``setcontext`` (the "best" candidates): voxel batches drawn from banks of fixed
   context features (:class:`~qmri.training.oef_data.FeatureBank`), MSE with Y weighted twice + the
-  same physics term; ``setcontext`` steps over :data:`SET_VOLUMES` volumes at a time, each one's
-  whole-brain code computed from :data:`SET_VOXELS` of its voxels.
+  same physics term; ``setcontext`` first fits its whole-brain code (closed-form ridge from each
+  training volume's brain statistics to its subject-level parameters), then steps over
+  :data:`SET_VOLUMES` volumes at a time, each with its code.
 
 Losses are averaged over brain voxels only: the seed averaged over whole volumes, but the
 phantoms' parameters are undefined (0) outside the brain, where there is no signal to fit.
@@ -53,7 +54,7 @@ BANKED = ("context", "setcontext")  # train on banked fixed context features
 BANK_REFRESH = 4  # context networks: training volumes re-noised (new SNR) and re-featurised per epoch
 LOSS_WEIGHTS = {"context": (1.0, 1.0, 2.0, 1.0, 1.0), "setcontext": (1.0, 1.0, 2.0, 1.0, 1.0)}  # Y (-> OEF) counts twice for the best candidates
 SET_VOLUMES = 8  # setcontext: volumes (subjects) per step; batch_size voxels are split among them
-SET_VOXELS = 4096  # setcontext: brain voxels per volume that the whole-brain code is computed from in training
+
 
 
 def warmup_cosine_restarts_factor(step: int, warmup: int = WARMUP_STEPS, cycle: int = CYCLE_STEPS, cycle_mult: float = CYCLE_MULT, gamma: float = CYCLE_DECAY, min_ratio: float = MIN_LR_RATIO) -> float:
@@ -130,7 +131,10 @@ class OEFRecipe:
 
     # -- loop interface --------------------------------------------------------------------------
     def build(self) -> torch.nn.Module:
-        return build(self.arch)
+        net = build(self.arch)
+        if self.arch == "setcontext":
+            self.code_alpha = self.fit_code(net)  # replaced by the weights' own code when fine-tuning (init)
+        return net
 
     def config(self) -> dict:
         return {
@@ -183,20 +187,31 @@ class OEFRecipe:
             items = [sample_patch(self.train[rng.integers(len(self.train))], self.patch, rng, rng.uniform(*SNR_RANGE)) for _ in range(batch_size)]
             yield {k: np.stack([it[k] for it in items]) for k in items[0]}
 
+    def _summary(self, b) -> np.ndarray:
+        """:func:`~qmri.networks.oef_nets.brain_summary` of a banked volume (all its banked voxels), cached on it."""
+        from ..networks.oef_nets import brain_summary
+
+        if getattr(b, "summary", None) is None:
+            b.summary = brain_summary(torch.from_numpy(b.f), b.f.shape[1]).numpy()
+        return b.summary
+
     def _set_batch(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        """:data:`SET_VOLUMES` banked volumes: ``fs`` (V, SET_VOXELS, F) random brain voxels of each, whose
-        mean code stands for the whole brain, and the first ``batch_size // V`` of them as the
-        voxels scored: ``f`` (V, n, F), ``y`` (V, n, 5), ``x`` (V, n, 9)."""
+        """:data:`SET_VOLUMES` banked volumes: ``s`` (V, S) the whole-brain summary of each and
+        ``batch_size // V`` random brain voxels of each: ``f`` (V, n, F), ``y`` (V, n, 5), ``x`` (V, n, 9)."""
         n = max(1, batch_size // SET_VOLUMES)
-        fs, f, y, x = [], [], [], []
-        for j in rng.integers(len(self._bank), size=SET_VOLUMES):
-            b = self._bank[j]
-            idx = rng.integers(len(b.f), size=max(SET_VOXELS, n))
-            fs.append(b.f[idx[:SET_VOXELS]])
-            f.append(b.f[idx[:n]])
-            y.append(b.y[idx[:n]])
-            x.append(b.x[idx[:n]])
-        return {"fs": np.stack(fs), "f": np.stack(f), "y": np.stack(y), "x": np.stack(x)}
+        js = rng.integers(len(self._bank), size=SET_VOLUMES)
+        idx = [rng.integers(len(self._bank[j].f), size=n) for j in js]
+        out = {k: np.stack([getattr(self._bank[j], k)[i] for j, i in zip(js, idx)]) for k in ("f", "y", "x")}
+        out["s"] = np.stack([self._summary(self._bank[j]) for j in js])
+        return out
+
+    def fit_code(self, net) -> float:
+        """Fit the set-context network's whole-brain code (closed-form ridge) on the training banks."""
+        from ..networks.oef_nets import code_targets
+
+        if self._bank is None:
+            self._refresh_bank(np.random.default_rng(0))
+        return net.fit_code(np.stack([self._summary(b) for b in self._bank]), np.stack([code_targets(b.y, b.x) for b in self._bank]))
 
     def loss(self, model, batch, device) -> torch.Tensor:
         if self.arch in BANKED:
@@ -212,14 +227,15 @@ class OEFRecipe:
 
     def _context_loss(self, model, batch) -> torch.Tensor:
         net = getattr(model, "module", model)  # DDP wraps the network
+        w = torch.tensor(LOSS_WEIGHTS[self.arch], dtype=batch["y"].dtype, device=batch["y"].device)
+        wmse = lambda a, b: (((a - b) ** 2) * w).mean() * len(w) / w.sum()  # noqa: E731
         if self.arch == "setcontext":
-            pred = net.head_with_code(batch["f"], net.global_code(batch["fs"])).flatten(0, 1)
+            pred = net.head_with_code(batch["f"], net.code_from_summary(batch["s"])).flatten(0, 1)
             yv, xv = batch["y"].flatten(0, 1), batch["x"].flatten(0, 1)
         else:
             pred = net.head_bounded(batch["f"])
             yv, xv = batch["y"], batch["x"]
-        w = torch.tensor(LOSS_WEIGHTS[self.arch], dtype=pred.dtype, device=pred.device)
-        loss = (((pred - yv) ** 2) * w).mean() * len(w) / w.sum()
+        loss = wmse(pred, yv)
         if self.physics_weight > 0:  # voxels as (1, C, N): the residual takes any spatial layout
             loss = loss + self.physics_weight * physics_residual(pred.T[None], xv.T[None], torch.ones(1, 1, len(xv), device=xv.device))
         return loss
