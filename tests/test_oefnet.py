@@ -135,7 +135,8 @@ def test_set_context_network_pools_the_whole_brain_the_same_in_training_and_infe
     assert np.allclose(code, [0.9 + 0.01 * i for i in range(12)], atol=0.01)  # the code reads the level back
     assert float(fitted.code_alpha) > 0
     batch = next(rec.batches(rng, 1, 2048))
-    assert batch["s"].shape == (SET_VOLUMES, oef_nets.n_summary(net.n_features)) and batch["f"].shape == (SET_VOLUMES, 2048 // SET_VOLUMES, net.n_features)
+    assert batch["s"].shape == (SET_VOLUMES, oef_nets.n_summary(net.n_features)) and batch["g"].shape == (SET_VOLUMES, oef_nets.GLOBAL_CODE)
+    assert batch["f"].shape == (SET_VOLUMES, 2048 // SET_VOLUMES, net.n_features)
     assert batch["y"].shape == (SET_VOLUMES, 256, 5) and batch["x"].shape == (SET_VOLUMES, 256, 9)
     loss = rec.loss(fitted.train(), {k: torch.from_numpy(v) for k, v in batch.items()}, "cpu")
     loss.backward()

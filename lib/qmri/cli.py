@@ -64,7 +64,7 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.suite == "oef":
         from .bench.oef import run
 
-        run(args.out, args.weights or "apps/qmri/model/oefnet", subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, methods=tuple(args.tasks) if args.tasks else ("qq_fit", "lstm", "cnn3d", "best"))
+        run(args.out, args.weights or "apps/qmri/model/oefnet", subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, first_subject=args.first_subject, methods=tuple(args.tasks) if args.tasks else ("qq_fit", "lstm", "cnn3d", "best"))
     return 0
 
 
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
     p.add_argument("--tasks", nargs="*", help="subset of tasks (default all; oef: methods qq_fit lstm cnn3d best)")
     p.add_argument("--subjects", type=int, default=2)
+    p.add_argument("--first-subject", type=int, default=0, help="oef: skip the first subjects (with --reuse-rows: add subjects to a stored run)")
     p.add_argument("--resolution", type=float, default=2.0)
     p.add_argument("--out", default="bench-results", help="output folder for markdown and JSON")
     p.set_defaults(func=_bench)

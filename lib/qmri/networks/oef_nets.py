@@ -311,7 +311,8 @@ class SetContextNet(ContextNet):
     that level. A permutation-invariant summary pools it (the Deep Sets form, Zaheer et al. 2017:
     statistics over the set of brain voxels, then a map): :func:`brain_summary` gives fixed
     whole-brain statistics, and a ridge regression from them (fitted in closed form on the training
-    subjects by :meth:`fit_code`, scikit-learn's ``RidgeCV``; stored as buffers) predicts the
+    subjects by :meth:`fit_code`, scikit-learn's ``RidgeCV``; stored as buffers; the head trains on
+    out-of-fold codes) predicts the
     subject-level targets of :func:`code_targets` (brain-mean parameters and the mean Y of each
     QSM band). That :data:`GLOBAL_CODE`-dimensional code is appended to every voxel's features
     before the bounded head, which learns how far each voxel departs from its subject.
@@ -333,22 +334,31 @@ class SetContextNet(ContextNet):
         self.register_buffer("code_bias", torch.zeros(code))
         self.register_buffer("code_alpha", torch.zeros(()))
 
-    def fit_code(self, summaries: np.ndarray, targets: np.ndarray) -> float:
+    def fit_code(self, summaries: np.ndarray, targets: np.ndarray, groups=None) -> tuple[float, np.ndarray]:
         """Fit the code's ridge regression: ``summaries`` (n_subjects, S) of :func:`brain_summary`,
         ``targets`` (n_subjects, code) of :func:`code_targets`; the penalty is chosen by
-        leave-one-out cross-validation. Returns it."""
-        from sklearn.linear_model import RidgeCV
+        leave-one-out cross-validation. Returns it and the out-of-fold codes (n_subjects, code):
+        each subject's code from a fit without its ``groups`` member (e.g. its anatomy; up to 8
+        folds; in-sample with fewer than 2 groups). The head trains on those, so it learns how far a
+        code for an unseen subject can be trusted (stacking), not the closer in-sample fit."""
+        from sklearn.linear_model import Ridge, RidgeCV
+        from sklearn.model_selection import GroupKFold, cross_val_predict
 
         s = np.asarray(summaries, np.float64)
+        t = np.asarray(targets, np.float64)
         mean, std = s.mean(0), np.maximum(s.std(0), 1e-6)
-        model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit((s - mean) / std, np.asarray(targets, np.float64))
+        z = (s - mean) / std
+        model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(z, t)
+        groups = np.arange(len(s)) if groups is None else np.asarray(groups)
+        k = min(8, len(np.unique(groups)))
+        oof = cross_val_predict(Ridge(alpha=model.alpha_), z, t, groups=groups, cv=GroupKFold(n_splits=k)) if k >= 2 else model.predict(z)
         with torch.no_grad():
             self.summary_mean.copy_(torch.from_numpy(mean))
             self.summary_std.copy_(torch.from_numpy(std))
             self.code_weight.copy_(torch.from_numpy(np.atleast_2d(model.coef_)))
             self.code_bias.copy_(torch.from_numpy(np.atleast_1d(model.intercept_)))
             self.code_alpha.fill_(float(model.alpha_))
-        return float(model.alpha_)
+        return float(model.alpha_), np.asarray(oof, np.float32).reshape(len(s), -1)
 
     def code_from_summary(self, s: torch.Tensor) -> torch.Tensor:
         """(..., S) raw :func:`brain_summary` -> (..., code) predicted subject-level targets."""

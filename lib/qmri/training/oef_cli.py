@@ -61,19 +61,27 @@ def train_oef_model(model: str, out_dir: Path, train_seeds, val_seeds, epochs: i
     res["model"], res["arch"], res["train_seeds"], res["val_seeds"] = model, arch, list(train_seeds), list(val_seeds)
     res["epochs_requested"], res["steps_per_epoch"], res["batch_size"], res["lr"], res["draws"] = epochs, steps, batch, lr, draws
     if model == "best":
-        res["selection"] = select_best(out_dir, cand)
+        res["selection"] = select_best(out_dir, cand, recipe)
     return res
 
 
-def select_best(out_dir: Path, cand_path: Path) -> dict:
+def select_best(out_dir: Path, cand_path: Path, recipe: OEFRecipe) -> dict:
     """Copy to ``best.pt`` (config model='best') the candidate with the lowest validation OEF RMSE among
-    those whose validation RMSE of every parameter is at or below the 3D CNN's."""
+    those whose validation RMSE of every parameter is at or below the 3D CNN's.
+
+    Every candidate (the new one, ``cnn3d.pt``, ``lstm.pt``) is scored on the same data: ``recipe``'s
+    noisy validation volumes, on its fixed random voxel subsets (the LSTM is voxelwise and slow;
+    the other networks predict the whole brain and are scored there), not on the numbers stored in
+    each checkpoint, which come from each training run's own validation subjects."""
+    from ..networks.oef_predict import load_oef_net
+    from .oef_train import evaluate
+
     scores = {}
     _, ccfg = load_checkpoint(cand_path)
     for name, path in ((ccfg["arch"], cand_path), ("cnn3d", out_dir / "cnn3d.pt"), ("lstm", out_dir / "lstm.pt")):
         if path.exists():
-            _, cfg = load_checkpoint(path)
-            scores[name] = {k: cfg[k] for k in cfg if k.startswith("val_")}
+            m = load_oef_net(path)
+            scores[name] = evaluate(m.net, m.arch, recipe.val, subsets=recipe.val_sel)
     # issue 6: the best model must match the 3D CNN on every parameter, so only candidates at or
     # below the 3D CNN's validation RMSE on S0, R2, Y, v and chi_nb compete on OEF RMSE
     ref = scores.get("cnn3d")
@@ -85,7 +93,7 @@ def select_best(out_dir: Path, cand_path: Path) -> dict:
 
     net = build(cfg["arch"])
     net.load_state_dict(state)
-    save_checkpoint(out_dir / "best.pt", net, {**cfg, "model": "best", "selected_from": winner, "candidates": scores})
+    save_checkpoint(out_dir / "best.pt", net, {**cfg, "model": "best", "selected_from": winner, "candidates": scores, "selection_data": f"{len(recipe.val)} validation volumes ({', '.join(v.name for v in recipe.val)}), {int(sum(m.sum() for m in recipe.val_sel))} voxels"})
     cand_path.unlink()  # the candidate is shipped (if it won) as best.pt only
     return {"winner": winner, "candidates": scores}
 

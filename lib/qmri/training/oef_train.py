@@ -115,6 +115,7 @@ class OEFRecipe:
         self.patch = patch or DEFAULTS[arch]["patch"]
         self.physics_weight = (PHYSICS_WEIGHT if arch in ("unet",) + BANKED else 0.0) if physics_weight is None else float(physics_weight)
         self._bank = list(banks) if banks else None  # prebuilt FeatureBanks (e.g. many phantom draws), never refreshed
+        self._codes: dict = {}  # setcontext: out-of-fold whole-brain code of each prebuilt bank
         self.data_note = data_note
         from .oef_data import with_noise
 
@@ -133,7 +134,7 @@ class OEFRecipe:
     def build(self) -> torch.nn.Module:
         net = build(self.arch)
         if self.arch == "setcontext":
-            self.code_alpha = self.fit_code(net)  # replaced by the weights' own code when fine-tuning (init)
+            self.code_alpha = self.fit_code(net)
         return net
 
     def config(self) -> dict:
@@ -196,22 +197,31 @@ class OEFRecipe:
         return b.summary
 
     def _set_batch(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        """:data:`SET_VOLUMES` banked volumes: ``s`` (V, S) the whole-brain summary of each and
+        """:data:`SET_VOLUMES` banked volumes: ``s`` (V, S) the whole-brain statistics of each, for
+        prebuilt banks ``g`` (V, code) their out-of-fold codes (:meth:`fit_code`), and
         ``batch_size // V`` random brain voxels of each: ``f`` (V, n, F), ``y`` (V, n, 5), ``x`` (V, n, 9)."""
         n = max(1, batch_size // SET_VOLUMES)
         js = rng.integers(len(self._bank), size=SET_VOLUMES)
         idx = [rng.integers(len(self._bank[j].f), size=n) for j in js]
         out = {k: np.stack([getattr(self._bank[j], k)[i] for j, i in zip(js, idx)]) for k in ("f", "y", "x")}
         out["s"] = np.stack([self._summary(self._bank[j]) for j in js])
+        if self._codes:  # prebuilt phantom banks: out-of-fold codes; else the network's own code of "s"
+            out["g"] = np.stack([self._codes[id(self._bank[j])] for j in js])
         return out
 
     def fit_code(self, net) -> float:
-        """Fit the set-context network's whole-brain code (closed-form ridge) on the training banks."""
+        """Fit the set-context network's whole-brain code (closed-form ridge) on the training banks and
+        keep each bank's out-of-fold code (folds by anatomy: banks of one phantom share a fold)."""
         from ..networks.oef_nets import code_targets
 
         if self._bank is None:
             self._refresh_bank(np.random.default_rng(0))
-        return net.fit_code(np.stack([self._summary(b) for b in self._bank]), np.stack([code_targets(b.y, b.x) for b in self._bank]))
+        groups = [b.name.split("-draw")[0] for b in self._bank]
+        alpha, oof = net.fit_code(np.stack([self._summary(b) for b in self._bank]), np.stack([code_targets(b.y, b.x) for b in self._bank]), groups)
+        # study banks are re-noised each epoch and fine-tuning replaces the code with the weights' own:
+        # there the head sees the network's code; prebuilt phantom banks keep their out-of-fold codes
+        self._codes = {} if self.train else {id(b): c for b, c in zip(self._bank, oof)}
+        return alpha
 
     def loss(self, model, batch, device) -> torch.Tensor:
         if self.arch in BANKED:
@@ -230,7 +240,8 @@ class OEFRecipe:
         w = torch.tensor(LOSS_WEIGHTS[self.arch], dtype=batch["y"].dtype, device=batch["y"].device)
         wmse = lambda a, b: (((a - b) ** 2) * w).mean() * len(w) / w.sum()  # noqa: E731
         if self.arch == "setcontext":
-            pred = net.head_with_code(batch["f"], net.code_from_summary(batch["s"])).flatten(0, 1)
+            g = batch["g"] if "g" in batch else net.code_from_summary(batch["s"])
+            pred = net.head_with_code(batch["f"], g).flatten(0, 1)
             yv, xv = batch["y"].flatten(0, 1), batch["x"].flatten(0, 1)
         else:
             pred = net.head_bounded(batch["f"])
@@ -256,13 +267,15 @@ class OEFRecipe:
 
 def evaluate(net, arch: str, vols: list[OEFVolume], device="cpu", subsets: list[np.ndarray] | None = None) -> dict:
     """RMSE of each parameter (S0 in the volume's units, R2 1/s, Y, v, chi_nb ppm) and of OEF (%-points)
-    over the brain (or the given voxel ``subsets``), pooled over ``vols``."""
+    over the brain (or the given voxel ``subsets``), pooled over ``vols``. Networks that see the
+    whole volume predict on the whole brain and are scored on the subset; the voxelwise LSTM
+    predicts the subset only."""
     sq = {n: 0.0 for n in PARAM_NAMES + ("OEF",)}
     count = 0
     for i, v in enumerate(vols):
         mask = v.mask if subsets is None else subsets[i]
         x, s1 = prepare_input(v.signal, v.chi, v.mask)
-        z = predict_normalised(net, arch, x, mask, device)
+        z = predict_normalised(net, arch, x, mask if is_voxelwise(arch) else v.mask, device)
         p = denormalise(z)[mask]
         truth = v.params[mask]
         p[:, 0] *= s1[mask]
