@@ -206,13 +206,24 @@ class ContextNet(nn.Module):
         """Separable zero-padded Gaussian blur of (B, C, D, H, W) along the three spatial axes."""
         if v.device.type == "cpu" and not v.requires_grad:
             # the features are fixed (no gradient): scipy's C correlate1d is the same zero-padded
-            # separable filter and ~5x faster on a CPU than torch's grouped conv3d
+            # separable filter; it releases the GIL, so the channels run in torch's number of threads
+            # (measured on a 79x100x88 brain box, all five sigmas: 1.3 s on 2 threads and 2.5 s on 1,
+            # against 1.9 s and 9.7 s for torch's grouped conv3d)
+            from concurrent.futures import ThreadPoolExecutor
+
             from scipy.ndimage import correlate1d
 
             a, k = v.numpy(), g.numpy()
-            for axis in (2, 3, 4):
-                a = correlate1d(a, k, axis=axis, mode="constant", cval=0.0)
-            return torch.from_numpy(a)
+
+            def one(c: np.ndarray) -> np.ndarray:
+                for axis in range(c.ndim):
+                    c = correlate1d(c, k, axis=axis, mode="constant", cval=0.0)
+                return c
+
+            chans = [a[b, c] for b in range(a.shape[0]) for c in range(a.shape[1])]
+            with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(chans)))) as pool:
+                out = list(pool.map(one, chans))
+            return torch.from_numpy(np.stack(out).reshape(a.shape))
         c = v.shape[1]
         k = g.numel()
         for axis in range(3):
@@ -273,8 +284,12 @@ def brain_summary(f: torch.Tensor, n_features: int) -> torch.Tensor:
     """
     lr = torch.log(f[..., 1:N_ECHOES].clamp(min=1e-3))
     q = f[..., N_ECHOES]
-    qs = torch.tensor(SUMMARY_QUANTILES, dtype=f.dtype, device=f.device)
-    parts = [lr.mean(-2), torch.quantile(lr, qs, dim=-2).movedim(0, -2).flatten(-2), torch.quantile(q, qs, dim=-1).movedim(0, -1)]
+    # quantiles by numpy's selection (linear interpolation, as torch.quantile, which sorts and refuses
+    # more than 2^24 elements): the statistics are fixed inputs, never differentiated
+    qs = np.asarray(SUMMARY_QUANTILES)
+    lq = torch.from_numpy(np.moveaxis(np.quantile(lr.detach().cpu().numpy(), qs, axis=-2), 0, -2).astype(np.float32)).to(f.device)
+    qq = torch.from_numpy(np.moveaxis(np.quantile(q.detach().cpu().numpy(), qs, axis=-1), 0, -1).astype(np.float32)).to(f.device)
+    parts = [lr.mean(-2), lq.flatten(-2).to(f.dtype), qq.to(f.dtype)]
     edges = (-math.inf,) + tuple(QSM_BINS) + (math.inf,)
     for lo, hi in zip(edges[:-1], edges[1:]):
         w = ((q >= lo) & (q < hi)).to(f.dtype)[..., None]

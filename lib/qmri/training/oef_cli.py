@@ -105,7 +105,7 @@ def _card_section(h: dict) -> str:
     sel = ""
     if "selection" in h:
         c = h["selection"]["candidates"]
-        sel = f"- **Selection**: `best.pt` = the {h['selection']['winner']} network (validation OEF RMSE: " + ", ".join(f"{k} {v['val_oef_rmse']:.2f}" for k, v in c.items()) + " %-points)\n"
+        sel = f"- **Selection**: `best.pt` = the {h['selection']['winner']} network (OEF RMSE on the same validation voxels: " + ", ".join(f"{k} {v['val_oef_rmse']:.2f}" for k, v in c.items()) + " %-points)\n"
     head = f"`{model}.pt` ({arch})"
     if "selection" in h:
         head = f"`best.pt`: shipped = the {h['selection']['winner']} network; candidate trained by this command: {arch}"
@@ -115,7 +115,7 @@ def _card_section(h: dict) -> str:
 - **Date**: {h.get('date')}; **device**: {dev}, {h.get('torch_threads')} thread(s); training took {h['seconds'] / 60:.1f} min
 - **Network{' (candidate)' if 'selection' in h else ''}**: {DESCRIPTION[arch]}; {h.get('parameters', 0) / 1e6:.2f} M parameters
 - **Optimisation**: {OPTIM[arch]}; {len(h['history'])} epochs run of {h['epochs_requested']} x {h['steps_per_epoch']} steps, batch {h['batch_size']}, seed {h['config'].get('seed')}
-- **Data**: {h['config'].get('data')}; Rician noise at echo-1 SNR U{tuple(SNR_RANGE)} and 0.005 ppm QSM noise drawn afresh per example; echo times {list(TE_MS)} ms
+- **Data**: {h['config'].get('data')}; Rician noise at echo-1 SNR U{tuple(SNR_RANGE)} and 0.005 ppm QSM noise, {'once per training volume' if arch == 'setcontext' else 'drawn afresh per example'}; echo times {list(TE_MS)} ms
 - **Best epoch{' (candidate)' if 'selection' in h else ''}**: {best.get('epoch')}: validation OEF RMSE {best.get('val_oef_rmse', float('nan')):.2f} %-points; RMSE {rm} (S0 a.u., R2 1/s, Y, v, chi_nb ppm)
 {sel}- Curve: `training_curve_{model}.png`; history: `training_history_{model}.json`
 """
