@@ -129,15 +129,17 @@ def write_model_card(out_dir: Path) -> Path:
         "Output: S0 (input units), R2 (1/s), Y, v (fractions), chi_nb (ppm) and OEF = 1 - Y/0.98 (%), inside the brain mask. "
         "Weights: checkpoints of `qmri.training.loop.save_checkpoint` (state_dict + JSON config with the echo times); load with `qmri.networks.oef_predict.load_oef_net`. "
         "Benchmark on held-out phantoms (seeds 5300..): `qmri bench oef`.\n",
-        "**Status (measured, read before use)**: retrained for 14-22 min each on one CPU thread on the physiological-Y phantom "
-        "(subject-level OEF sd ~5 %-points, within-subject sd ~3; since commit fb308c2). On the held-out benchmark at SNR 100 "
-        "(bench-results/bench_oef.md) every network's OEF RMSE (best 4.80, 3D CNN 4.69, LSTM 4.67 %-points) is only 8-11 % below "
-        "the classical fit's (5.22) and above a constant population-mean map's (3.91): the networks output nearly the training "
-        "population's mean OEF (GM / WM 37.4 / 37.5 % against true 39.5 / 41.1 %), i.e. the data inform Y too weakly at this SNR "
-        "for them to learn more. The best network (context) is clearly better than the others on S0, R2 and chi_nb. "
-        "`best.pt` was selected by the current rule (lowest validation OEF RMSE among the networks at or below the 3D CNN on every "
-        "parameter), applied with `select_best` to the candidate of the `--model best` run below after that run had used the "
-        "older rule (lowest OEF RMSE alone, which picked the LSTM: 3.05 against 3.10, with R2 RMSE 4.36 against 1.16 1/s).\n",
+        "**Status (measured, read before use)**: `best.pt` is the set-context network (2026-12-01): the context network's voxel "
+        "features plus a whole-brain code, a closed-form ridge regression (scikit-learn RidgeCV) from 138 brain statistics of the "
+        "log echo decay and the QSM to the subject-level parameters, fitted on 192 training volumes (12 anatomies x 16 parameter "
+        "draws); the head trains on out-of-fold codes. One voxel's data inform Y too weakly at SNR 100, so the earlier networks "
+        "(`cnn3d`, `lstm`, unchanged since 2026-11-22) output nearly the population-mean OEF; the code carries the subject's "
+        "oxygenation level, which all its voxels share (its brain-mean OEF error on held-out anatomies: 1.9 %-points, against a "
+        "between-subject sd of 4.8). On the held-out benchmark (bench-results/bench_oef.md, 4 subjects, SNR 100) the OEF RMSE is "
+        "3.90 %-points for best against 5.53 for the classical fit (29 % below; goal 30 %), 4.27 for the 3D CNN, 4.32 for the LSTM "
+        "and 4.30 for a constant population-mean map; every parameter's RMSE is at or below the 3D CNN's; the GM / WM mean OEF over "
+        "the four subjects is within 0.3 / 0.8 %-points of the truth, but single subjects' means are off by up to 3.8 (GM) and "
+        "2.6 (WM) %-points; 2.3 s per volume in the benchmark (2 CPU threads), 65x faster than the classical fit (goal 100x).\n",
     ]
     for model in MODELS:
         f = out_dir / f"training_history_{model}.json"

@@ -56,7 +56,6 @@ LOSS_WEIGHTS = {"context": (1.0, 1.0, 2.0, 1.0, 1.0), "setcontext": (1.0, 1.0, 2
 SET_VOLUMES = 8  # setcontext: volumes (subjects) per step; batch_size voxels are split among them
 
 
-
 def warmup_cosine_restarts_factor(step: int, warmup: int = WARMUP_STEPS, cycle: int = CYCLE_STEPS, cycle_mult: float = CYCLE_MULT, gamma: float = CYCLE_DECAY, min_ratio: float = MIN_LR_RATIO) -> float:
     """Learning-rate factor (of the base lr) at optimiser ``step`` (0-based) for the seed-000 schedule.
 
@@ -134,7 +133,7 @@ class OEFRecipe:
     def build(self) -> torch.nn.Module:
         net = build(self.arch)
         if self.arch == "setcontext":
-            self.code_alpha = self.fit_code(net)
+            self.fit_code(net)  # the penalty is kept in the network's code_alpha buffer
         return net
 
     def config(self) -> dict:
