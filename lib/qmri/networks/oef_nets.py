@@ -17,8 +17,9 @@ units.
   recurrent regression block, so torch's ``nn.LSTM`` layers are used directly.
 * :class:`ContextNet` and :class:`SetContextNet` ("best" candidates; the shipped best is the one
   ``qmri train oef --model best`` selects): a voxelwise MLP on fixed multi-scale, brain-masked
-  averages of the input, and the same with a learned whole-brain code (Deep Sets pooling over
-  every brain voxel) that carries the subject-level oxygenation one voxel cannot identify.
+  averages of the input, and the same with a whole-brain code (a ridge regression from fixed
+  statistics over every brain voxel) that carries the subject-level oxygenation one voxel cannot
+  identify.
 * :class:`BoundedUNet`: MONAI ``BasicUNet`` (instance norm, LeakyReLU) whose five outputs
   are squashed by a sigmoid into the QQ-NET physical bounds (S0 [0.8, 2.5], R2 [2, 190] 1/s,
   Y [0, 0.98], v [0, 0.08], chi_nb [-1, 1.6] ppm) and returned in normalised units; the physics
@@ -262,7 +263,7 @@ class ContextNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# Best candidate 3: context network + whole-brain summary (Deep Sets)
+# Best candidate 3: context network + whole-brain code (set statistics + ridge)
 # ------------------------------------------------------------------------------------------------
 GLOBAL_CODE = N_PARAMS + 4  # brain means of the 5 parameters + the mean Y in each of the 4 QSM bands
 
@@ -278,7 +279,7 @@ def brain_summary(f: torch.Tensor, n_features: int) -> torch.Tensor:
     their brain mean, their quantiles :data:`SUMMARY_QUANTILES`, the same quantiles of the QSM,
     the mean ``lr`` curve and the voxel fraction in each QSM band of :data:`QSM_BINS` (GM and WM
     differ in chi_nb, so the bands separate tissues without a segmentation), and the brain mean of
-    every feature. Measured on the phantoms (leave-one-anatomy-out ridge regression, 180 subject
+    every feature. Measured on the phantoms (leave-one-anatomy-out ridge regression, 192 subject
     draws): these predict a subject's brain-mean OEF to 1.9 %-points against a between-subject sd
     of 4.9, where the brain means of the features alone reach 3.4.
     """
