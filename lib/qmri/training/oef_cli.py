@@ -1,7 +1,7 @@
 """``qmri train oef --model cnn3d|lstm|best``: train an OEF network on phantoms, write weights + model card.
 
-``best`` trains the set-context network (multi-scale context features + a learned whole-brain
-summary, bounded outputs, physics-consistency term) on feature banks of many parameter draws and
+``best`` trains the set-context network (multi-scale context features + a whole-brain code
+fitted by ridge regression on brain statistics, bounded outputs, physics-consistency term) on feature banks of many parameter draws and
 then ships, as ``best.pt``, whichever of the available networks (it, ``cnn3d.pt``, ``lstm.pt``) has the
 lowest validation OEF RMSE among those at or below the 3D CNN's RMSE on every parameter; the choice and all candidates' numbers go into the model card.
 """

@@ -203,9 +203,6 @@ def _anatomy_banks(seed: int, draws: int, max_voxels: int, voxel_size_mm: float,
     if f is not None and f.exists():
         z = np.load(f)
         return [FeatureBank(z[f"f{d}"], z[f"y{d}"], z[f"x{d}"], str(z[f"name{d}"]), float(z[f"snr{d}"])) for d in range(draws)]
-    import torch
-
-    torch.set_num_threads(1)  # one process per anatomy
     rng = task_rng("oef-bank", seed)
     banks = [feature_bank(v, rng.uniform(*SNR_RANGE), rng, max_voxels) for v in phantom_volumes(seed, draws, voxel_size_mm, lesions="all")]
     if f is not None:
@@ -215,6 +212,13 @@ def _anatomy_banks(seed: int, draws: int, max_voxels: int, voxel_size_mm: float,
             arrays.update({f"f{d}": b.f, f"y{d}": b.y, f"x{d}": b.x, f"name{d}": np.array(b.name), f"snr{d}": np.array(b.snr)})
         np.savez(f, **arrays)
     return banks
+
+
+def _one_thread() -> None:
+    """Worker initialiser: one torch thread per anatomy process (the workers share the cores)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def phantom_feature_banks(seeds: Iterable[int], draws: int, max_voxels: int, voxel_size_mm: float = 2.0, workers: int = 1, cache_dir: str | Path | None = None) -> list[FeatureBank]:
@@ -232,7 +236,7 @@ def phantom_feature_banks(seeds: Iterable[int], draws: int, max_voxels: int, vox
     args = [(s, draws, max_voxels, voxel_size_mm, cache_dir) for s in seeds]
     out: list[FeatureBank] = []
     if workers > 1 and len(seeds) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(seeds))) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(seeds)), initializer=_one_thread) as pool:
             for i, banks in enumerate(pool.map(_anatomy_banks, *zip(*args))):
                 out += banks
                 log.info("feature banks: anatomy %d/%d (seed %d), %d volumes", i + 1, len(seeds), seeds[i], len(out))
