@@ -92,6 +92,59 @@ def test_context_network_features_are_brain_masked_averages():
     assert np.all(p >= PARAM_LOWER - 1e-4) and np.all(p <= PARAM_UPPER + 1e-4)
 
 
+def test_context_pyramid_matches_the_direct_blur_and_ignores_the_array_around_the_brain():
+    """The large scales (a Gaussian pyramid) agree with the direct 97-tap blur; the features depend
+    on the brain only, not on how much empty array surrounds it; the brain-voxel path equals them."""
+    with pytest.raises(ValueError, match="ascending"):
+        oef_nets.pyramid_plan((2.0, 1.0))
+    with pytest.raises(ValueError, match=">= 4 voxels"):
+        oef_nets.pyramid_plan((1.0, 2.0, 3.0), coarse_from=2.0)
+    # 2x2x2 means add a variance of 1/4 voxel^2; the coarse blur (in coarse voxels) makes up the rest
+    assert oef_nets.pyramid_plan((1.0, 2.0, 4.0, 8.0, 16.0)) == [("fine", 1.0), ("fine", 2.0), ("fine", 4.0), ("coarse", pytest.approx(63.75**0.5 / 2)), ("coarse", pytest.approx(255.75**0.5 / 2))]
+    g = np.mgrid[:40, :44, :36].astype(np.float32)
+    c = np.array([20, 22, 18], np.float32).reshape(3, 1, 1, 1)
+    mask = (((g - c) / np.array([15, 17, 13], np.float32).reshape(3, 1, 1, 1)) ** 2).sum(0) < 1
+    rate = 0.1 + 0.05 * np.sin(g[0] / 6) * np.cos(g[1] / 9)  # a smooth decay-rate field
+    x = np.zeros((9,) + mask.shape, np.float32)
+    x[:8] = np.exp(-rate[None] * np.arange(8).reshape(8, 1, 1, 1)) * mask
+    x[8] = np.sin(g[2] / 5) * mask
+    xt = torch.from_numpy(x)[None]
+    with torch.no_grad():
+        f_dir = oef_nets.ContextNet(coarse_from=1e9).features(xt)[0][:, mask]
+        net = oef_nets.ContextNet()
+        f = net.features(xt)[0]
+        fb = f[:, mask]
+        assert torch.allclose(fb[:39], f_dir[:39], atol=1e-6)  # the voxel and sigma 1, 2, 4: direct blurs, identical
+        err = (fb[39:] - f_dir[39:]).abs()
+        assert err.max() < 0.01 and err.mean() < 1e-3, (err.max(), err.mean())
+        # the tolerance separates scales: sigma 16 differs from sigma 32 mm far more than the pyramid from the direct blur
+        assert (f_dir[39:49] - f_dir[49:59]).abs().mean() > 5 * err.mean()
+        big = torch.nn.functional.pad(xt, (3, 6, 0, 5, 7, 1))  # the same brain inside a larger, shifted array
+        fbig = net.features(big)[0][:, 7:47, 0:44, 3:39]
+        assert torch.allclose(fbig, f, atol=1e-6)
+        assert torch.allclose(net.brain_features(xt, torch.from_numpy(mask)), fb.T, atol=1e-6)
+        part = mask.copy()
+        part[:20] = False  # a mask that is part of the brain: the same values at its voxels
+        assert torch.allclose(net.brain_features(xt, torch.from_numpy(part)), f[:, part].T, atol=1e-6)
+
+
+def test_context_checkpoints_keep_the_feature_grid_they_were_trained_on(tmp_path):
+    """Weights saved before the large scales moved to the coarse grid (no ``coarse_from`` in their
+    config) load with the direct blurs; new ones record the grid and load with the pyramid."""
+    from qmri.training.loop import save_checkpoint
+
+    te = [round(1000 * t, 3) for t in QQNET_TE_S]
+    old = oef_nets.SetContextNet(coarse_from=float("inf"))
+    save_checkpoint(tmp_path / "old.pt", old, {"arch": "setcontext", "arch_kwargs": {}, "echo_times_ms": te})
+    assert load_oef_net(tmp_path / "old.pt").net.plan == [("fine", s) for s in oef_nets.CONTEXT_SIGMAS]
+    rec = OEFRecipe("setcontext", [], [])
+    assert rec.config()["arch_kwargs"] == {"coarse_from": oef_nets.CONTEXT_COARSE_FROM}
+    save_checkpoint(tmp_path / "new.pt", oef_nets.SetContextNet(), {**rec.config(), "echo_times_ms": te})
+    assert [k for k, _ in load_oef_net(tmp_path / "new.pt").net.plan] == ["fine", "fine", "fine", "coarse", "coarse"]
+    with pytest.raises(RuntimeError, match="size mismatch"):  # the two grids' kernels are not interchangeable
+        oef_nets.SetContextNet().load_state_dict(old.state_dict())
+
+
 def test_set_context_network_pools_the_whole_brain_the_same_in_training_and_inference():
     """The whole-brain code is a mean over voxels (order-free); the volume path, the banked-voxel path
     of inference and the recipe's training path give the same parameters; outputs stay in bounds."""

@@ -15,7 +15,7 @@ import torch
 
 from ..physics.qq import PARAM_LOWER, PARAM_NAMES, PARAM_UPPER, oef_from_y
 from ..training.loop import load_checkpoint
-from .oef_nets import CHI_INPUT_SCALE, N_ECHOES, UNET_DIVISOR, build, denormalise, is_voxelwise, uses_context_features
+from .oef_nets import CHI_INPUT_SCALE, N_ECHOES, UNET_DIVISOR, build, checkpoint_arch_kwargs, denormalise, is_voxelwise, uses_context_features
 
 TE_TOLERANCE_MS = 0.05
 INPUT_CLIP = 3.0  # normalised echoes are clipped to [0, 3] (noise in dark voxels can exceed 1 a lot)
@@ -45,7 +45,7 @@ class OEFNet:
 def load_oef_net(path: str | Path, device: str = "cpu") -> OEFNet:
     """Load a checkpoint written by the OEF trainer (``qmri train oef``)."""
     state, cfg = load_checkpoint(path, device)
-    net = build(cfg["arch"], **cfg.get("arch_kwargs", {})).to(device)
+    net = build(cfg["arch"], **checkpoint_arch_kwargs(cfg)).to(device)
     net.load_state_dict(state)
     net.eval()
     return OEFNet(net, cfg)
@@ -62,9 +62,9 @@ def prepare_input(mag: np.ndarray, chi: np.ndarray, mask: np.ndarray) -> tuple[n
     s1 = mag[..., 0]
     ok = mask & (s1 > 0)
     x = np.zeros(mag.shape[:-1] + (N_ECHOES + 1,), dtype=np.float32)
-    x[..., :N_ECHOES] = np.where(ok[..., None], mag / np.where(ok, s1, 1.0)[..., None], 0.0)
-    np.clip(x[..., :N_ECHOES], 0.0, INPUT_CLIP, out=x[..., :N_ECHOES])
-    x[..., N_ECHOES] = np.where(ok, chi * CHI_INPUT_SCALE, 0.0)
+    v = mag[ok]  # (N, 8): only the brain voxels are computed
+    x[ok, :N_ECHOES] = np.clip(v / v[:, :1], 0.0, INPUT_CLIP)
+    x[ok, N_ECHOES] = np.asarray(chi)[ok] * CHI_INPUT_SCALE
     return x, s1
 
 
@@ -87,8 +87,8 @@ def predict_normalised(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.
         return out
     box = mask_bbox(mask)
     if uses_context_features(arch):  # fixed multi-scale features on the volume, then the MLP(s) on brain voxels only
-        f = net.features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x[box], -1, 0)))[None].to(device))[0]
-        f = f.movedim(0, -1)[torch.from_numpy(mask[box]).to(device)]
+        mb = torch.from_numpy(np.ascontiguousarray(mask[box])).to(device)
+        f = net.brain_features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x[box], -1, 0)))[None].to(device), mb)
         sub = np.zeros(mask[box].shape + (5,), np.float32)
         sub[mask[box]] = net.predict_brain(f, LSTM_CHUNK).cpu().numpy()
         out[box] = sub
@@ -113,10 +113,17 @@ def predict_oef(model: OEFNet, mag: np.ndarray, chi: np.ndarray, mask: np.ndarra
     each 0 outside the mask. Raises ValueError when ``te_ms`` differs from the training echo times.
     """
     model.check_echo_times(te_ms)
-    x, s1 = prepare_input(mag, chi, mask)
-    z = predict_normalised(model.net, model.arch, x, mask, device)
+    mask = np.asarray(mask, bool)
+    maps = {n: np.zeros(mask.shape, np.float32) for n in PARAM_NAMES + ("OEF",)}
+    if not mask.any():
+        return maps
+    box = mask_bbox(mask)  # every network sees only this box of the brain
+    mb = mask[box]
+    x, s1 = prepare_input(np.asarray(mag)[box], np.asarray(chi)[box], mb)
+    z = predict_normalised(model.net, model.arch, x, mb, device)[mb]
     p = np.clip(denormalise(z), PARAM_LOWER, PARAM_UPPER)  # physical bounds (the U-Net is bounded already)
-    maps = {n: np.where(mask, p[..., k], 0.0).astype(np.float32) for k, n in enumerate(PARAM_NAMES)}
-    maps["S0"] = np.where(mask, maps["S0"] * s1, 0.0).astype(np.float32)
-    maps["OEF"] = np.where(mask, 100.0 * oef_from_y(maps["Y"]), 0.0).astype(np.float32)
+    p[:, 0] *= s1[mb]  # S0 relative to echo 1 -> the input's units
+    for k, n in enumerate(PARAM_NAMES):
+        maps[n][box][mb] = p[:, k]
+    maps["OEF"][box][mb] = 100.0 * oef_from_y(p[:, 2])
     return maps

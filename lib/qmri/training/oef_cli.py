@@ -30,7 +30,7 @@ DESCRIPTION = {
     "cnn3d": "seed-000 3D CNN: 4 Conv3D (9 -> 16 -> 32 -> 64 -> 5, 3x3x3), LeakyReLU after the first three, no BN/dropout",
     "lstm": "seed-001 voxelwise LSTM: 9 inputs as 5 steps (sliding window of 5), LSTM 512-256-128-64 (last returns the final step), Dense 64-32-16 LeakyReLU(0.01), 5 outputs",
     "context": "multi-scale context network: the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2, 4, 8, 16, 32 mm (normalised convolution, fixed) + local brain fractions (59 features) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
-    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm + local brain fractions) + a 9-dim whole-brain code (ridge regression, fitted in closed form on the training subjects, from 138 brain statistics of the log echo decay and the QSM to the brain-mean S0, R2, Y, v, chi_nb and the mean Y in 4 QSM bands) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
+    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm, the 16 and 32 mm ones on a grid of 2x2x2 means, + local brain fractions) + a 9-dim whole-brain code (ridge regression, fitted in closed form on the training subjects, from 138 brain statistics of the log echo decay and the QSM to the brain-mean S0, R2, Y, v, chi_nb and the mean Y in 4 QSM bands) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
     "unet": "bounded 3D U-Net (MONAI BasicUNet, features 16-16-32-64-96-16, instance norm, LeakyReLU), sigmoid outputs inside the QQ-NET physical bounds, MSE + 0.1 x physics consistency (re-simulated echoes and QSM)",
 }
 OPTIM = {
@@ -89,9 +89,9 @@ def select_best(out_dir: Path, cand_path: Path, recipe: OEFRecipe) -> dict:
     winner = min(eligible, key=lambda n: scores[n]["val_oef_rmse"])
     src = cand_path if winner == ccfg["arch"] else out_dir / f"{winner}.pt"
     state, cfg = load_checkpoint(src)
-    from ..networks.oef_nets import build
+    from ..networks.oef_nets import build, checkpoint_arch_kwargs
 
-    net = build(cfg["arch"])
+    net = build(cfg["arch"], **checkpoint_arch_kwargs(cfg))
     net.load_state_dict(state)
     save_checkpoint(out_dir / "best.pt", net, {**cfg, "model": "best", "selected_from": winner, "candidates": scores, "selection_data": f"{len(recipe.val)} validation volumes ({', '.join(v.name for v in recipe.val)}), {int(sum(m.sum() for m in recipe.val_sel))} voxels"})
     cand_path.unlink()  # the candidate is shipped (if it won) as best.pt only

@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..networks.oef_nets import N_ECHOES, normalise_params
+from ..networks.oef_nets import FEATURES_VERSION, N_ECHOES, normalise_params
 from ..networks.oef_predict import mask_bbox, prepare_input
 from ..physics.qq import PARAM_NAMES, QQNET_TE_S, add_noise, qbold_magnitude, qq_susceptibility
 from ..physics.qq_phantom import draw_qq_parameters
@@ -179,8 +179,9 @@ class FeatureBank:
     summary: np.ndarray | None = None  # whole-brain statistics of the banked voxels, computed on first use
 
 
-def feature_bank(vol: OEFVolume, snr: float | None, rng: np.random.Generator, max_voxels: int | None = None) -> FeatureBank:
-    """Noise ``vol`` (if noiseless) at echo-1 SNR ``snr`` and bank its brain voxels' context features."""
+def feature_bank(vol: OEFVolume, snr: float | None, rng: np.random.Generator, max_voxels: int | None = None, feature_kwargs: dict | None = None) -> FeatureBank:
+    """Noise ``vol`` (if noiseless) at echo-1 SNR ``snr`` and bank its brain voxels' context features
+    (``feature_kwargs``: ``sigmas`` / ``coarse_from`` of the network they are for; default the current ones)."""
     import torch
 
     from ..networks.oef_nets import ContextNet
@@ -188,8 +189,7 @@ def feature_bank(vol: OEFVolume, snr: float | None, rng: np.random.Generator, ma
     sig, chi = noisy_patch(vol, (slice(None),) * 3, snr, rng)
     x, s1 = prepare_input(sig, chi, vol.mask)
     with torch.no_grad():
-        f = ContextNet().features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None])[0]
-    f = f.movedim(0, -1)[torch.from_numpy(vol.mask)].numpy()
+        f = ContextNet(**(feature_kwargs or {})).brain_features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None], torch.from_numpy(vol.mask)).numpy()
     y, xv = targets(vol.params, s1, vol.mask)[vol.mask], x[vol.mask]
     if max_voxels is not None and len(f) > max_voxels:
         keep = np.sort(rng.choice(len(f), size=max_voxels, replace=False))
@@ -199,7 +199,8 @@ def feature_bank(vol: OEFVolume, snr: float | None, rng: np.random.Generator, ma
 
 def _anatomy_banks(seed: int, draws: int, max_voxels: int, voxel_size_mm: float, cache_dir) -> list[FeatureBank]:
     """Banks of ``draws`` parameter draws on anatomy ``seed``, each noised at its own SNR ~ U(SNR_RANGE)."""
-    f = Path(cache_dir) / f"oefbank_{seed}_{draws}_{max_voxels}_{voxel_size_mm:g}mm.npz" if cache_dir else None
+    name = f"oefbank{FEATURES_VERSION}_{seed}_{draws}_{max_voxels}_{voxel_size_mm:g}mm.npz"  # the version: banks of older features are not reused
+    f = Path(cache_dir) / name if cache_dir else None
     if f is not None and f.exists():
         z = np.load(f)
         return [FeatureBank(z[f"f{d}"], z[f"y{d}"], z[f"x{d}"], str(z[f"name{d}"]), float(z[f"snr{d}"])) for d in range(draws)]

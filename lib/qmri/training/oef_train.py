@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..networks.oef_nets import CHI_INPUT_SCALE, N_ECHOES, build, denormalise, is_voxelwise
+from ..networks.oef_nets import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, N_ECHOES, build, checkpoint_arch_kwargs, denormalise, is_voxelwise
 from ..networks.oef_predict import prepare_input, predict_normalised
 from ..physics.qq import PARAM_NAMES, oef_from_y, qbold_magnitude, qq_susceptibility
 from .oef_data import SNR_RANGE, TE_MS, OEFVolume, sample_patch, sample_voxels
@@ -106,8 +106,10 @@ class OEFRecipe:
 
     metric = "val_oef_rmse"
 
-    def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0, banks: list | None = None):
+    def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0, banks: list | None = None, arch_kwargs: dict | None = None):
         self.arch = arch
+        # build() keywords, saved with the weights; context networks record their feature grid
+        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else ({"coarse_from": CONTEXT_COARSE_FROM} if arch in BANKED else {})
         self.name = f"oef-{model or arch}"
         self.model = model or arch
         self.train = train
@@ -131,7 +133,7 @@ class OEFRecipe:
 
     # -- loop interface --------------------------------------------------------------------------
     def build(self) -> torch.nn.Module:
-        net = build(self.arch)
+        net = build(self.arch, **self.arch_kwargs)
         if self.arch == "setcontext":
             self.fit_code(net)  # the penalty is kept in the network's code_alpha buffer
         return net
@@ -140,7 +142,7 @@ class OEFRecipe:
         return {
             "model": self.model,
             "arch": self.arch,
-            "arch_kwargs": {},
+            "arch_kwargs": dict(self.arch_kwargs),
             "echo_times_ms": list(TE_MS),
             "param_names": list(PARAM_NAMES),
             "input": "8 echo magnitudes / echo-1 magnitude (clipped to [0, 3]) + QSM (ppm) x 10, 0 outside the brain",
@@ -167,7 +169,7 @@ class OEFRecipe:
         else:
             todo = rng.choice(len(self.train), size=min(BANK_REFRESH, len(self.train)), replace=False)
         for j in todo:
-            self._bank[j] = feature_bank(self.train[j], rng.uniform(*SNR_RANGE), rng)
+            self._bank[j] = feature_bank(self.train[j], rng.uniform(*SNR_RANGE), rng, feature_kwargs={k: v for k, v in self.arch_kwargs.items() if k in ("sigmas", "coarse_from")})
 
     def batches(self, rng: np.random.Generator, steps: int, batch_size: int):
         if self.arch in BANKED:
@@ -309,9 +311,11 @@ def fit_from_studies(out_path, train_vols: list[OEFVolume], val_vols: list[OEFVo
     model = str(params.get("network", "best"))
     if model not in NETWORK_ARCH:
         raise ValueError(f"unknown OEF network '{model}'; choose from {', '.join(NETWORK_ARCH)}")
-    arch = load_checkpoint(init)[1]["arch"] if init else NETWORK_ARCH[model]
+    init_cfg = load_checkpoint(init)[1] if init else None
+    arch = init_cfg["arch"] if init_cfg else NETWORK_ARCH[model]
     patch = int(params.get("patch", 48)) if arch == "unet" else DEFAULTS[arch]["patch"]
-    recipe = OEFRecipe(arch, train_vols, val_vols, model=model, patch=patch, data_note="datastore studies " + ", ".join(v.name for v in train_vols))
+    kw = checkpoint_arch_kwargs(init_cfg) if init_cfg else None  # the fine-tuned weights' own features
+    recipe = OEFRecipe(arch, train_vols, val_vols, model=model, patch=patch, data_note="datastore studies " + ", ".join(v.name for v in train_vols), arch_kwargs=kw)
     batch = int(params.get("voxels", DEFAULTS[arch]["batch_size"])) if arch in VOXEL_BATCHED else int(params["batch_size"])
     res = train(recipe, out_path, epochs=int(params["max_epochs"]), steps_per_epoch=int(params["steps_per_epoch"]), batch_size=batch, lr=float(params["lr"]), init=init, device=params.get("device"), progress=False, world_size=int(params.get("world_size", 1)))
     res["metric"] = OEFRecipe.metric
