@@ -100,7 +100,7 @@ def test_context_pyramid_matches_the_direct_blur_and_ignores_the_array_around_th
     with pytest.raises(ValueError, match=">= 4 voxels"):
         oef_nets.pyramid_plan((1.0, 2.0, 3.0), coarse_from=2.0)
     # 2x2x2 means add a variance of 1/4 voxel^2; the coarse blur (in coarse voxels) makes up the rest
-    assert oef_nets.pyramid_plan((1.0, 2.0, 4.0, 8.0, 16.0)) == [("fine", 1.0), ("fine", 2.0), ("fine", 4.0), ("coarse", pytest.approx(63.75**0.5 / 2)), ("coarse", pytest.approx(255.75**0.5 / 2))]
+    assert oef_nets.pyramid_plan((1.0, 2.0, 4.0, 8.0, 16.0)) == [("fine", 1.0), ("fine", 2.0), ("coarse", pytest.approx(15.75**0.5 / 2)), ("coarse", pytest.approx(63.75**0.5 / 2)), ("coarse", pytest.approx(255.75**0.5 / 2))]
     g = np.mgrid[:40, :44, :36].astype(np.float32)
     c = np.array([20, 22, 18], np.float32).reshape(3, 1, 1, 1)
     mask = (((g - c) / np.array([15, 17, 13], np.float32).reshape(3, 1, 1, 1)) ** 2).sum(0) < 1
@@ -114,9 +114,9 @@ def test_context_pyramid_matches_the_direct_blur_and_ignores_the_array_around_th
         net = oef_nets.ContextNet()
         f = net.features(xt)[0]
         fb = f[:, mask]
-        assert torch.allclose(fb[:39], f_dir[:39], atol=1e-6)  # the voxel and sigma 1, 2, 4: direct blurs, identical
-        err = (fb[39:] - f_dir[39:]).abs()
-        assert err.max() < 0.01 and err.mean() < 1e-3, (err.max(), err.mean())
+        assert torch.allclose(fb[:29], f_dir[:29], atol=1e-6)  # the voxel and sigma 1, 2: direct blurs, identical
+        err = (fb[29:] - f_dir[29:]).abs()
+        assert err.max() < 0.02 and err.mean() < 1.5e-3, (err.max(), err.mean())
         # the tolerance separates scales: sigma 16 differs from sigma 32 mm far more than the pyramid from the direct blur
         assert (f_dir[39:49] - f_dir[49:59]).abs().mean() > 5 * err.mean()
         big = torch.nn.functional.pad(xt, (3, 6, 0, 5, 7, 1))  # the same brain inside a larger, shifted array
@@ -134,15 +134,15 @@ def test_context_checkpoints_keep_the_feature_grid_they_were_trained_on(tmp_path
     from qmri.training.loop import save_checkpoint
 
     te = [round(1000 * t, 3) for t in QQNET_TE_S]
-    old = oef_nets.SetContextNet(coarse_from=float("inf"))
+    old = oef_nets.SetContextNet(hidden=oef_nets.CONTEXT_HIDDEN, coarse_from=float("inf"))
     save_checkpoint(tmp_path / "old.pt", old, {"arch": "setcontext", "arch_kwargs": {}, "echo_times_ms": te})
     assert load_oef_net(tmp_path / "old.pt").net.plan == [("fine", s) for s in oef_nets.CONTEXT_SIGMAS]
     rec = OEFRecipe("setcontext", [], [])
-    assert rec.config()["arch_kwargs"] == {"coarse_from": oef_nets.CONTEXT_COARSE_FROM}
+    assert rec.config()["arch_kwargs"] == {"coarse_from": oef_nets.CONTEXT_COARSE_FROM, "hidden": list(oef_nets.CONTEXT_HIDDEN)}
     save_checkpoint(tmp_path / "new.pt", oef_nets.SetContextNet(), {**rec.config(), "echo_times_ms": te})
-    assert [k for k, _ in load_oef_net(tmp_path / "new.pt").net.plan] == ["fine", "fine", "fine", "coarse", "coarse"]
+    assert [k for k, _ in load_oef_net(tmp_path / "new.pt").net.plan] == ["fine", "fine", "coarse", "coarse", "coarse"]
     with pytest.raises(RuntimeError, match="size mismatch"):  # the two grids' kernels are not interchangeable
-        oef_nets.SetContextNet().load_state_dict(old.state_dict())
+        oef_nets.SetContextNet(hidden=oef_nets.CONTEXT_HIDDEN).load_state_dict(old.state_dict())
 
 
 def test_set_context_network_pools_the_whole_brain_the_same_in_training_and_inference():

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .loop import load_checkpoint, save_checkpoint, save_training_curve, train, training_command
+from ..networks.oef_nets import SUMMARY_VOXELS
 from ..physics.qq import PARAM_NAMES
 from .oef_data import SNR_RANGE, TE_MS, cached_phantom_volumes, phantom_feature_banks
 from .oef_train import CYCLE_STEPS, DEFAULTS, OEFRecipe
@@ -25,12 +26,12 @@ VAL_SEED0 = 41000
 DEFAULT_DIR = Path("apps/qmri/model/oefnet")
 MODELS = ("cnn3d", "lstm", "best")
 ARCH = {"cnn3d": "cnn3d", "lstm": "lstm", "best": "setcontext"}
-BANK_VOXELS = 40000  # setcontext: brain voxels banked per training volume
+BANK_VOXELS = SUMMARY_VOXELS  # setcontext: brain voxels banked per training volume (40000)
 DESCRIPTION = {
     "cnn3d": "seed-000 3D CNN: 4 Conv3D (9 -> 16 -> 32 -> 64 -> 5, 3x3x3), LeakyReLU after the first three, no BN/dropout",
     "lstm": "seed-001 voxelwise LSTM: 9 inputs as 5 steps (sliding window of 5), LSTM 512-256-128-64 (last returns the final step), Dense 64-32-16 LeakyReLU(0.01), 5 outputs",
     "context": "multi-scale context network: the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2, 4, 8, 16, 32 mm (normalised convolution, fixed) + local brain fractions (59 features) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
-    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm, the 16 and 32 mm ones on a grid of 2x2x2 means, + local brain fractions) + a 9-dim whole-brain code (ridge regression, fitted in closed form on the training subjects, from 138 brain statistics of the log echo decay and the QSM to the brain-mean S0, R2, Y, v, chi_nb and the mean Y in 4 QSM bands) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
+    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm, the 8, 16 and 32 mm ones on a grid of 2x2x2 means, + local brain fractions) + a 9-dim whole-brain code (ridge regression, fitted in closed form on the training subjects, from 138 brain statistics of the log echo decay and the QSM to the brain-mean S0, R2, Y, v, chi_nb and the mean Y in 4 QSM bands) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
     "unet": "bounded 3D U-Net (MONAI BasicUNet, features 16-16-32-64-96-16, instance norm, LeakyReLU), sigmoid outputs inside the QQ-NET physical bounds, MSE + 0.1 x physics consistency (re-simulated echoes and QSM)",
 }
 OPTIM = {
@@ -129,17 +130,19 @@ def write_model_card(out_dir: Path) -> Path:
         "Output: S0 (input units), R2 (1/s), Y, v (fractions), chi_nb (ppm) and OEF = 1 - Y/0.98 (%), inside the brain mask. "
         "Weights: checkpoints of `qmri.training.loop.save_checkpoint` (state_dict + JSON config with the echo times); load with `qmri.networks.oef_predict.load_oef_net`. "
         "Benchmark on held-out phantoms (seeds 5300..): `qmri bench oef`.\n",
-        "**Status (measured, read before use)**: `best.pt` is the set-context network (2026-12-01): the context network's voxel "
-        "features plus a whole-brain code, a closed-form ridge regression (scikit-learn RidgeCV) from 138 brain statistics of the "
-        "log echo decay and the QSM to the subject-level parameters, fitted on 192 training volumes (12 anatomies x 16 parameter "
-        "draws); the head trains on out-of-fold codes. One voxel's data inform Y too weakly at SNR 100, so the earlier networks "
-        "(`cnn3d`, `lstm`, unchanged since 2026-11-22) output nearly the population-mean OEF; the code carries the subject's "
-        "oxygenation level, which all its voxels share (its brain-mean OEF error on held-out anatomies: 1.9 %-points, against a "
-        "between-subject sd of 4.8). On the held-out benchmark (bench-results/bench_oef.md, 4 subjects, SNR 100) the OEF RMSE is "
-        "3.90 %-points for best against 5.53 for the classical fit (29 % below; goal 30 %), 4.27 for the 3D CNN, 4.32 for the LSTM "
-        "and 4.30 for a constant population-mean map; every parameter's RMSE is at or below the 3D CNN's; the GM / WM mean OEF over "
-        "the four subjects is within 0.3 / 0.8 %-points of the truth, but single subjects' means are off by up to 3.8 (GM) and "
-        "2.6 (WM) %-points; 2.3 s per volume in the benchmark (2 CPU threads), 65x faster than the classical fit (goal 100x).\n",
+        "**Status (measured, read before use)**: `best.pt` is the set-context network (retrained 2026-12-01): the context network's "
+        "voxel features (brain-masked Gaussian averages at 2-32 mm; the 8, 16 and 32 mm ones blurred on the grid of 2x2x2 means) "
+        "plus a whole-brain code, a closed-form ridge regression (scikit-learn RidgeCV) from 138 brain statistics of the log echo "
+        "decay and the QSM to the subject-level parameters, fitted on 384 training volumes (24 anatomies x 16 parameter draws; "
+        "building their feature banks took about 20 min on 2 CPU workers before the 6 min of training); the head trains on "
+        "out-of-fold codes. One voxel's data inform Y too weakly at SNR 100, so the earlier networks (`cnn3d`, `lstm`, unchanged "
+        "since 2026-11-22) output nearly the population-mean OEF; the code carries the subject's oxygenation level, which all its "
+        "voxels share. On the held-out benchmark (bench-results/bench_oef.md, 4 subjects, SNR 100) the OEF RMSE is 3.72 %-points "
+        "for best against 5.53 for the classical fit (33 % below; goal 30 %), 4.27 for the 3D CNN, 4.32 for the LSTM and 4.30 "
+        "for a constant population-mean map; every parameter's RMSE is at or below the 3D CNN's; the GM / WM mean OEF over the "
+        "four subjects is within 0.9 / 0.1 %-points of the truth, but single subjects' means are off by up to 3.9 (GM) and 2.0 "
+        "(WM) %-points; 1.30 s per volume in the benchmark (2 CPU threads) against 108 s for the classical fit: 83x faster "
+        "(goal 100x, not met).\n",
     ]
     for model in MODELS:
         f = out_dir / f"training_history_{model}.json"

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..networks.oef_nets import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, N_ECHOES, build, checkpoint_arch_kwargs, denormalise, is_voxelwise
+from ..networks.oef_nets import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, CONTEXT_HIDDEN, N_ECHOES, build, checkpoint_arch_kwargs, denormalise, is_voxelwise
 from ..networks.oef_predict import prepare_input, predict_normalised
 from ..physics.qq import PARAM_NAMES, oef_from_y, qbold_magnitude, qq_susceptibility
 from .oef_data import SNR_RANGE, TE_MS, OEFVolume, sample_patch, sample_voxels
@@ -109,7 +109,7 @@ class OEFRecipe:
     def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0, banks: list | None = None, arch_kwargs: dict | None = None):
         self.arch = arch
         # build() keywords, saved with the weights; context networks record their feature grid
-        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else ({"coarse_from": CONTEXT_COARSE_FROM} if arch in BANKED else {})
+        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else ({"coarse_from": CONTEXT_COARSE_FROM, "hidden": list(CONTEXT_HIDDEN)} if arch in BANKED else {})
         self.name = f"oef-{model or arch}"
         self.model = model or arch
         self.train = train
