@@ -308,14 +308,8 @@ class ContextNet(nn.Module):
         """(B, 9, D, H, W) normalised input -> (B, 9 x (1 + S) + S, D, H, W) features for S sigmas (0 outside the brain)."""
         out = x.new_zeros((x.shape[0], self.n_features) + tuple(x.shape[2:]))
         for i in range(x.shape[0]):
-            box = (slice(None),) + self.feature_box(x[i, 0] > 0)  # normalised echo 1 is 1 inside the brain, 0 outside
-            xb = x[i : i + 1][(slice(None),) + box]
-            m = (xb[:, :1] > 0).to(x.dtype)
-            feats = [xb * m]
-            for b in self._masked_blurs(xb, m):
-                den = b[:, -1:]
-                feats += [torch.cat([den, b[:, :-1]], 1) / den.clamp(min=1e-3) * m, den * m]
-            out[i][box] = torch.cat(feats, 1)[0]
+            brain = x[i, 0] > 0  # normalised echo 1 is 1 inside the brain, 0 outside
+            out[i][:, brain] = self.brain_features(x[i : i + 1], brain).T
         return out
 
     def _masked_blurs(self, xb: torch.Tensor, m: torch.Tensor) -> list[torch.Tensor]:
