@@ -128,6 +128,37 @@ def test_context_pyramid_matches_the_direct_blur_and_ignores_the_array_around_th
         assert torch.allclose(net.brain_features(xt, torch.from_numpy(part)), f[:, part].T, atol=1e-6)
 
 
+def test_context_blurs_equal_zero_padded_gaussians_and_the_pooled_pyramid():
+    """The per-axis matrices reproduce, on an odd-sized array, the operations the features are
+    defined by: scipy's zero-padded separable correlation (fine scales) and, for coarse ones, 2x2x2
+    means, that correlation on the coarse grid and trilinear interpolation back (torch's)."""
+    from scipy.ndimage import correlate1d
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(3, 23, 18, 21)).astype(np.float32)
+    net = oef_nets.ContextNet()
+    with torch.no_grad():
+        got = net.blurred(torch.from_numpy(v)[None])
+    for i, ((kind, _), b) in enumerate(zip(net.plan, got)):
+        k = getattr(net, f"g{i}").numpy().astype(np.float64)
+        if kind == "fine":
+            ref = v.astype(np.float64)
+        else:
+            padded = np.pad(v, [(0, 0)] + [(0, n % 2) for n in v.shape[1:]]).astype(np.float64)
+            c, d, h, w = padded.shape
+            ref = padded.reshape(c, d // 2, 2, h // 2, 2, w // 2, 2).mean((2, 4, 6))
+        for axis in (1, 2, 3):
+            ref = correlate1d(ref, k, axis=axis, mode="constant", cval=0.0)
+        if kind == "coarse":
+            up = torch.nn.functional.interpolate(torch.from_numpy(ref)[None], scale_factor=2, mode="trilinear", align_corners=False)[0]
+            ref = up[:, : v.shape[1], : v.shape[2], : v.shape[3]].numpy()
+        assert b.shape == (1,) + v.shape
+        np.testing.assert_allclose(b[0].numpy(), ref, atol=2e-6)
+    assert not np.allclose(got[2][0].numpy(), got[3][0].numpy(), atol=1e-2)  # the scales differ
+    with pytest.raises(ValueError, match="unknown scale kind"):
+        oef_nets.axis_operator(9, "medium", net.g0)
+
+
 def test_context_checkpoints_keep_the_feature_grid_they_were_trained_on(tmp_path):
     """Weights saved before the large scales moved to the coarse grid (no ``coarse_from`` in their
     config) load with the direct blurs; new ones record the grid and load with the pyramid."""

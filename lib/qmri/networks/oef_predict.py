@@ -77,22 +77,17 @@ def mask_bbox(mask: np.ndarray, margin: int = 2) -> tuple[slice, ...]:
 
 
 @torch.no_grad()
-def predict_normalised(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Network output (X, Y, Z, 5) in normalised units for a prepared input ``x`` (X, Y, Z, 9); 0 outside ``mask``."""
-    out = np.zeros(x.shape[:-1] + (5,), dtype=np.float32)
+def predict_voxels(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Network output (N, 5) in normalised units at the N ``mask`` voxels (C order) of a prepared input ``x`` (X, Y, Z, 9)."""
     if is_voxelwise(arch):
         v = x[mask]
         res = [net(torch.from_numpy(v[i : i + LSTM_CHUNK]).to(device)).cpu().numpy() for i in range(0, len(v), LSTM_CHUNK)]
-        out[mask] = np.concatenate(res) if res else np.zeros((0, 5), np.float32)
-        return out
+        return np.concatenate(res) if res else np.zeros((0, 5), np.float32)
     box = mask_bbox(mask)
-    if uses_context_features(arch):  # fixed multi-scale features on the volume, then the MLP(s) on brain voxels only
-        mb = torch.from_numpy(np.ascontiguousarray(mask[box])).to(device)
-        f = net.brain_features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x[box], -1, 0)))[None].to(device), mb)
-        sub = np.zeros(mask[box].shape + (5,), np.float32)
-        sub[mask[box]] = net.predict_brain(f, LSTM_CHUNK).cpu().numpy()
-        out[box] = sub
-        return out
+    mb = mask[box]
+    if uses_context_features(arch):  # fixed multi-scale features of the brain box, then the MLP(s) on brain voxels only
+        f = net.brain_features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x[box], -1, 0)))[None].to(device), torch.from_numpy(np.ascontiguousarray(mb)).to(device))
+        return net.predict_brain(f).cpu().numpy()
     xb = np.moveaxis(x[box], -1, 0)
     shape = xb.shape[1:]
     div = UNET_DIVISOR if arch == "unet" else 1
@@ -100,9 +95,13 @@ def predict_normalised(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.
     target = [max(n + (-n) % div, 2 * div if div > 1 else n) for n in shape]
     xb = np.pad(xb, [(0, 0)] + [(0, t - n) for t, n in zip(target, shape)])
     y = net(torch.from_numpy(xb[None]).to(device))[0].cpu().numpy()
-    y = np.moveaxis(y[:, : shape[0], : shape[1], : shape[2]], 0, -1)
-    out[box] = y
-    out[~mask] = 0.0
+    return np.moveaxis(y[:, : shape[0], : shape[1], : shape[2]], 0, -1)[mb]
+
+
+def predict_normalised(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Network output (X, Y, Z, 5) in normalised units for a prepared input ``x`` (X, Y, Z, 9); 0 outside ``mask``."""
+    out = np.zeros(x.shape[:-1] + (5,), dtype=np.float32)
+    out[mask] = predict_voxels(net, arch, x, mask, device)
     return out
 
 
@@ -120,7 +119,7 @@ def predict_oef(model: OEFNet, mag: np.ndarray, chi: np.ndarray, mask: np.ndarra
     box = mask_bbox(mask)  # every network sees only this box of the brain
     mb = mask[box]
     x, s1 = prepare_input(np.asarray(mag)[box], np.asarray(chi)[box], mb)
-    z = predict_normalised(model.net, model.arch, x, mb, device)[mb]
+    z = predict_voxels(model.net, model.arch, x, mb, device)
     p = np.clip(denormalise(z), PARAM_LOWER, PARAM_UPPER)  # physical bounds (the U-Net is bounded already)
     p[:, 0] *= s1[mb]  # S0 relative to echo 1 -> the input's units
     for k, n in enumerate(PARAM_NAMES):
