@@ -106,6 +106,37 @@ def test_fwhm_conditioned_network_needs_and_uses_the_fwhm():
     np.testing.assert_array_equal(predict_pvc(net1, pet, fwhm_mm=5.0), predict_pvc(net1, pet))
 
 
+def test_multiplicative_residual_scales_the_input_and_survives_a_checkpoint(tmp_path):
+    """``residual="multiplicative"``: the output is the input times (1 + gain x U-Net), so it starts as
+    the identity, is 0 where the input is 0 and keeps the input's voxel-to-voxel noise in proportion;
+    the form is saved with the weights and restored by the loader (old checkpoints stay additive)."""
+    from qmri.networks.pvc_predict import load_pvcnet
+    from qmri.networks.pvcnet import pvcnet
+    from qmri.training.loop import save_checkpoint
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 16, 16, 16)
+    x[..., :4] = 0.0
+    mul, add = pvcnet((4, 8, 8, 16), residual="multiplicative").eval(), pvcnet((4, 8, 8, 16)).eval()
+    add.load_state_dict(mul.state_dict())  # the same parameters; only the composition differs
+    with torch.no_grad():
+        assert torch.equal(mul(x), x)  # gain 0: identity
+        mul.gain.fill_(0.5), add.gain.fill_(0.5)
+        u = 0.5 * mul.unet(x)
+        torch.testing.assert_close(mul(x), x * (1 + u))
+        torch.testing.assert_close(add(x), x + u)
+        assert torch.all(mul(x)[..., :4] == 0) and not torch.all(add(x)[..., :4] == 0)
+    with pytest.raises(ValueError, match="residual"):
+        pvcnet((4, 8, 8, 16), residual="gated")
+    save_checkpoint(tmp_path / "mul.pt", mul, {"channels": [4, 8, 8, 16], "strides": [2, 2, 2], "residual": "multiplicative"})
+    save_checkpoint(tmp_path / "old.pt", add, {"channels": [4, 8, 8, 16], "strides": [2, 2, 2]})
+    net, _ = load_pvcnet(tmp_path / "mul.pt")
+    old, _ = load_pvcnet(tmp_path / "old.pt")
+    assert net.residual == "multiplicative" and old.residual == "additive"
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), x * (1 + u))
+
+
 @pytest.mark.parametrize("network", ["pvcnet", "pvcnet_fwhm"])
 @pytest.mark.parametrize("study", ["sub-1000_pet", "sub-1001_pet"])
 def test_shipped_weights_beat_sharpen_filter(study, network):

@@ -14,7 +14,7 @@ from .pvcnet import DIVISOR, Scaling, fwhm_channel, pvcnet
 def load_pvcnet(path: str | Path, device="cpu"):
     """Load weights saved by :func:`qmri.training.pvc_train.train_pvc` -> (network in eval mode, config)."""
     state, cfg = load_checkpoint(path, device)
-    net = pvcnet(cfg["channels"], cfg["strides"], cfg.get("num_res_units", 2), cfg.get("norm", "instance"), cfg.get("in_channels", 1)).to(device)
+    net = pvcnet(cfg["channels"], cfg["strides"], cfg.get("num_res_units", 2), cfg.get("norm", "instance"), cfg.get("in_channels", 1), cfg.get("residual", "additive")).to(device)
     net.load_state_dict(state)
     net.eval()
     return net, cfg

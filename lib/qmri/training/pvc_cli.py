@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="give the network the sidecar's PSF FWHM as a second input channel")
     p.add_argument("--init", default=None, help="weights to fine-tune from (same architecture)")
+    p.add_argument("--residual", choices=("additive", "multiplicative"), default="additive", help="output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--resolution", type=float, default=2.0, help="phantom voxel size (mm)")
@@ -61,7 +62,7 @@ def train_pvc_command(args) -> dict:
     for k, v in vars(add_arguments(argparse.ArgumentParser()).parse_args([])).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
-    res = train_pvc(out, train, val, resolution_mm=args.resolution, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, patch=args.patch, lr=args.lr, target=args.target, condition_fwhm=args.condition_fwhm, init=args.init, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size, channels=(ch := tuple(int(c) for c in str(args.channels).split(","))), strides=(2,) * (len(ch) - 1), workers=args.workers)
+    res = train_pvc(out, train, val, resolution_mm=args.resolution, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, patch=args.patch, lr=args.lr, target=args.target, condition_fwhm=args.condition_fwhm, init=args.init, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size, channels=(ch := tuple(int(c) for c in str(args.channels).split(","))), strides=(2,) * (len(ch) - 1), workers=args.workers, residual=args.residual)
     save_training_curve(res["history"], out.parent / "training_curve.png")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]
@@ -74,7 +75,7 @@ def train_pvc_command(args) -> dict:
 
 - **Command**: `{command.strip()}`
 - **Date**: {datetime.date.today().isoformat()}
-- **Network**: MONAI UNet with residual units (num_res_units 2, instance norm), channels {cfg['channels']}, strides {cfg['strides']}, plus a global residual (output = input + g x U-Net, g a learned gain starting at 0); {n_params / 1e6:.2f} M parameters (seed 002's patch-based 3D ResUNet{', scaled for a CPU' if cfg['channels'][0] < 32 else ''})
+- **Network**: MONAI UNet with residual units (num_res_units 2, instance norm), channels {cfg['channels']}, strides {cfg['strides']}, plus a global {cfg.get('residual', 'additive')} residual (output = {'input x (1 + g x U-Net)' if cfg.get('residual') == 'multiplicative' else 'input + g x U-Net'}, g a learned gain starting at 0); {n_params / 1e6:.2f} M parameters (seed 002's patch-based 3D ResUNet{', scaled for a CPU' if cfg['channels'][0] < 32 else ''})
 - **Input / output**: PET only (no segmentation){', plus the PSF FWHM (mm) / 8 as a constant second channel' if cfg['fwhm_conditioned'] else ', no FWHM (one network must serve every scanner blur)'}, per-subject min-max scaled (minimum -> 0, 99th percentile -> 1, values above clipped); the output is mapped back with the same (min, p99), so it is in the input's units (SUV)
 - **Target**: {cfg['target']} ({'RBV-corrected PET with the true PSF and the phantom GM/WM/CSF/other probabilities' if cfg['target'] == 'rbv' else 'true phantom activity'})
 - **Data**: phantom heads from MNI152 (qmri.anatomy) at {cfg['voxel_size_mm']} mm, cropped to brain + 10 mm; each epoch every subject gets a new amyloid status (positive/negative), PSF FWHM uniform in 5-8 mm (one network for every scanner), 5 % Poisson-like noise; training seeds {train[0]}..{train[-1]} ({len(train)} subjects), validation seeds {val[0]}..{val[-1]} ({len(val)} subjects, FWHM 5, 6.5, 8 mm), never trained on; benchmark seeds 5400.. are disjoint from both

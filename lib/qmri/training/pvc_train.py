@@ -39,19 +39,21 @@ class PVCRecipe:
     name = "pvcnet"
     metric = "val_ratio"
 
-    def __init__(self, vols: Sequence[PVCVolume], vvols: Sequence[PVCVolume], patch: int = 64, channels=DEFAULT_CHANNELS, strides=DEFAULT_STRIDES, target: str = "rbv", condition_fwhm: bool = False):
+    def __init__(self, vols: Sequence[PVCVolume], vvols: Sequence[PVCVolume], patch: int = 64, channels=DEFAULT_CHANNELS, strides=DEFAULT_STRIDES, target: str = "rbv", condition_fwhm: bool = False, residual: str = "additive"):
         self.vols, self.vvols = list(vols), list(vvols)
+        self.residual = residual
         self.patch, self.channels, self.strides, self.target = patch, tuple(channels), tuple(strides), target
         self.in_channels = 2 if condition_fwhm else 1
         self.val_examples = validation_examples(self.vvols, target)
         self.loss_fn = torch.nn.MSELoss()
 
     def build(self) -> torch.nn.Module:
-        return pvcnet(self.channels, self.strides, in_channels=self.in_channels)
+        return pvcnet(self.channels, self.strides, in_channels=self.in_channels, residual=self.residual)
 
     def config(self) -> dict:
         return {
-            "architecture": "MONAI UNet, residual units, global residual with ReZero gain",
+            "architecture": f"MONAI UNet, residual units, global {self.residual} residual with ReZero gain",
+            "residual": self.residual,
             "channels": list(self.channels),
             "strides": list(self.strides),
             "num_res_units": 2,
@@ -108,13 +110,15 @@ def train_pvc(
     target: str = "rbv",
     condition_fwhm: bool = False,
     workers: int = 1,
+    residual: str = "additive",
     **options,
 ) -> dict:
     """Train and save the best weights to ``out_path``; returns :func:`qmri.training.loop.train`'s result.
 
     ``train``/``val``: phantom seeds or ready :class:`PVCVolume` s (e.g. from datastore studies).
     ``target``: ``"rbv"`` (default) or ``"activity"`` (true activity / ``labels/final``).
-    ``condition_fwhm``: give the network the PSF FWHM as a second channel. ``options`` go to
+    ``condition_fwhm``: give the network the PSF FWHM as a second channel. ``residual``: how the
+    U-Net's output meets the input (:class:`~qmri.networks.pvcnet.PVCNet`). ``options`` go to
     :func:`qmri.training.loop.train` (``init`` fine-tunes, ``max_minutes`` stops after the epoch
     that passes that wall time, ...); defaults: 20 epochs of 50 steps, batch 2, Adam lr 1e-3.
     """
@@ -122,7 +126,7 @@ def train_pvc(
     vols = _volumes(train, resolution_mm, workers, "training subjects", progress)
     vvols = _volumes(val, resolution_mm, workers, "validation subjects", progress)
     options = {"epochs": 20, "steps_per_epoch": 50, "batch_size": 2, "lr": 1e-3, **options}
-    return loop.train(PVCRecipe(vols, vvols, patch, channels, strides, target, condition_fwhm), out_path, **options)
+    return loop.train(PVCRecipe(vols, vvols, patch, channels, strides, target, condition_fwhm, residual), out_path, **options)
 
 
 def _volumes(items, resolution_mm: float, workers: int, desc: str, progress: bool) -> list[PVCVolume]:

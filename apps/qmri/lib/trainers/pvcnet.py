@@ -25,7 +25,7 @@ def _fit(out, train, val, init, p):
         from qmri.networks.pvc_predict import load_pvcnet
 
         _, cfg = load_pvcnet(init)
-        kwargs = {"channels": cfg["channels"], "strides": cfg["strides"], "condition_fwhm": cfg.get("in_channels", 1) == 2}
+        kwargs = {"channels": cfg["channels"], "strides": cfg["strides"], "condition_fwhm": cfg.get("in_channels", 1) == 2, "residual": cfg.get("residual", "additive")}
     else:
         kwargs = {"condition_fwhm": p["network"] == "pvcnet_fwhm"}
     return train_pvc(out, train, val, epochs=int(p["max_epochs"]), steps_per_epoch=int(p["steps_per_epoch"]), batch_size=int(p["batch_size"]), patch=int(p["patch"]), lr=float(p["lr"]), target=p["target"], init=init, device=p["device"], progress=False, world_size=p["world_size"], **kwargs)
