@@ -50,8 +50,8 @@ class PVCNet(nn.Module):
     while the input times the true field blurred by 0.5 voxel reaches 0.996 / 0.994. A network that
     outputs the input times a predicted field keeps the input's noise where the target has it and
     only has to learn the field. Not yet shown to help: fine-tuned from the shipped additive weights
-    for 9 CPU epochs (2026-12-02) it stayed behind them (apps/qmri/model/pvcnet/README.md); the
-    shipped networks are additive.
+    on the CPU (2026-12-02, two learning rates, 9 and 12 epochs) it stayed behind them
+    (apps/qmri/model/pvcnet/README.md); the shipped networks are additive.
     """
 
     def __init__(self, channels=DEFAULT_CHANNELS, strides=DEFAULT_STRIDES, num_res_units: int = 2, norm: str = "instance", in_channels: int = 1, residual: str = "additive"):
