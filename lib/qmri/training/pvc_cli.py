@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..networks.pvcnet import DEFAULT_CHANNELS
+from ..networks.pvcnet import DEFAULT_CHANNELS, RESIDUALS
 from .loop import training_command
 from .pvc_train import save_training_curve, train_pvc
 
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="give the network the sidecar's PSF FWHM as a second input channel")
     p.add_argument("--init", default=None, help="weights to fine-tune from (same architecture)")
-    p.add_argument("--residual", choices=("additive", "multiplicative"), default="additive", help="output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
+    p.add_argument("--residual", choices=RESIDUALS, default="additive", help="output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--resolution", type=float, default=2.0, help="phantom voxel size (mm)")
