@@ -1,9 +1,10 @@
 """Synthetic CT from T2w MR and synthetic T2w MR from CT.
 
 Methods: ``sccyclegan`` (the structure-constrained CycleGAN's generators, slice by slice over the
-axial slices, :mod:`qmri.networks.synth_predict`) when weights are configured, and
-``bulk_density`` (classical tissue classes with bulk values, :mod:`qmri.classical.bulk_density`),
-always selectable. Both keep the input's grid and affine.
+axial slices, :mod:`qmri.networks.synth_predict`) when weights are configured, and the classical
+``bulk_density`` (tissue classes with bulk values, :mod:`qmri.classical.bulk_density`), always
+selectable; for the synthetic CT also ``tissue_mixture`` (two-compartment mixtures read from the
+T2w intensity, :mod:`qmri.classical.tissue_mixture_ct`). All keep the input's grid and affine.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..classical.bulk_density import synthetic_ct_bulk_density, synthetic_mr_bulk
+from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
 from ..io.maps import QuantMap
 from ..networks.synth_predict import MR_RANGE, load_synthnet, synthetic_ct, synthetic_mr
 from ..networks.weights import ReloadingWeights
@@ -22,6 +24,8 @@ from .spec import TaskSpec, require_3d, voxel_size
 CT_RANGE = (-1024.0, 3000.0)
 NETWORK = "sccyclegan"
 CLASSICAL = ("bulk_density",)
+#: Classical methods of the synthetic CT only (MR -> CT).
+CLASSICAL_SCT = CLASSICAL + ("tissue_mixture",)
 
 
 def _check_ct(ct: np.ndarray) -> None:
@@ -52,10 +56,13 @@ def _model(net: ReloadingWeights | None, method: str, methods: tuple[str, ...]):
 
 def run_synthetic_ct(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
     t2w = require_3d(image, "the T2w MR")
-    model = _model(net, method, ((NETWORK,) if net else ()) + CLASSICAL)
+    model = _model(net, method, ((NETWORK,) if net else ()) + CLASSICAL_SCT)
     if model is not None:
         _check_mr(np.asarray(t2w, np.float32))
         sct = synthetic_ct(model, t2w)
+    elif method == "tissue_mixture":
+        _check_mr(np.asarray(t2w, np.float32))  # it reads the phantom's T2w units, as the network does
+        sct = synthetic_ct_tissue_mixture(t2w, voxel_size_mm=voxel_size(affine))
     else:
         sct = synthetic_ct_bulk_density(t2w, voxel_size_mm=voxel_size(affine))
     return [QuantMap("sCT", sct, "HU", (-160.0, 240.0), f"synthetic CT ({method}; brain window; bone window 300..1800 HU)")]
@@ -77,13 +84,14 @@ def synthesis_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSp
     """
     net = ReloadingWeights(weights, load_synthnet, "scCycleGAN") if weights else None
     methods = ((NETWORK,) if net else ()) + CLASSICAL
+    sct_methods = ((NETWORK,) if net else ()) + CLASSICAL_SCT
     sct = TaskSpec(
         name="synthetic_ct",
         description="Synthetic CT (HU) from a T2-weighted head MR",
         inputs={"image": f"3D T2-weighted MR of the whole head (a.u.; the network expects CSF ~580, range {MR_RANGE[0]:g}..{MR_RANGE[1]:g})"},
         outputs={"sCT": {"units": "HU", "display_range": [-160, 240]}},
-        methods=methods,
-        default_method=methods[0],
+        methods=sct_methods,
+        default_method=sct_methods[0],
         run=lambda image, affine, sidecar, method: run_synthetic_ct(image, affine, sidecar, method, net),
     )
     smr = TaskSpec(
