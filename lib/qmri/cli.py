@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=None, help="pvc: patch edge in voxels (default 64)")
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="pvc: RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="pvc: give the network the PSF FWHM as a second input channel")
-    p.add_argument("--init", default=None, help="pvc: weights to fine-tune from (same architecture)")
+    p.add_argument("--init", default=None, help="pvc, synth: weights to fine-tune from (same architecture)")
     p.add_argument("--residual", choices=("additive", "multiplicative"), default=None, help="pvc: output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
     p.add_argument("--channels", default=None, help="pvc: U-Net channels per level, comma-separated (default 16,32,64,128)")
     p.add_argument("--workers", type=int, default=None, help="pvc, oef best: processes generating the phantoms (default 1)")

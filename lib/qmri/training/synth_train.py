@@ -23,8 +23,11 @@ Pretraining and warm start (optional): unpaired CycleGANs start from an arbitrar
 a single CPU core, did not leave the identity basin (sCT looking like the MR) within the ~2000 steps
 that fit the time budget (measured: validation score flat or rising over 3-4 epochs with the
 seed's weights, pix 10, lr 5e-4, and a ramped warm start). Each training image can therefore come
-with the classical method's translation of itself (:func:`qmri.classical.bulk_density.
-synthetic_ct_bulk_density` for MR, :func:`~qmri.classical.bulk_density.synthetic_mr_bulk` for CT):
+with a classical method's translation of itself: for an MR the sCT of ``pseudo_sct``
+(:data:`PSEUDO_SCT`: ``tissue_mixture``, :func:`qmri.classical.tissue_mixture_ct.
+synthetic_ct_tissue_mixture`, the default, or ``bulk_density``, :func:`qmri.classical.bulk_density.
+synthetic_ct_bulk_density`), for a CT the bulk sMR (:func:`~qmri.classical.bulk_density.
+synthetic_mr_bulk`):
 
 * ``warm_only_steps`` (pretraining): the first steps train only the generators with
   ``|G(x) - bulk(x)| + |F(y) - bulk(y)|`` (Adam at ``warm_lr``, no discriminators), ~3x cheaper
@@ -54,6 +57,8 @@ from ..networks.synth_predict import HU_RANGE, MR_RANGE, synthetic_ct, synthetic
 from ..physics import synth_metrics as sm
 from .synth_data import SynthVolume, head_slices, random_crops
 
+#: Classical MR -> CT methods that can make the pretraining pseudo-targets of the training MRs.
+PSEUDO_SCT = ("tissue_mixture", "bulk_density")
 DEFAULT_WEIGHTS = {"adv": 1.0, "cyc": 10.0, "pix": 100.0, "idt": 0.5, "str": 10.0}
 #: ct_windows_hu: the CT -> MR generator also sees its input through a soft-tissue window (HU), see
 #: :class:`qmri.networks.synth_nets.ResnetGenerator`.
@@ -115,14 +120,17 @@ class SynthRecipe:
     name = "synthnet"
     metric = "val_score"
 
-    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3):
+    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture"):
+        if pseudo_sct not in PSEUDO_SCT:
+            raise ValueError(f"pseudo_sct must be one of {PSEUDO_SCT}, got {pseudo_sct!r}")
+        self.pseudo_sct = pseudo_sct
         mr_vols = [v for v in mr_vols if v.mr is not None]
         ct_vols = [v for v in ct_vols if v.ct is not None]
         self.warm_steps, self.warm_weight = int(warm_steps), float(warm_weight)
         self.warm_only_steps, self.warm_lr = int(warm_only_steps), float(warm_lr)
         if self.warm_steps > 0 or self.warm_only_steps > 0:
             # channel 0: the image; channel 1: the classical method's translation of it (pseudo-target)
-            self.mr_pool = np.concatenate([np.stack([head_slices(v.mr, v.head, "mr"), head_slices(_bulk_sct(v), v.head, "ct")], 1) for v in mr_vols])
+            self.mr_pool = np.concatenate([np.stack([head_slices(v.mr, v.head, "mr"), head_slices(_classical_sct(v, pseudo_sct), v.head, "ct")], 1) for v in mr_vols])
             self.ct_pool = np.concatenate([np.stack([head_slices(v.ct, v.head, "ct"), head_slices(_bulk_smr(v), v.head, "mr")], 1) for v in ct_vols])
         else:
             self.mr_pool = np.concatenate([head_slices(v.mr, v.head, "mr") for v in mr_vols])
@@ -149,6 +157,7 @@ class SynthRecipe:
             "mr_range": list(MR_RANGE), "crop": self.crop, "tile": self.crop, "n_mr_slices": int(len(self.mr_pool)),
             "n_ct_slices": int(len(self.ct_pool)), "lr_adam": self.lr, "betas": [0.5, 0.999], "image_pool": self.pool_size,
             "warm_steps": self.warm_steps, "warm_weight": self.warm_weight, "pretrain_steps": self.warm_only_steps, "pretrain_lr": self.warm_lr,
+            "pseudo_sct": self.pseudo_sct,
         }
 
     def batches(self, rng: np.random.Generator, steps: int, batch_size: int):
@@ -246,11 +255,16 @@ class SynthRecipe:
         return out
 
 
-def _bulk_sct(v: SynthVolume) -> np.ndarray:
-    """Bulk-density sCT (HU) of a training MR: the warm-start pseudo-target (no CT involved)."""
-    from ..classical.bulk_density import synthetic_ct_bulk_density
+def _classical_sct(v: SynthVolume, method: str) -> np.ndarray:
+    """Classical sCT (HU) of a training MR by ``method`` (:data:`PSEUDO_SCT`): the warm-start
+    pseudo-target (no CT involved)."""
+    if method == "bulk_density":
+        from ..classical.bulk_density import synthetic_ct_bulk_density
 
-    return synthetic_ct_bulk_density(v.mr)
+        return synthetic_ct_bulk_density(v.mr)
+    from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
+
+    return synthetic_ct_tissue_mixture(v.mr)
 
 
 def _bulk_smr(v: SynthVolume) -> np.ndarray:
@@ -271,12 +285,12 @@ def _central_block(v: SynthVolume, n: int | None) -> SynthVolume:
     return SynthVolume(v.mr[sl], v.ct[sl], v.head[sl], v.name, v.source)
 
 
-def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3) -> dict:
+def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture") -> dict:
     """Build the recipe and run :func:`qmri.training.loop.train`; returns its result dict.
 
     ``val_slices``: validate on that many contiguous central axial slices (None: whole volumes).
     """
     from .loop import train
 
-    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr)
+    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct)
     return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)
