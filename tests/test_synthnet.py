@@ -160,3 +160,41 @@ def test_recipe_losses_and_discriminator_pixel_weights():
     assert all(not torch.equal(a, b) for a, b in zip(before[:2], list(net.parameters())[:2]))  # generators moved
     m = r.validate(net, "cpu")
     assert set(m) >= {"val_score", "val_sct_mae_hu", "val_smr_ssim", "val_sct_bone_dice"}
+
+
+def test_backtranslation_noise_matches_the_acquisition_and_joins_the_pretraining_loss(held_out):
+    """The noise given to a translation is the modality's own, estimated from unpaired images:
+    the sample CT's 5 HU (sidecar) and the sample MR's Rician floor; the pretraining loss with
+    back-translation adds a positive term and still trains both generators."""
+    from qmri.training.synth_data import SynthVolume
+    from qmri.training.synth_train import SynthRecipe, _ct_noise_sd_hu, _mr_noise_sd, add_ct_noise, add_mr_noise
+
+    mr, ct, head = held_out
+    assert abs(_ct_noise_sd_hu([SynthVolume(None, ct, head)]) - 5.0) < 0.5
+    sd = _mr_noise_sd([SynthVolume(mr, None, head)])
+    assert 4.0 < sd < 9.0  # the simulator's sd is the WM signal (~180 a.u. with bias) / SNR 30 = ~6 a.u.
+    torch.manual_seed(0)
+    zero = torch.full((1, 1, 128, 128), -1.0)  # 0 a.u.: the magnitude has the Rician mean sd sqrt(pi/2)
+    got = (float(add_mr_noise(zero, 6.0).mean()) + 1.0) * 0.5 * (MR_RANGE[1] - MR_RANGE[0])
+    assert abs(got - 6.0 * np.sqrt(np.pi / 2)) < 0.2
+    flat = torch.zeros((1, 1, 128, 128))
+    noisy_hu = (add_ct_noise(flat, 5.0) - flat) * 0.5 * (HU_RANGE[1] - HU_RANGE[0])
+    assert abs(float(noisy_hu.std()) - 5.0) < 0.2
+
+    rng = np.random.default_rng(0)
+    vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
+    kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10)
+    plain, bt = SynthRecipe([vol], [vol], [vol], **kw), SynthRecipe([vol], [vol], [vol], bt=1.0, **kw)
+    assert bt.config()["backtranslation_weight"] == 1.0 and abs(bt.config()["bt_ct_noise_sd_hu"] - 5.0) < 0.5
+    batch = next(plain.batches(rng, 1, 2))
+    torch.manual_seed(0)
+    net = plain.build()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    loss_plain = plain.step(net, batch, "cpu")
+    net.load_state_dict(state)
+    before = [p.detach().clone() for p in net.generators()]
+    loss_bt = bt.step(net, batch, "cpu")
+    assert np.isfinite(loss_bt) and loss_bt > loss_plain + 0.05
+    moved = [not torch.equal(a, b) for a, b in zip(before, net.generators())]
+    n_mr2ct = len(list(net.g_mr2ct.parameters()))
+    assert any(moved[:n_mr2ct]) and any(moved[n_mr2ct:])

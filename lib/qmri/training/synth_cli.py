@@ -57,6 +57,8 @@ def add_missing_arguments(p: argparse.ArgumentParser) -> None:
         ("--pretrain-steps", dict(type=int, default=0, help="synth: first steps train only the generators, L1 to the bulk-density translations (no GAN)")),
         ("--pretrain-lr", dict(type=float, default=1e-3, help="synth: Adam learning rate of the pretraining steps")),
         ("--pseudo-sct", dict(default="tissue_mixture", choices=["tissue_mixture", "bulk_density"], help="synth: classical sCT of the training MRs used as pretraining / warm-start pseudo-target")),
+        ("--backtranslation", dict(type=float, default=0.0, help="synth: weight of the back-translation L1 in the pretraining steps (0: off)")),
+        ("--pseudo-weight", dict(type=float, default=1.0, help="synth: weight of the pseudo-target L1 in the pretraining steps")),
         ("--init", dict(default=None, help="synth: checkpoint to start from (same architecture)")),
         ("--cache-dir", dict(default=None, help="folder for cached phantom volumes (default ~/.cache/qmri)")),
     ]
@@ -84,7 +86,7 @@ def train_synth_command(args) -> dict:
     for v in ct_vols:
         v.mr = None
     prep_s = time.time() - t0
-    res = train_synth(out, mr_vols, ct_vols, val_vols, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=lr, crop=args.crop, weights=weights, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size, val_slices=args.val_slices or None, warm_steps=args.warm_steps, warm_weight=args.warm_weight, pretrain_steps=args.pretrain_steps, pretrain_lr=args.pretrain_lr, pseudo_sct=args.pseudo_sct, init=args.init)
+    res = train_synth(out, mr_vols, ct_vols, val_vols, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=lr, crop=args.crop, weights=weights, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size, val_slices=args.val_slices or None, warm_steps=args.warm_steps, warm_weight=args.warm_weight, pretrain_steps=args.pretrain_steps, pretrain_lr=args.pretrain_lr, pseudo_sct=args.pseudo_sct, init=args.init, bt=args.backtranslation, pseudo=args.pseudo_weight)
     save_training_curve(res["history"], out.parent / "training_curve.png", "scCycleGAN (MR <-> CT)", "val_sct_mae_hu", "validation sCT MAE (HU)", "generator loss")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]
@@ -97,6 +99,13 @@ def train_synth_command(args) -> dict:
     net = cfg["net"]
     command = training_command("synth")
     w = cfg["loss_weights"]
+    bt_text = ""
+    if cfg.get("backtranslation_weight"):
+        bt_text = (
+            f"; pseudo-target weight {cfg['pseudo_weight']:g}, plus back-translation x {cfg['backtranslation_weight']:g} (each generator learns to invert "
+            f"the other's detached translation of a real image, with Rician MR noise sd {cfg['bt_mr_noise_sd']:.2f} a.u. and CT noise sd "
+            f"{cfg['bt_ct_noise_sd_hu']:.2f} HU estimated from the training images' backgrounds)"
+        )
     card = f"""# scCycleGAN: synthetic CT from T2w MR and synthetic T2w MR from CT (`{out.name}`)
 
 - **Command**: `{command.strip()}`
@@ -105,7 +114,7 @@ def train_synth_command(args) -> dict:
 - **Intensities**: CT [-1024, 3000] HU and T2w MR [0, 800] a.u. (units of qmri.physics.ct_mr.t2w_mr: 1000 a.u. per unit PD, TR/TE 4000/90 ms; CSF ~580 a.u.) mapped linearly to [-1, 1]; outputs map back with the same fixed ranges.
 - **Data (unpaired)**: 2D axial slices (head >= 5 % of the slice) of phantom heads (qmri.anatomy, MNI152-based) at {args.resolution:g} mm: MR from seeds {mr_seeds[0]}..{mr_seeds[-1]} ({cfg['n_mr_slices']} slices), CT from the different subjects {ct_seeds[0]}..{ct_seeds[-1]} ({cfg['n_ct_slices']} slices); random {cfg['crop']}x{cfg['crop']} crops, left-right flips. Validation: co-registered MR + CT of seeds {val_seeds[0]}..{val_seeds[-1]} (pairing used only for scoring; {args.val_slices or 'all'} central axial slices per subject). Benchmark seeds 5600.. are disjoint.
 - **Losses**: LSGAN adversarial x {w['adv']:g}, cycle L1 x {w['cyc']:g}, the seed's discriminator-weighted pixel L1 (on the cycle reconstructions, unpaired) x {w['pix']:g}, identity L1 x {w['idt']:g}, spatially-correlative structural loss (fixed NCC-patch features, qmri.networks.sc_loss) x {w['str']:g} ({'the seed' + "'" + 's adv/pix/str weights' if (w['adv'], w['pix'], w['str']) == (1.0, 100.0, 10.0) else 'adv/pix/str differ from the seed' + "'" + 's 1/100/10, see the measured comparison below'}).
-- **Pretraining**: {'none' if not cfg.get('pretrain_steps') else f"the first {cfg['pretrain_steps']} steps train only the generators, L1 to the classical sCT of each training MR ({PSEUDO_NAMES[cfg.get('pseudo_sct', 'bulk_density')]}) and the bulk sMR of each training CT (qmri.classical.bulk_density.synthetic_mr_bulk; no ground truth, training stays unpaired), Adam lr {cfg['pretrain_lr']:g}; then the scCycleGAN losses"}
+- **Pretraining**: {'none' if not cfg.get('pretrain_steps') else f"the first {cfg['pretrain_steps']} steps train only the generators, L1 to the classical sCT of each training MR ({PSEUDO_NAMES[cfg.get('pseudo_sct', 'bulk_density')]}) and the bulk sMR of each training CT (qmri.classical.bulk_density.synthetic_mr_bulk; no ground truth, training stays unpaired), Adam lr {cfg['pretrain_lr']:g}{bt_text}; then the scCycleGAN losses"}
 - **Warm start**: {'none' if not cfg.get('warm_steps') else f"for the first {cfg['warm_steps']} steps an extra L1 pulls G(MR) towards the bulk-density sCT of the same training MR and F(CT) towards the bulk sMR of the same training CT (qmri.classical.bulk_density; no ground truth involved, training stays unpaired), weight {cfg['warm_weight']:g} ramped linearly to 0; afterwards pure scCycleGAN losses"}
 - **Initial weights**: {f"`{args.init}` (fine-tuned)" if args.init else "random (seed below)"}
 - **Training**: {len(res['history'])} epochs (of {args.epochs} planned) x {args.steps} steps, batch {args.batch} MR + {args.batch} CT crops, Adam lr {lr:g} (beta1 0.5) constant, image pool 50, seed {args.seed}

@@ -34,7 +34,18 @@ synthetic_mr_bulk`):
   per step than a GAN step; the scCycleGAN losses take over afterwards;
 * ``warm_steps``: the same L1 added to the GAN losses with weight ``warm_weight`` ramped to 0.
 
-No ground truth enters either: training stays unpaired.
+* ``backtranslation`` (weight ``bt``, pretraining steps only): each generator also learns to
+  invert the other one's translation of a real image, ``|G(F(y)~) - y| + |F(G(x)~) - x|`` with the
+  intermediate detached (no gradient flows into the generator that made it, so the two cannot
+  agree on a hidden code) and given the acquisition noise of the modality it imitates (``~``):
+  Rician noise of the MR noise sd estimated from the training MRs' background (mean magnitude /
+  sqrt(pi/2)), Gaussian noise of the CT noise sd estimated from the training CTs' air. Back-
+  translation (Sennrich et al., ACL 2016; Lample et al., ICLR 2018, for unpaired translation) gives
+  each generator *real* images of its output modality as targets (x and y themselves) instead of
+  a classical method's approximation of them; the pseudo-target L1 (weight ``pseudo``) keeps both
+  generators near a sensible mapping while they learn from each other.
+
+No ground truth enters any of these: training stays unpaired.
 
 Optimisers: Adam (beta1 0.5, beta2 0.999, CycleGAN) for the generators together and the
 discriminators together, created on the first ``step`` from ``self.lr``.
@@ -120,7 +131,7 @@ class SynthRecipe:
     name = "synthnet"
     metric = "val_score"
 
-    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture"):
+    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0):
         if pseudo_sct not in PSEUDO_SCT:
             raise ValueError(f"pseudo_sct must be one of {PSEUDO_SCT}, got {pseudo_sct!r}")
         self.pseudo_sct = pseudo_sct
@@ -128,6 +139,8 @@ class SynthRecipe:
         ct_vols = [v for v in ct_vols if v.ct is not None]
         self.warm_steps, self.warm_weight = int(warm_steps), float(warm_weight)
         self.warm_only_steps, self.warm_lr = int(warm_only_steps), float(warm_lr)
+        self.bt, self.pseudo = float(bt), float(pseudo)
+        self.mr_noise_sd, self.ct_noise_sd_hu = _mr_noise_sd(mr_vols), _ct_noise_sd_hu(ct_vols)
         if self.warm_steps > 0 or self.warm_only_steps > 0:
             # channel 0: the image; channel 1: the classical method's translation of it (pseudo-target)
             self.mr_pool = np.concatenate([np.stack([head_slices(v.mr, v.head, "mr"), head_slices(_classical_sct(v, pseudo_sct), v.head, "ct")], 1) for v in mr_vols])
@@ -157,7 +170,8 @@ class SynthRecipe:
             "mr_range": list(MR_RANGE), "crop": self.crop, "tile": self.crop, "n_mr_slices": int(len(self.mr_pool)),
             "n_ct_slices": int(len(self.ct_pool)), "lr_adam": self.lr, "betas": [0.5, 0.999], "image_pool": self.pool_size,
             "warm_steps": self.warm_steps, "warm_weight": self.warm_weight, "pretrain_steps": self.warm_only_steps, "pretrain_lr": self.warm_lr,
-            "pseudo_sct": self.pseudo_sct,
+            "pseudo_sct": self.pseudo_sct, "backtranslation_weight": self.bt, "pseudo_weight": self.pseudo,
+            "bt_mr_noise_sd": self.mr_noise_sd, "bt_ct_noise_sd_hu": self.ct_noise_sd_hu,
         }
 
     def batches(self, rng: np.random.Generator, steps: int, batch_size: int):
@@ -227,10 +241,16 @@ class SynthRecipe:
         return float(loss_g.detach())
 
     def _pretrain_step(self, net, st, x, y, batch, device) -> float:
-        """Pretraining step: only ``|G(x) - bulk(x)| + |F(y) - bulk(y)|`` (no discriminators), Adam at ``warm_lr``."""
+        """Pretraining step: ``pseudo (|G(x) - classical(x)| + |F(y) - classical(y)|)`` plus, when
+        ``bt > 0``, the back-translation L1 (module docstring); no discriminators, Adam at ``warm_lr``."""
         if "opt_warm" not in st:
             st["opt_warm"] = torch.optim.Adam(net.generators(), lr=self.warm_lr)
-        loss = F.l1_loss(net.g_mr2ct(x), torch.as_tensor(batch["mr_pseudo_ct"]).to(device)) + F.l1_loss(net.g_ct2mr(y), torch.as_tensor(batch["ct_pseudo_mr"]).to(device))
+        loss = self.pseudo * (F.l1_loss(net.g_mr2ct(x), torch.as_tensor(batch["mr_pseudo_ct"]).to(device)) + F.l1_loss(net.g_ct2mr(y), torch.as_tensor(batch["ct_pseudo_mr"]).to(device)))
+        if self.bt > 0:
+            with torch.no_grad():
+                mr_of_y = add_mr_noise(net.g_ct2mr(y), self.mr_noise_sd)
+                ct_of_x = add_ct_noise(net.g_mr2ct(x), self.ct_noise_sd_hu)
+            loss = loss + self.bt * (F.l1_loss(net.g_mr2ct(mr_of_y), y) + F.l1_loss(net.g_ct2mr(ct_of_x), x))
         st["opt_warm"].zero_grad()
         loss.backward()
         _allreduce_grads(net.generators())
@@ -253,6 +273,45 @@ class SynthRecipe:
         }
         out["val_score"] = out["val_sct_mae_hu"] / 60.0 + (1.0 - out["val_smr_ssim"]) / 0.10
         return out
+
+
+def _mr_noise_sd(vols: list[SynthVolume]) -> float:
+    """Noise sd (a.u.) of the Gaussian quadrature channels of the training MRs, from the mean
+    magnitude of their background (Rician at zero signal: mean = sd sqrt(pi/2)); median over
+    subjects, 0 when no MR has a background."""
+    sds = [float(v.mr[~v.head].mean()) / np.sqrt(np.pi / 2) for v in vols if v.mr is not None and (~v.head).sum() >= 1000]
+    return float(np.median(sds)) if sds else 0.0
+
+
+def _ct_noise_sd_hu(vols: list[SynthVolume]) -> float:
+    """Noise sd (HU) of the training CTs: sd of the air outside the head (HU < -900), median over
+    subjects, 0 when no CT has enough air."""
+    sds = []
+    for v in vols:
+        if v.ct is None:
+            continue
+        air = v.ct[~v.head & (v.ct < -900)]
+        if air.size >= 1000:
+            sds.append(float(air.std()))
+    return float(np.median(sds)) if sds else 0.0
+
+
+def add_mr_noise(u: torch.Tensor, sd: float) -> torch.Tensor:
+    """Rician magnitude noise of sd ``sd`` (a.u.) on an MR in network units (result in network units)."""
+    if sd <= 0:
+        return u
+    lo, hi = MR_RANGE
+    s = lo + (u + 1.0) * 0.5 * (hi - lo)
+    s = torch.sqrt((s + sd * torch.randn_like(s)) ** 2 + (sd * torch.randn_like(s)) ** 2)
+    return (2.0 * (s - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
+
+
+def add_ct_noise(u: torch.Tensor, sd_hu: float) -> torch.Tensor:
+    """White Gaussian noise of sd ``sd_hu`` (HU) on a CT in network units (result in network units)."""
+    if sd_hu <= 0:
+        return u
+    lo, hi = HU_RANGE
+    return (u + sd_hu * 2.0 / (hi - lo) * torch.randn_like(u)).clamp(-1.0, 1.0)
 
 
 def _classical_sct(v: SynthVolume, method: str) -> np.ndarray:
@@ -285,12 +344,12 @@ def _central_block(v: SynthVolume, n: int | None) -> SynthVolume:
     return SynthVolume(v.mr[sl], v.ct[sl], v.head[sl], v.name, v.source)
 
 
-def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture") -> dict:
+def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0) -> dict:
     """Build the recipe and run :func:`qmri.training.loop.train`; returns its result dict.
 
     ``val_slices``: validate on that many contiguous central axial slices (None: whole volumes).
     """
     from .loop import train
 
-    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct)
+    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo)
     return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)
