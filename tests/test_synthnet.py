@@ -129,6 +129,10 @@ def test_trainer_over_rest_publishes_a_model_both_tasks_use(server, model_dir):
     stats = train_and_wait(url, "synthetic_ct", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "crop": 32})
     assert weights.stat().st_mtime_ns != stamp and (weights.parent / "synthnet_previous.pt").exists()
     assert stats["epochs"] == 1 and np.isfinite(stats["best"]["val_sct_mae_hu"])
+    from qmri.training.loop import load_checkpoint
+
+    cfg = load_checkpoint(weights)[1]  # the trainer's default recipe: generator-only steps with back-translation
+    assert cfg["backtranslation_weight"] == 1.0 and cfg["pretrain_steps"] == 2 and cfg["pseudo_sct"] == "tissue_mixture"
     for task, study in (("synthetic_ct", "sub-1000_t2w"), ("synthetic_mr", "sub-1000_ct")):
         status, after, meta = infer(url, task, study)
         assert status == 200 and meta["method"] == "sccyclegan"

@@ -112,6 +112,17 @@ def head_mask_from_mr(t2w: np.ndarray, threshold: float | None = None) -> np.nda
     return _fill_holes(_largest_component(mask))
 
 
+def mr_with_head(t2w, head_mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """(checked float32 T2w, bool head mask): ``head_mask`` checked, or :func:`head_mask_from_mr`."""
+    t2w = check_volume(t2w, "t2w")
+    if head_mask is None:
+        return t2w, head_mask_from_mr(t2w)
+    head = _check_mask(head_mask, t2w.shape, "head_mask")
+    if not head.any():
+        raise ValueError("head_mask is empty")
+    return t2w, head
+
+
 def mr_class_thresholds(t2w: np.ndarray, head_mask: np.ndarray) -> tuple[float, float]:
     """(bone threshold, CSF threshold) in the MR's units from the intensities inside the head.
 
@@ -151,13 +162,7 @@ def synthetic_ct_bulk_density(
     (distance transform with ``voxel_size_mm``); deeper dark voxels become soft tissue.
     ``return_classes=True`` returns ``(hu, classes)`` with :data:`CLASS_CODES`.
     """
-    t2w = check_volume(t2w, "t2w")
-    if head_mask is None:
-        head = head_mask_from_mr(t2w)
-    else:
-        head = _check_mask(head_mask, t2w.shape, "head_mask")
-        if not head.any():
-            raise ValueError("head_mask is empty")
+    t2w, head = mr_with_head(t2w, head_mask)
     hu_of = dict(BULK_HU)
     if bulk_hu is not None:
         unknown = set(bulk_hu) - set(BULK_HU)

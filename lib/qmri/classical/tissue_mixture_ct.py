@@ -48,7 +48,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..physics.ct_mr import TISSUE_PROPERTIES, tissue_t2w_intensity
-from .bulk_density import BULK_HU, _check_mask, check_volume, head_mask_from_mr, mr_class_thresholds
+from .bulk_density import BULK_HU, mr_class_thresholds, mr_with_head
 
 
 def _line(s: np.ndarray, s_a: float, s_b: float, hu_a: float, hu_b: float) -> np.ndarray:
@@ -94,13 +94,7 @@ def synthetic_ct_tissue_mixture(
     floor: the magnitude of a zero signal (a.u.; default :func:`noise_floor`); skull_smooth_vox:
     sd (voxels) of the normalised Gaussian averaging of the skull signal (0: none).
     """
-    s = check_volume(t2w, "t2w")
-    if head_mask is None:
-        head = head_mask_from_mr(s)
-    else:
-        head = _check_mask(head_mask, s.shape, "head_mask")
-        if not head.any():
-            raise ValueError("head_mask is empty")
+    s, head = mr_with_head(t2w, head_mask)
     tp = TISSUE_PROPERTIES
     sig = {k: tissue_t2w_intensity(k) for k in ("diploe", "wm", "cortical_gm", "csf", "skin_muscle", "fat")}
     t_bone, _ = mr_class_thresholds(s, head)
