@@ -63,7 +63,7 @@ class SyntheticCT(TaskConfig):
             "the last study validates against its labels/final truth. Publishes the checkpoint both synthesis tasks use. "
             "backtranslation > 0 (default): generator-only steps, pseudo-target L1 x pseudo_weight + back-translation; 0: adversarial scCycleGAN losses.",
             self.weights,
-            {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24, "backtranslation": 1.0, "pseudo_weight": 0.2},
+            {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24, "backtranslation": 1.0, "pseudo_weight": 0.05},
             _volumes,
             _fit,
             "validation score (sCT MAE / 60 HU + (1 - sMR SSIM) / 0.1)",
