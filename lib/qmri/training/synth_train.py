@@ -30,7 +30,7 @@ synthetic_ct_bulk_density`), for a CT the bulk sMR (:func:`~qmri.classical.bulk_
 synthetic_mr_bulk`):
 
 * ``warm_only_steps`` (pretraining): the first steps train only the generators with
-  ``|G(x) - bulk(x)| + |F(y) - bulk(y)|`` (Adam at ``warm_lr``, no discriminators), ~3x cheaper
+  ``|G(x) - classical(x)| + |F(y) - classical(y)|`` (Adam at ``warm_lr``, no discriminators), ~3x cheaper
   per step than a GAN step; the scCycleGAN losses take over afterwards;
 * ``warm_steps``: the same L1 added to the GAN losses with weight ``warm_weight`` ramped to 0.
 
