@@ -202,3 +202,37 @@ def test_backtranslation_noise_matches_the_acquisition_and_joins_the_pretraining
     moved = [not torch.equal(a, b) for a, b in zip(before, net.generators())]
     n_mr2ct = len(list(net.g_mr2ct.parameters()))
     assert any(moved[:n_mr2ct]) and any(moved[n_mr2ct:])
+
+
+def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translation(held_out):
+    """``bt_ssim`` adds w x (1 - SSIM) of F(noisy G(x)) against the real MR x, nothing else: with the
+    same weights and noise draw, the loss grows by exactly w times (1 - SSIM); negative weights are refused."""
+    from monai.losses import SSIMLoss
+
+    from qmri.training.synth_data import SynthVolume
+    from qmri.training.synth_train import SynthRecipe, add_ct_noise, add_mr_noise
+
+    mr, ct, head = held_out
+    vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
+    kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10, bt=1.0)
+    bt, bts = SynthRecipe([vol], [vol], [vol], **kw), SynthRecipe([vol], [vol], [vol], bt_ssim=0.5, **kw)
+    assert bts.config()["backtranslation_ssim_weight"] == 0.5 and bt.config()["backtranslation_ssim_weight"] == 0.0
+    batch = next(bt.batches(np.random.default_rng(0), 1, 2))
+    torch.manual_seed(0)
+    net = bt.build()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = torch.as_tensor(batch["mr"]), torch.as_tensor(batch["ct"])
+    with torch.no_grad():  # the step's noise draws, in its order: MR noise on F(y), then CT noise on G(x)
+        torch.manual_seed(1)
+        add_mr_noise(net.g_ct2mr(y), bt.mr_noise_sd)
+        ct_of_x = add_ct_noise(net.g_mr2ct(x), bt.ct_noise_sd_hu)
+        expected = float(SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(net.g_ct2mr(ct_of_x), x))
+    torch.manual_seed(1)
+    loss_bt = bt.step(net, batch, "cpu")
+    net.load_state_dict(state)
+    torch.manual_seed(1)
+    loss_ssim = bts.step(net, batch, "cpu")
+    assert 0.0 < expected < 2.0  # 1 - SSIM, SSIM in [-1, 1] (an untrained generator is near 0)
+    assert abs((loss_ssim - loss_bt) - 0.5 * expected) < 1e-4
+    with pytest.raises(ValueError, match="bt_ssim"):
+        SynthRecipe([vol], [vol], [vol], bt_ssim=-1.0, **kw)
