@@ -56,7 +56,8 @@ No ground truth enters any of these: training stays unpaired.
 Optimisers: Adam (beta1 0.5, beta2 0.999, CycleGAN) for the generators together and the
 discriminators together, created on the first ``step`` from ``self.lr``.
 
-Validation: the held-out co-registered subjects are translated slice by slice; metrics are the
+Validation: the held-out co-registered subjects are translated slice by slice as the server does
+(with left-right flip averaging, :func:`qmri.networks.synth_predict.translate_slices`); metrics are the
 sCT MAE (HU) inside the head, the sCT bone Dice (>= 300 HU) and the sMR SSIM (SynthRAD convention,
 :mod:`qmri.physics.synth_metrics`). The selection metric ``val_score`` = MAE / 60 HU +
 (1 - SSIM_sMR) / 0.10, each term 1 at the project's goal (60 HU, SSIM 0.90), lower is better.
