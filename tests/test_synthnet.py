@@ -237,6 +237,8 @@ def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translati
     assert abs((loss_ssim - loss_bt) - 0.5 * expected) < 1e-4
     with pytest.raises(ValueError, match="bt_ssim"):
         SynthRecipe([vol], [vol], [vol], bt_ssim=-1.0, **kw)
+    with pytest.raises(ValueError, match="needs bt > 0"):
+        SynthRecipe([vol], [vol], [vol], **{**kw, "bt": 0.0, "bt_ssim": 0.5})
 
 
 def test_flip_average_makes_the_translation_mirror_equivariant(held_out):

@@ -150,6 +150,8 @@ class SynthRecipe:
         self.bt, self.pseudo, self.bt_ssim = float(bt), float(pseudo), float(bt_ssim)
         if self.bt_ssim < 0 or self.bt < 0 or self.pseudo < 0:
             raise ValueError(f"loss weights must be >= 0, got bt={bt}, pseudo={pseudo}, bt_ssim={bt_ssim}")
+        if self.bt_ssim > 0 and self.bt == 0:
+            raise ValueError("bt_ssim is a term of the back-translation: it needs bt > 0")
         self._ssim_loss = SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7) if self.bt_ssim > 0 else None
         self.mr_noise_sd, self.ct_noise_sd_hu = _mr_noise_sd(mr_vols), _ct_noise_sd_hu(ct_vols)
         if self.warm_steps > 0 or self.warm_only_steps > 0:
