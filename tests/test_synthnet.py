@@ -241,6 +241,45 @@ def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translati
         SynthRecipe([vol], [vol], [vol], **{**kw, "bt": 0.0, "bt_ssim": 0.5})
 
 
+def test_backtranslation_ct_ssim_term_is_brain_window_ssim_of_the_mr_to_ct_translation(held_out):
+    """``bt_ct_ssim`` adds w x (1 - SSIM) of the 0-80 HU brain windows of G(noisy F(y)) and the real CT
+    y, nothing else; the window maps 0 / 40 / 80 HU to -1 / 0 / 1 and clamps outside."""
+    from monai.losses import SSIMLoss
+
+    from qmri.networks.synth_predict import to_unit
+    from qmri.training.synth_data import SynthVolume
+    from qmri.training.synth_train import SynthRecipe, add_ct_noise, add_mr_noise, brain_window
+
+    w = brain_window(torch.as_tensor(to_unit(np.array([-500.0, 0.0, 40.0, 80.0, 1500.0]), "ct")))
+    np.testing.assert_allclose(w.numpy(), [-1.0, -1.0, 0.0, 1.0, 1.0], atol=1e-5)
+    mr, ct, head = held_out
+    vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
+    kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10, bt=1.0)
+    bt, btc = SynthRecipe([vol], [vol], [vol], **kw), SynthRecipe([vol], [vol], [vol], bt_ct_ssim=0.7, **kw)
+    assert btc.config()["backtranslation_ct_ssim_weight"] == 0.7 and btc.config()["backtranslation_ct_ssim_window_hu"] == [0.0, 80.0]
+    batch = next(bt.batches(np.random.default_rng(0), 1, 2))
+    torch.manual_seed(0)
+    net = bt.build()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = torch.as_tensor(batch["mr"]), torch.as_tensor(batch["ct"])
+    with torch.no_grad():  # the step's noise draws, in its order: MR noise on F(y), then CT noise on G(x)
+        torch.manual_seed(1)
+        mr_of_y = add_mr_noise(net.g_ct2mr(y), bt.mr_noise_sd)
+        add_ct_noise(net.g_mr2ct(x), bt.ct_noise_sd_hu)
+        expected = float(SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(brain_window(net.g_mr2ct(mr_of_y)), brain_window(y)))
+    torch.manual_seed(1)
+    loss_bt = bt.step(net, batch, "cpu")
+    net.load_state_dict(state)
+    torch.manual_seed(1)
+    loss_ct = btc.step(net, batch, "cpu")
+    assert 0.0 < expected < 2.0
+    assert abs((loss_ct - loss_bt) - 0.7 * expected) < 1e-4
+    with pytest.raises(ValueError, match="bt_ct_ssim"):
+        SynthRecipe([vol], [vol], [vol], bt_ct_ssim=-1.0, **kw)
+    with pytest.raises(ValueError, match="bt_ct_ssim is a term of the back-translation"):
+        SynthRecipe([vol], [vol], [vol], **{**kw, "bt": 0.0, "bt_ct_ssim": 0.5})
+
+
 def test_flip_average_makes_the_translation_mirror_equivariant(held_out):
     """With left-right flip averaging a mirrored CT gives exactly the mirrored sMR (whole-slice
     inference, no tiling); without it the shipped generator is measurably not equivariant."""
