@@ -242,16 +242,20 @@ def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translati
 
 
 def test_backtranslation_ct_ssim_term_is_brain_window_ssim_of_the_mr_to_ct_translation(held_out):
-    """``bt_ct_ssim`` adds w x (1 - SSIM) of the 0-80 HU brain windows of G(noisy F(y)) and the real CT
-    y, nothing else; the window maps 0 / 40 / 80 HU to -1 / 0 / 1 and clamps outside."""
+    """``bt_ct_ssim`` adds w x (1 - SSIM) of the smoothed 0-80 HU brain windows of G(noisy F(y)) and the
+    real CT y, nothing else; the window maps 0 / 40 / 80 HU to -1 / 0 / 1 and clamps outside, and its
+    smoothing takes white noise down to ~0.28 of its sd."""
     from monai.losses import SSIMLoss
 
     from qmri.networks.synth_predict import to_unit
     from qmri.training.synth_data import SynthVolume
-    from qmri.training.synth_train import SynthRecipe, add_ct_noise, add_mr_noise, brain_window
+    from qmri.training.synth_train import BT_CT_SSIM_SMOOTH_VOX, SynthRecipe, add_ct_noise, add_mr_noise, brain_window
 
     w = brain_window(torch.as_tensor(to_unit(np.array([-500.0, 0.0, 40.0, 80.0, 1500.0]), "ct")))
     np.testing.assert_allclose(w.numpy(), [-1.0, -1.0, 0.0, 1.0, 1.0], atol=1e-5)
+    noise = torch.as_tensor(to_unit(40.0 + 5.0 * np.random.default_rng(0).standard_normal((1, 1, 96, 96)), "ct"))
+    raw, smooth = brain_window(noise)[..., 8:-8, 8:-8].std(), brain_window(noise, BT_CT_SSIM_SMOOTH_VOX)[..., 8:-8, 8:-8].std()
+    assert abs(float(raw) - 0.125) < 0.005 and 0.2 < float(smooth / raw) < 0.35
     mr, ct, head = held_out
     vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
     kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10, bt=1.0)
@@ -266,7 +270,8 @@ def test_backtranslation_ct_ssim_term_is_brain_window_ssim_of_the_mr_to_ct_trans
         torch.manual_seed(1)
         mr_of_y = add_mr_noise(net.g_ct2mr(y), bt.mr_noise_sd)
         add_ct_noise(net.g_mr2ct(x), bt.ct_noise_sd_hu)
-        expected = float(SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(brain_window(net.g_mr2ct(mr_of_y)), brain_window(y)))
+        sm = BT_CT_SSIM_SMOOTH_VOX
+        expected = float(SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(brain_window(net.g_mr2ct(mr_of_y), sm), brain_window(y, sm)))
     torch.manual_seed(1)
     loss_bt = bt.step(net, batch, "cpu")
     net.load_state_dict(state)

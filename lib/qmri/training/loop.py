@@ -162,7 +162,8 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
             metrics = recipe.validate(net, device)
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), **{k: float(v) for k, v in metrics.items()}, "lr": float(opt.param_groups[0]["lr"]) if opt else float(getattr(recipe, "lr", lr)), "seconds": round(time.time() - t0, 1)}
         history.append(rec)
-        msg = f"{recipe.name} epoch {epoch}/{epochs}: train loss {rec['train_loss']:.4g}, {metric} {rec[metric]:.4g} ({rec['seconds']:.0f} s)"
+        others = ", ".join(f"{k} {float(v):.4g}" for k, v in metrics.items() if k != metric)
+        msg = f"{recipe.name} epoch {epoch}/{epochs}: train loss {rec['train_loss']:.4g}, {metric} {rec[metric]:.4g}" + (f" [{others}]" if others else "") + f" ({rec['seconds']:.0f} s)"
         log.info(msg)
         if progress:
             tqdm.write(msg)

@@ -52,7 +52,8 @@ synthetic_mr_bulk`):
   SSIM term rewards local contrast and structure directly.
 * ``bt_ct_ssim`` (pretraining steps with ``bt > 0``): the mirror term on the MR -> CT side,
   ``bt_ct_ssim x (1 - SSIM(w(G(F(y)~)), w(y)))`` with ``w`` the brain window
-  :data:`BT_CT_SSIM_WINDOW_HU` (0-80 HU to [-1, 1], clamped). In the full [-1024, 3000] HU scaling
+  :data:`BT_CT_SSIM_WINDOW_HU` (0-80 HU to [-1, 1], clamped) followed by a Gaussian of
+  :data:`BT_CT_SSIM_SMOOTH_VOX` (MONAI GaussianFilter) so that the CT noise is not a target. In the full [-1024, 3000] HU scaling
   grey/white/CSF differ by < 1 % of the range, so L1 lets the MR -> CT generator flatten the brain
   (measured on the stage-7 weights: brain sd 5.3 HU against 7.8 HU in the real CT, correlation
   0.47); the CT -> MR generator then learns its back-translation from flat sCTs and over-reads the
@@ -77,6 +78,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import SSIMLoss
+from monai.networks.layers import GaussianFilter
 
 from ..networks.sc_loss import spatially_correlative_loss
 from ..networks.synth_nets import SynthCycleGAN, hu_window_to_unit, realness_map
@@ -92,6 +94,12 @@ DEFAULT_WEIGHTS = {"adv": 1.0, "cyc": 10.0, "pix": 100.0, "idt": 0.5, "str": 10.
 #: Brain window (HU) of the ``bt_ct_ssim`` term: CSF 15, WM 25, GM 40 HU span 3/8 of it, so the
 #: tissue contrast of a 7x7 SSIM window is well above SSIM's stabiliser (C2 = (0.03 x 2)^2).
 BT_CT_SSIM_WINDOW_HU = (0.0, 80.0)
+#: Gaussian sd (voxels) applied to both brain windows before that SSIM. The real CT's 5 HU noise is
+#: 0.125 window units, variance 4x C2: against the raw noisy target SSIM is maximised by a sCT whose
+#: variance matches signal + noise, i.e. exaggerated contrast (measured: the val score rose from 2.41
+#: to 3.06 in 10 epochs at weight 1). Smoothing by 1 voxel leaves 0.28 of the noise sd (variance
+#: 1/3 of C2) and keeps the GM/WM/CSF pattern.
+BT_CT_SSIM_SMOOTH_VOX = 1.0
 DEFAULT_NET = {"width": 16, "n_blocks": 6, "n_down": 2, "d_width": 16, "d_layers": 3, "ct_windows_hu": [[-150.0, 150.0]]}
 
 
@@ -197,6 +205,7 @@ class SynthRecipe:
             "warm_steps": self.warm_steps, "warm_weight": self.warm_weight, "pretrain_steps": self.warm_only_steps, "pretrain_lr": self.warm_lr,
             "pseudo_sct": self.pseudo_sct, "backtranslation_weight": self.bt, "pseudo_weight": self.pseudo, "backtranslation_ssim_weight": self.bt_ssim,
             "backtranslation_ct_ssim_weight": self.bt_ct_ssim, "backtranslation_ct_ssim_window_hu": list(BT_CT_SSIM_WINDOW_HU),
+            "backtranslation_ct_ssim_smooth_vox": BT_CT_SSIM_SMOOTH_VOX,
             "bt_mr_noise_sd": self.mr_noise_sd, "bt_ct_noise_sd_hu": self.ct_noise_sd_hu,
         }
 
@@ -281,7 +290,7 @@ class SynthRecipe:
             if self.bt_ssim > 0:
                 loss = loss + self.bt_ssim * self._ssim_loss(mr_of_ct, x)
             if self.bt_ct_ssim > 0:
-                loss = loss + self.bt_ct_ssim * self._ssim_loss(brain_window(ct_of_mr), brain_window(y))
+                loss = loss + self.bt_ct_ssim * self._ssim_loss(brain_window(ct_of_mr, BT_CT_SSIM_SMOOTH_VOX), brain_window(y, BT_CT_SSIM_SMOOTH_VOX))
         st["opt_warm"].zero_grad()
         loss.backward()
         _allreduce_grads(net.generators())
@@ -306,10 +315,12 @@ class SynthRecipe:
         return out
 
 
-def brain_window(u: torch.Tensor) -> torch.Tensor:
-    """A CT in network units seen through :data:`BT_CT_SSIM_WINDOW_HU`, mapped to [-1, 1] and clamped."""
+def brain_window(u: torch.Tensor, smooth_vox: float = 0.0) -> torch.Tensor:
+    """A CT in network units seen through :data:`BT_CT_SSIM_WINDOW_HU`, mapped to [-1, 1] and clamped,
+    then (``smooth_vox`` > 0) smoothed in-plane by a Gaussian of that sd (voxels)."""
     lo, hi = hu_window_to_unit(BT_CT_SSIM_WINDOW_HU)
-    return (2.0 * (u - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
+    w = (2.0 * (u - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
+    return GaussianFilter(2, smooth_vox).to(u.device)(w) if smooth_vox > 0 else w
 
 
 def _mr_noise_sd(vols: list[SynthVolume]) -> float:
