@@ -158,7 +158,7 @@ class SynthRecipe:
     name = "synthnet"
     metric = "val_score"
 
-    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_ct_ssim: float = 0.0):
+    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_ct_ssim: float = 0.0, bt_classical: float = 0.0):
         if pseudo_sct not in PSEUDO_SCT:
             raise ValueError(f"pseudo_sct must be one of {PSEUDO_SCT}, got {pseudo_sct!r}")
         self.pseudo_sct = pseudo_sct
@@ -167,9 +167,10 @@ class SynthRecipe:
         self.warm_steps, self.warm_weight = int(warm_steps), float(warm_weight)
         self.warm_only_steps, self.warm_lr = int(warm_only_steps), float(warm_lr)
         self.bt, self.pseudo, self.bt_ssim, self.bt_ct_ssim = float(bt), float(pseudo), float(bt_ssim), float(bt_ct_ssim)
-        if min(self.bt_ssim, self.bt_ct_ssim, self.bt, self.pseudo) < 0:
-            raise ValueError(f"loss weights must be >= 0, got bt={bt}, pseudo={pseudo}, bt_ssim={bt_ssim}, bt_ct_ssim={bt_ct_ssim}")
-        for name, w in (("bt_ssim", self.bt_ssim), ("bt_ct_ssim", self.bt_ct_ssim)):
+        self.bt_classical = float(bt_classical)
+        if min(self.bt_ssim, self.bt_ct_ssim, self.bt, self.pseudo, self.bt_classical) < 0:
+            raise ValueError(f"loss weights must be >= 0, got bt={bt}, pseudo={pseudo}, bt_ssim={bt_ssim}, bt_ct_ssim={bt_ct_ssim}, bt_classical={bt_classical}")
+        for name, w in (("bt_ssim", self.bt_ssim), ("bt_ct_ssim", self.bt_ct_ssim), ("bt_classical", self.bt_classical)):
             if w > 0 and self.bt == 0:
                 raise ValueError(f"{name} is a term of the back-translation: it needs bt > 0")
         self._ssim_loss = SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7) if self.bt_ssim > 0 or self.bt_ct_ssim > 0 else None
@@ -205,7 +206,7 @@ class SynthRecipe:
             "warm_steps": self.warm_steps, "warm_weight": self.warm_weight, "pretrain_steps": self.warm_only_steps, "pretrain_lr": self.warm_lr,
             "pseudo_sct": self.pseudo_sct, "backtranslation_weight": self.bt, "pseudo_weight": self.pseudo, "backtranslation_ssim_weight": self.bt_ssim,
             "backtranslation_ct_ssim_weight": self.bt_ct_ssim, "backtranslation_ct_ssim_window_hu": list(BT_CT_SSIM_WINDOW_HU),
-            "backtranslation_ct_ssim_smooth_vox": BT_CT_SSIM_SMOOTH_VOX,
+            "backtranslation_ct_ssim_smooth_vox": BT_CT_SSIM_SMOOTH_VOX, "backtranslation_classical_weight": self.bt_classical,
             "bt_mr_noise_sd": self.mr_noise_sd, "bt_ct_noise_sd_hu": self.ct_noise_sd_hu,
         }
 
@@ -289,6 +290,11 @@ class SynthRecipe:
             loss = loss + self.bt * (F.l1_loss(ct_of_mr, y) + F.l1_loss(mr_of_ct, x))
             if self.bt_ssim > 0:
                 loss = loss + self.bt_ssim * self._ssim_loss(mr_of_ct, x)
+            if self.bt_classical > 0:
+                mr_of_cls = net.g_ct2mr(add_ct_noise(torch.as_tensor(batch["mr_pseudo_ct"]).to(device), self.ct_noise_sd_hu))
+                loss = loss + self.bt_classical * F.l1_loss(mr_of_cls, x)
+                if self.bt_ssim > 0:
+                    loss = loss + self.bt_classical * self.bt_ssim * self._ssim_loss(mr_of_cls, x)
             if self.bt_ct_ssim > 0:
                 loss = loss + self.bt_ct_ssim * self._ssim_loss(brain_window(ct_of_mr, BT_CT_SSIM_SMOOTH_VOX), brain_window(y, BT_CT_SSIM_SMOOTH_VOX))
         st["opt_warm"].zero_grad()
@@ -392,12 +398,12 @@ def _central_block(v: SynthVolume, n: int | None) -> SynthVolume:
     return SynthVolume(v.mr[sl], v.ct[sl], v.head[sl], v.name, v.source)
 
 
-def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_ct_ssim: float = 0.0) -> dict:
+def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_ct_ssim: float = 0.0, bt_classical: float = 0.0) -> dict:
     """Build the recipe and run :func:`qmri.training.loop.train`; returns its result dict.
 
     ``val_slices``: validate on that many contiguous central axial slices (None: whole volumes).
     """
     from .loop import train
 
-    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim, bt_ct_ssim=bt_ct_ssim)
+    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim, bt_ct_ssim=bt_ct_ssim, bt_classical=bt_classical)
     return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)
