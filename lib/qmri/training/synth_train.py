@@ -50,15 +50,6 @@ synthetic_mr_bulk`):
   (sulcal CSF, 10-25 HU from brain against 5 HU of CT noise) with its blurred conditional median;
   the benchmark's SSIM punishes that blur (the MR truth blurred by 1 voxel scores 0.80), and the
   SSIM term rewards local contrast and structure directly.
-* ``bt_ct_ssim`` (pretraining steps with ``bt > 0``): the mirror term on the MR -> CT side,
-  ``bt_ct_ssim x (1 - SSIM(w(G(F(y)~)), w(y)))`` with ``w`` the brain window
-  :data:`BT_CT_SSIM_WINDOW_HU` (0-80 HU to [-1, 1], clamped) followed by a Gaussian of
-  :data:`BT_CT_SSIM_SMOOTH_VOX` (MONAI GaussianFilter) so that the CT noise is not a target. In the full [-1024, 3000] HU scaling
-  grey/white/CSF differ by < 1 % of the range, so L1 lets the MR -> CT generator flatten the brain
-  (measured on the stage-7 weights: brain sd 5.3 HU against 7.8 HU in the real CT, correlation
-  0.47); the CT -> MR generator then learns its back-translation from flat sCTs and over-reads the
-  real CT's stronger brain contrast and noise (its sMR SSIM was 0.892 from sCT + noise, 0.847 from
-  the real CT of the same validation subject).
 
 No ground truth enters any of these: training stays unpaired.
 
@@ -78,10 +69,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import SSIMLoss
-from monai.networks.layers import GaussianFilter
 
 from ..networks.sc_loss import spatially_correlative_loss
-from ..networks.synth_nets import SynthCycleGAN, hu_window_to_unit, realness_map
+from ..networks.synth_nets import SynthCycleGAN, realness_map
 from ..networks.synth_predict import HU_RANGE, MR_RANGE, synthetic_ct, synthetic_mr
 from ..physics import synth_metrics as sm
 from .synth_data import SynthVolume, head_slices, random_crops
@@ -91,15 +81,6 @@ PSEUDO_SCT = ("tissue_mixture", "bulk_density")
 DEFAULT_WEIGHTS = {"adv": 1.0, "cyc": 10.0, "pix": 100.0, "idt": 0.5, "str": 10.0}
 #: ct_windows_hu: the CT -> MR generator also sees its input through a soft-tissue window (HU), see
 #: :class:`qmri.networks.synth_nets.ResnetGenerator`.
-#: Brain window (HU) of the ``bt_ct_ssim`` term: CSF 15, WM 25, GM 40 HU span 3/8 of it, so the
-#: tissue contrast of a 7x7 SSIM window is well above SSIM's stabiliser (C2 = (0.03 x 2)^2).
-BT_CT_SSIM_WINDOW_HU = (0.0, 80.0)
-#: Gaussian sd (voxels) applied to both brain windows before that SSIM. The real CT's 5 HU noise is
-#: 0.125 window units, variance 4x C2: against the raw noisy target SSIM is maximised by a sCT whose
-#: variance matches signal + noise, i.e. exaggerated contrast (measured: the val score rose from 2.41
-#: to 3.06 in 10 epochs at weight 1). Smoothing by 1 voxel leaves 0.28 of the noise sd (variance
-#: 1/3 of C2) and keeps the GM/WM/CSF pattern.
-BT_CT_SSIM_SMOOTH_VOX = 1.0
 DEFAULT_NET = {"width": 16, "n_blocks": 6, "n_down": 2, "d_width": 16, "d_layers": 3, "ct_windows_hu": [[-150.0, 150.0]]}
 
 
@@ -158,7 +139,7 @@ class SynthRecipe:
     name = "synthnet"
     metric = "val_score"
 
-    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_ct_ssim: float = 0.0, bt_classical: float = 0.0):
+    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0):
         if pseudo_sct not in PSEUDO_SCT:
             raise ValueError(f"pseudo_sct must be one of {PSEUDO_SCT}, got {pseudo_sct!r}")
         self.pseudo_sct = pseudo_sct
@@ -166,14 +147,12 @@ class SynthRecipe:
         ct_vols = [v for v in ct_vols if v.ct is not None]
         self.warm_steps, self.warm_weight = int(warm_steps), float(warm_weight)
         self.warm_only_steps, self.warm_lr = int(warm_only_steps), float(warm_lr)
-        self.bt, self.pseudo, self.bt_ssim, self.bt_ct_ssim = float(bt), float(pseudo), float(bt_ssim), float(bt_ct_ssim)
-        self.bt_classical = float(bt_classical)
-        if min(self.bt_ssim, self.bt_ct_ssim, self.bt, self.pseudo, self.bt_classical) < 0:
-            raise ValueError(f"loss weights must be >= 0, got bt={bt}, pseudo={pseudo}, bt_ssim={bt_ssim}, bt_ct_ssim={bt_ct_ssim}, bt_classical={bt_classical}")
-        for name, w in (("bt_ssim", self.bt_ssim), ("bt_ct_ssim", self.bt_ct_ssim), ("bt_classical", self.bt_classical)):
-            if w > 0 and self.bt == 0:
-                raise ValueError(f"{name} is a term of the back-translation: it needs bt > 0")
-        self._ssim_loss = SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7) if self.bt_ssim > 0 or self.bt_ct_ssim > 0 else None
+        self.bt, self.pseudo, self.bt_ssim = float(bt), float(pseudo), float(bt_ssim)
+        if self.bt_ssim < 0 or self.bt < 0 or self.pseudo < 0:
+            raise ValueError(f"loss weights must be >= 0, got bt={bt}, pseudo={pseudo}, bt_ssim={bt_ssim}")
+        if self.bt_ssim > 0 and self.bt == 0:
+            raise ValueError("bt_ssim is a term of the back-translation: it needs bt > 0")
+        self._ssim_loss = SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7) if self.bt_ssim > 0 else None
         self.mr_noise_sd, self.ct_noise_sd_hu = _mr_noise_sd(mr_vols), _ct_noise_sd_hu(ct_vols)
         if self.warm_steps > 0 or self.warm_only_steps > 0:
             # channel 0: the image; channel 1: the classical method's translation of it (pseudo-target)
@@ -205,8 +184,6 @@ class SynthRecipe:
             "n_ct_slices": int(len(self.ct_pool)), "lr_adam": self.lr, "betas": [0.5, 0.999], "image_pool": self.pool_size,
             "warm_steps": self.warm_steps, "warm_weight": self.warm_weight, "pretrain_steps": self.warm_only_steps, "pretrain_lr": self.warm_lr,
             "pseudo_sct": self.pseudo_sct, "backtranslation_weight": self.bt, "pseudo_weight": self.pseudo, "backtranslation_ssim_weight": self.bt_ssim,
-            "backtranslation_ct_ssim_weight": self.bt_ct_ssim, "backtranslation_ct_ssim_window_hu": list(BT_CT_SSIM_WINDOW_HU),
-            "backtranslation_ct_ssim_smooth_vox": BT_CT_SSIM_SMOOTH_VOX, "backtranslation_classical_weight": self.bt_classical,
             "bt_mr_noise_sd": self.mr_noise_sd, "bt_ct_noise_sd_hu": self.ct_noise_sd_hu,
         }
 
@@ -286,17 +263,10 @@ class SynthRecipe:
             with torch.no_grad():
                 mr_of_y = add_mr_noise(net.g_ct2mr(y), self.mr_noise_sd)
                 ct_of_x = add_ct_noise(net.g_mr2ct(x), self.ct_noise_sd_hu)
-            mr_of_ct, ct_of_mr = net.g_ct2mr(ct_of_x), net.g_mr2ct(mr_of_y)
-            loss = loss + self.bt * (F.l1_loss(ct_of_mr, y) + F.l1_loss(mr_of_ct, x))
-            if self.bt_ssim > 0:
+            mr_of_ct = net.g_ct2mr(ct_of_x)
+            loss = loss + self.bt * (F.l1_loss(net.g_mr2ct(mr_of_y), y) + F.l1_loss(mr_of_ct, x))
+            if self._ssim_loss is not None:
                 loss = loss + self.bt_ssim * self._ssim_loss(mr_of_ct, x)
-            if self.bt_classical > 0:
-                mr_of_cls = net.g_ct2mr(add_ct_noise(torch.as_tensor(batch["mr_pseudo_ct"]).to(device), self.ct_noise_sd_hu))
-                loss = loss + self.bt_classical * F.l1_loss(mr_of_cls, x)
-                if self.bt_ssim > 0:
-                    loss = loss + self.bt_classical * self.bt_ssim * self._ssim_loss(mr_of_cls, x)
-            if self.bt_ct_ssim > 0:
-                loss = loss + self.bt_ct_ssim * self._ssim_loss(brain_window(ct_of_mr, BT_CT_SSIM_SMOOTH_VOX), brain_window(y, BT_CT_SSIM_SMOOTH_VOX))
         st["opt_warm"].zero_grad()
         loss.backward()
         _allreduce_grads(net.generators())
@@ -319,14 +289,6 @@ class SynthRecipe:
         }
         out["val_score"] = out["val_sct_mae_hu"] / 60.0 + (1.0 - out["val_smr_ssim"]) / 0.10
         return out
-
-
-def brain_window(u: torch.Tensor, smooth_vox: float = 0.0) -> torch.Tensor:
-    """A CT in network units seen through :data:`BT_CT_SSIM_WINDOW_HU`, mapped to [-1, 1] and clamped,
-    then (``smooth_vox`` > 0) smoothed in-plane by a Gaussian of that sd (voxels)."""
-    lo, hi = hu_window_to_unit(BT_CT_SSIM_WINDOW_HU)
-    w = (2.0 * (u - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
-    return GaussianFilter(2, smooth_vox).to(u.device)(w) if smooth_vox > 0 else w
 
 
 def _mr_noise_sd(vols: list[SynthVolume]) -> float:
@@ -398,12 +360,12 @@ def _central_block(v: SynthVolume, n: int | None) -> SynthVolume:
     return SynthVolume(v.mr[sl], v.ct[sl], v.head[sl], v.name, v.source)
 
 
-def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_ct_ssim: float = 0.0, bt_classical: float = 0.0) -> dict:
+def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0) -> dict:
     """Build the recipe and run :func:`qmri.training.loop.train`; returns its result dict.
 
     ``val_slices``: validate on that many contiguous central axial slices (None: whole volumes).
     """
     from .loop import train
 
-    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim, bt_ct_ssim=bt_ct_ssim, bt_classical=bt_classical)
+    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim)
     return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)
