@@ -241,6 +241,59 @@ def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translati
         SynthRecipe([vol], [vol], [vol], **{**kw, "bt": 0.0, "bt_ssim": 0.5})
 
 
+def test_hybrid_sct_takes_soft_tissue_from_the_tissue_mixture_and_the_rest_from_the_generator():
+    """Brain/CSF/muscle voxels (both sCTs in their soft-tissue ranges) come from the tissue mixture;
+    a voxel either calls bone, fat or air keeps the generator's value."""
+    from qmri.networks.synth_predict import from_unit, to_unit
+    from qmri.training.synth_train import hybrid_sct
+
+    tm = np.array([25.0, 15.0, 40.0, 900.0, 30.0, -90.0, 30.0])
+    gen = np.array([28.0, 22.0, 35.0, 850.0, 400.0, -80.0, -60.0])
+    out = from_unit(hybrid_sct(torch.as_tensor(to_unit(tm, "ct")), torch.as_tensor(to_unit(gen, "ct"))).numpy(), "ct")
+    np.testing.assert_allclose(out, [25.0, 15.0, 40.0, 850.0, 400.0, -80.0, -60.0], atol=1e-3)
+
+
+def test_backtranslation_hybrid_term_inverts_the_hybrid_sct_of_the_training_mr(held_out):
+    """``bt_hybrid`` adds w x (L1 + bt_ssim x (1 - SSIM)) of F(hybrid sCT of x + CT noise) against the
+    real MR x, nothing else (its CT noise drawn after the back-translation's own draws); it needs
+    back-translation and the tissue-mixture pseudo-sCT."""
+    from monai.losses import SSIMLoss
+
+    from qmri.training.synth_data import SynthVolume
+    from qmri.training.synth_train import SynthRecipe, add_ct_noise, add_mr_noise, hybrid_sct
+
+    mr, ct, head = held_out
+    vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
+    kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10, bt=1.0, bt_ssim=0.5)
+    bt, bth = SynthRecipe([vol], [vol], [vol], **kw), SynthRecipe([vol], [vol], [vol], bt_hybrid=2.0, **kw)
+    assert bth.config()["backtranslation_hybrid_weight"] == 2.0 and bt.config()["backtranslation_hybrid_weight"] == 0.0
+    batch = next(bt.batches(np.random.default_rng(0), 1, 2))
+    torch.manual_seed(0)
+    net = bt.build()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = torch.as_tensor(batch["mr"]), torch.as_tensor(batch["ct"])
+    with torch.no_grad():
+        torch.manual_seed(1)
+        add_mr_noise(net.g_ct2mr(y), bt.mr_noise_sd)
+        gx = net.g_mr2ct(x)
+        add_ct_noise(gx, bt.ct_noise_sd_hu)
+        out = net.g_ct2mr(add_ct_noise(hybrid_sct(torch.as_tensor(batch["mr_pseudo_ct"]), gx), bt.ct_noise_sd_hu))
+        expected = float(torch.nn.functional.l1_loss(out, x) + 0.5 * SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(out, x))
+    torch.manual_seed(1)
+    loss_bt = bt.step(net, batch, "cpu")
+    net.load_state_dict(state)
+    torch.manual_seed(1)
+    loss_h = bth.step(net, batch, "cpu")
+    assert expected > 0.05
+    assert abs((loss_h - loss_bt) - 2.0 * expected) < 1e-4
+    with pytest.raises(ValueError, match="bt_hybrid"):
+        SynthRecipe([vol], [vol], [vol], **{**kw, "bt_hybrid": -1.0})
+    with pytest.raises(ValueError, match="bt_hybrid is a term of the back-translation"):
+        SynthRecipe([vol], [vol], [vol], **{**kw, "bt": 0.0, "bt_ssim": 0.0, "bt_hybrid": 0.5})
+    with pytest.raises(ValueError, match="tissue_mixture"):
+        SynthRecipe([vol], [vol], [vol], **{**kw, "bt_hybrid": 0.5, "pseudo_sct": "bulk_density"})
+
+
 def test_flip_average_makes_the_translation_mirror_equivariant(held_out):
     """With left-right flip averaging a mirrored CT gives exactly the mirrored sMR (whole-slice
     inference, no tiling); without it the shipped generator is measurably not equivariant."""
