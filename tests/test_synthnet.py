@@ -205,36 +205,49 @@ def test_backtranslation_noise_matches_the_acquisition_and_joins_the_pretraining
     assert any(moved[:n_mr2ct]) and any(moved[n_mr2ct:])
 
 
-def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translation(held_out):
-    """``bt_ssim`` adds w x (1 - SSIM) of F(noisy G(x)) against the real MR x, nothing else: with the
-    same weights and noise draw, the loss grows by exactly w times (1 - SSIM); negative weights are refused."""
-    from monai.losses import SSIMLoss
-
+def _extra_term(held_out, extra: dict, expected_of, **base_kw):
+    """Run one pretraining step of a tiny recipe with and without the ``extra`` weights, from the same
+    generators and noise draws; ``expected_of(d)`` computes the term the extra weights should add from
+    the step's own intermediates (``d``: x, gx = G(x), ct_of_x = G(x) + CT noise, batch, net, recipe),
+    inside the step's RNG sequence. Returns (expected, loss difference, volume, recipe kwargs)."""
     from qmri.training.synth_data import SynthVolume
     from qmri.training.synth_train import SynthRecipe, add_ct_noise, add_mr_noise
 
     mr, ct, head = held_out
     vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
-    kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10, bt=1.0)
-    bt, bts = SynthRecipe([vol], [vol], [vol], **kw), SynthRecipe([vol], [vol], [vol], bt_ssim=0.5, **kw)
-    assert bts.config()["backtranslation_ssim_weight"] == 0.5 and bt.config()["backtranslation_ssim_weight"] == 0.0
-    batch = next(bt.batches(np.random.default_rng(0), 1, 2))
+    kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10, bt=1.0, **base_kw)
+    base, variant = SynthRecipe([vol], [vol], [vol], **kw), SynthRecipe([vol], [vol], [vol], **{**kw, **extra})
+    batch = next(base.batches(np.random.default_rng(0), 1, 2))
     torch.manual_seed(0)
-    net = bt.build()
+    net = base.build()
     state = {k: v.clone() for k, v in net.state_dict().items()}
     x, y = torch.as_tensor(batch["mr"]), torch.as_tensor(batch["ct"])
     with torch.no_grad():  # the step's noise draws, in its order: MR noise on F(y), then CT noise on G(x)
         torch.manual_seed(1)
-        add_mr_noise(net.g_ct2mr(y), bt.mr_noise_sd)
-        ct_of_x = add_ct_noise(net.g_mr2ct(x), bt.ct_noise_sd_hu)
-        expected = float(SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(net.g_ct2mr(ct_of_x), x))
+        add_mr_noise(net.g_ct2mr(y), base.mr_noise_sd)
+        gx = net.g_mr2ct(x)
+        ct_of_x = add_ct_noise(gx, base.ct_noise_sd_hu)
+        expected = float(expected_of(dict(x=x, gx=gx, ct_of_x=ct_of_x, batch=batch, net=net, recipe=base)))
     torch.manual_seed(1)
-    loss_bt = bt.step(net, batch, "cpu")
+    loss_base = base.step(net, batch, "cpu")
     net.load_state_dict(state)
     torch.manual_seed(1)
-    loss_ssim = bts.step(net, batch, "cpu")
+    loss_variant = variant.step(net, batch, "cpu")
+    for k, w in extra.items():
+        assert variant.config()[{"bt_ssim": "backtranslation_ssim_weight", "bt_hybrid": "backtranslation_hybrid_weight"}[k]] == w
+    return expected, loss_variant - loss_base, vol, kw
+
+
+def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translation(held_out):
+    """``bt_ssim`` adds w x (1 - SSIM) of F(noisy G(x)) against the real MR x, nothing else: with the
+    same weights and noise draw, the loss grows by exactly w times (1 - SSIM); negative weights are refused."""
+    from monai.losses import SSIMLoss
+
+    from qmri.training.synth_train import SynthRecipe
+
+    expected, diff, vol, kw = _extra_term(held_out, {"bt_ssim": 0.5}, lambda d: SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(d["net"].g_ct2mr(d["ct_of_x"]), d["x"]))
     assert 0.0 < expected < 2.0  # 1 - SSIM, SSIM in [-1, 1] (an untrained generator is near 0)
-    assert abs((loss_ssim - loss_bt) - 0.5 * expected) < 1e-4
+    assert abs(diff - 0.5 * expected) < 1e-4
     with pytest.raises(ValueError, match="bt_ssim"):
         SynthRecipe([vol], [vol], [vol], bt_ssim=-1.0, **kw)
     with pytest.raises(ValueError, match="needs bt > 0"):
@@ -259,33 +272,15 @@ def test_backtranslation_hybrid_term_inverts_the_hybrid_sct_of_the_training_mr(h
     back-translation and the tissue-mixture pseudo-sCT."""
     from monai.losses import SSIMLoss
 
-    from qmri.training.synth_data import SynthVolume
-    from qmri.training.synth_train import SynthRecipe, add_ct_noise, add_mr_noise, hybrid_sct
+    from qmri.training.synth_train import SynthRecipe, add_ct_noise, hybrid_sct
 
-    mr, ct, head = held_out
-    vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
-    kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10, bt=1.0, bt_ssim=0.5)
-    bt, bth = SynthRecipe([vol], [vol], [vol], **kw), SynthRecipe([vol], [vol], [vol], bt_hybrid=2.0, **kw)
-    assert bth.config()["backtranslation_hybrid_weight"] == 2.0 and bt.config()["backtranslation_hybrid_weight"] == 0.0
-    batch = next(bt.batches(np.random.default_rng(0), 1, 2))
-    torch.manual_seed(0)
-    net = bt.build()
-    state = {k: v.clone() for k, v in net.state_dict().items()}
-    x, y = torch.as_tensor(batch["mr"]), torch.as_tensor(batch["ct"])
-    with torch.no_grad():
-        torch.manual_seed(1)
-        add_mr_noise(net.g_ct2mr(y), bt.mr_noise_sd)
-        gx = net.g_mr2ct(x)
-        add_ct_noise(gx, bt.ct_noise_sd_hu)
-        out = net.g_ct2mr(add_ct_noise(hybrid_sct(torch.as_tensor(batch["mr_pseudo_ct"]), gx), bt.ct_noise_sd_hu))
-        expected = float(torch.nn.functional.l1_loss(out, x) + 0.5 * SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(out, x))
-    torch.manual_seed(1)
-    loss_bt = bt.step(net, batch, "cpu")
-    net.load_state_dict(state)
-    torch.manual_seed(1)
-    loss_h = bth.step(net, batch, "cpu")
+    def expected_of(d):
+        out = d["net"].g_ct2mr(add_ct_noise(hybrid_sct(torch.as_tensor(d["batch"]["mr_pseudo_ct"]), d["gx"]), d["recipe"].ct_noise_sd_hu))
+        return torch.nn.functional.l1_loss(out, d["x"]) + 0.5 * SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(out, d["x"])
+
+    expected, diff, vol, kw = _extra_term(held_out, {"bt_hybrid": 2.0}, expected_of, bt_ssim=0.5)
     assert expected > 0.05
-    assert abs((loss_h - loss_bt) - 2.0 * expected) < 1e-4
+    assert abs(diff - 2.0 * expected) < 1e-4
     with pytest.raises(ValueError, match="bt_hybrid"):
         SynthRecipe([vol], [vol], [vol], **{**kw, "bt_hybrid": -1.0})
     with pytest.raises(ValueError, match="bt_hybrid is a term of the back-translation"):
