@@ -92,7 +92,7 @@ def translate_slices(generator: torch.nn.Module, slices_unit: np.ndarray, batch:
     axis): the output is the mean of G(x) and flip(G(flip(x))), so a mirrored head gives the
     mirrored translation (exactly with whole-slice inference, ``tile`` None) and the generator's
     left-right asymmetric errors partly cancel, at twice the inference time. Measured on the
-    held-out benchmark (``qmri bench synth``) with the shipped weights: sCT MAE 58.3 -> 54.8 HU,
+    held-out benchmark (``qmri bench synth``) with the stage-7 weights (model card): sCT MAE 58.3 -> 54.8 HU,
     sMR SSIM 0.846 -> 0.858.
 
     ``tile``: when given, each slice is translated in ``tile`` x ``tile`` windows with MONAI's
