@@ -91,12 +91,12 @@ from .synth_data import SynthVolume, head_slices, random_crops
 #: Classical MR -> CT methods that can make the pretraining pseudo-targets of the training MRs.
 PSEUDO_SCT = ("tissue_mixture", "bulk_density")
 DEFAULT_WEIGHTS = {"adv": 1.0, "cyc": 10.0, "pix": 100.0, "idt": 0.5, "str": 10.0}
-#: ct_windows_hu: the CT -> MR generator also sees its input through a soft-tissue window (HU), see
-#: :class:`qmri.networks.synth_nets.ResnetGenerator`.
 #: ``bt_hybrid``: soft tissue (HU) by the tissue-mixture sCT (CSF 15 .. GM 40 .. muscle 45; no fat,
 #: bone or air) and, with a margin, by the MR -> CT generator's sCT.
 HYBRID_TM_HU = (5.0, 50.0)
 HYBRID_G_HU = (-10.0, 70.0)
+#: ct_windows_hu: the CT -> MR generator also sees its input through a soft-tissue window (HU), see
+#: :class:`qmri.networks.synth_nets.ResnetGenerator`.
 DEFAULT_NET = {"width": 16, "n_blocks": 6, "n_down": 2, "d_width": 16, "d_layers": 3, "ct_windows_hu": [[-150.0, 150.0]]}
 
 
