@@ -278,7 +278,8 @@ class SynthRecipe:
         ``bt > 0``, the back-translation L1 (module docstring); no discriminators, Adam at ``warm_lr``."""
         if "opt_warm" not in st:
             st["opt_warm"] = torch.optim.Adam(net.generators(), lr=self.warm_lr)
-        loss = self.pseudo * (F.l1_loss(net.g_mr2ct(x), torch.as_tensor(batch["mr_pseudo_ct"]).to(device)) + F.l1_loss(net.g_ct2mr(y), torch.as_tensor(batch["ct_pseudo_mr"]).to(device)))
+        mr_pseudo_ct = torch.as_tensor(batch["mr_pseudo_ct"]).to(device)
+        loss = self.pseudo * (F.l1_loss(net.g_mr2ct(x), mr_pseudo_ct) + F.l1_loss(net.g_ct2mr(y), torch.as_tensor(batch["ct_pseudo_mr"]).to(device)))
         if self.bt > 0:
             with torch.no_grad():
                 mr_of_y = add_mr_noise(net.g_ct2mr(y), self.mr_noise_sd)
@@ -290,7 +291,7 @@ class SynthRecipe:
                 loss = loss + self.bt_ssim * self._ssim_loss(mr_of_ct, x)
             if self.bt_hybrid > 0:
                 with torch.no_grad():
-                    hybrid = add_ct_noise(hybrid_sct(torch.as_tensor(batch["mr_pseudo_ct"]).to(device), g_of_x), self.ct_noise_sd_hu)
+                    hybrid = add_ct_noise(hybrid_sct(mr_pseudo_ct, g_of_x), self.ct_noise_sd_hu)
                 mr_of_h = net.g_ct2mr(hybrid)
                 loss = loss + self.bt_hybrid * F.l1_loss(mr_of_h, x)
                 if self._ssim_loss is not None:
