@@ -217,7 +217,7 @@ def _extra_term(held_out, extra: dict, expected_of, **base_kw):
     vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
     kw = dict(crop=32, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=10, bt=1.0, **base_kw)
     base, variant = SynthRecipe([vol], [vol], [vol], **kw), SynthRecipe([vol], [vol], [vol], **{**kw, **extra})
-    batch = next(base.batches(np.random.default_rng(0), 1, 2))
+    batch = next(variant.batches(np.random.default_rng(0), 1, 2))  # the base recipe ignores any extra channel
     torch.manual_seed(0)
     net = base.build()
     state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -234,7 +234,7 @@ def _extra_term(held_out, extra: dict, expected_of, **base_kw):
     torch.manual_seed(1)
     loss_variant = variant.step(net, batch, "cpu")
     for k, w in extra.items():
-        assert variant.config()[{"bt_ssim": "backtranslation_ssim_weight", "bt_hybrid": "backtranslation_hybrid_weight"}[k]] == w
+        assert variant.config()[{"bt_ssim": "backtranslation_ssim_weight", "bt_hybrid": "backtranslation_hybrid_weight", "hybrid_brain": "hybrid_brain"}[k]] == w
     return expected, loss_variant - loss_base, vol, kw
 
 
@@ -264,6 +264,57 @@ def test_hybrid_sct_takes_soft_tissue_from_the_tissue_mixture_and_the_rest_from_
     gen = np.array([28.0, 22.0, 35.0, 850.0, 400.0, -80.0, -60.0])
     out = from_unit(hybrid_sct(torch.as_tensor(to_unit(tm, "ct")), torch.as_tensor(to_unit(gen, "ct"))).numpy(), "ct")
     np.testing.assert_allclose(out, [25.0, 15.0, 40.0, 850.0, 400.0, -80.0, -60.0], atol=1e-3)
+    # with a brain map, soft-tissue voxels inside the skull take the map's value, the rest is unchanged
+    inside = torch.tensor([True, False, True, True, True, False, False])
+    brain = torch.as_tensor(to_unit(np.full(7, 33.0), "ct"))
+    out = from_unit(hybrid_sct(torch.as_tensor(to_unit(tm, "ct")), torch.as_tensor(to_unit(gen, "ct")), (inside, brain)).numpy(), "ct")
+    np.testing.assert_allclose(out, [33.0, 15.0, 33.0, 850.0, 400.0, -80.0, -60.0], atol=1e-3)
+
+
+def test_drawn_brain_hu_follows_the_three_mixture_lines_with_per_image_compartment_hu():
+    """Table signals of venous blood, WM, GM and CSF map to CT numbers inside each compartment's
+    published range; a 50/50 WM/GM signal maps to the mean of that image's WM and GM numbers, a
+    signal darker than blood to blood's; the numbers are drawn per image around the table means."""
+    from qmri.networks.synth_predict import from_unit, to_unit
+    from qmri.physics.ct_mr import TISSUE_PROPERTIES as TP
+    from qmri.physics.ct_mr import tissue_t2w_intensity as sig
+    from qmri.training.synth_train import drawn_brain_hu
+
+    s = np.array([sig("venous_blood"), sig("wm"), 0.5 * (sig("wm") + sig("cortical_gm")), sig("cortical_gm"), sig("csf"), 0.5 * sig("venous_blood")])
+    x = torch.as_tensor(np.broadcast_to(to_unit(s, "mr"), (200, 1, 1, 6)).copy())
+    hu = from_unit(drawn_brain_hu(x, torch.Generator().manual_seed(0)).numpy(), "ct")[:, 0, 0]
+    for j, c in enumerate(("venous_blood", "wm", None, "cortical_gm", "csf")):
+        if c is None:
+            continue
+        lo, hi = TP[c].hu_range
+        assert np.all((hu[:, j] >= lo - 0.02) & (hu[:, j] <= hi + 0.02)), c
+        assert abs(hu[:, j].mean() - TP[c].hu) < 0.5, c  # 200 draws of sd <= 3 HU (clipping is near-symmetric)
+        assert 0.5 * TP[c].hu_sd < hu[:, j].std() < 1.2 * TP[c].hu_sd, c
+    np.testing.assert_allclose(hu[:, 2], 0.5 * (hu[:, 1] + hu[:, 3]), atol=0.05)
+    np.testing.assert_allclose(hu[:, 5], hu[:, 0], atol=0.02)
+    assert np.corrcoef(hu[:, 1], hu[:, 4])[0, 1] < 0.3  # independent draws per compartment
+
+
+def test_backtranslation_hybrid_with_the_drawn_brain(held_out):
+    """``hybrid_brain='drawn_mixture'``: the MR pool carries the tissue-mixture inside-the-skull mask,
+    and the hybrid term inverts the hybrid whose brain is :func:`drawn_brain_hu` of the training MR
+    (its draws, then the CT noise, after the back-translation's own draws); unknown names are refused."""
+    from monai.losses import SSIMLoss
+
+    from qmri.training.synth_train import SynthRecipe, add_ct_noise, drawn_brain_hu, hybrid_sct
+
+    def expected_of(d):
+        inside = torch.as_tensor(d["batch"]["mr_inside_skull"])
+        assert inside.float().mean() > 0.1
+        brain = (inside, drawn_brain_hu(d["x"]))
+        out = d["net"].g_ct2mr(add_ct_noise(hybrid_sct(torch.as_tensor(d["batch"]["mr_pseudo_ct"]), d["gx"], brain), d["recipe"].ct_noise_sd_hu))
+        return torch.nn.functional.l1_loss(out, d["x"]) + 0.5 * SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(out, d["x"])
+
+    expected, diff, vol, kw = _extra_term(held_out, {"bt_hybrid": 2.0, "hybrid_brain": "drawn_mixture"}, expected_of, bt_ssim=0.5)
+    assert expected > 0.05
+    assert abs(diff - 2.0 * expected) < 1e-4
+    with pytest.raises(ValueError, match="hybrid_brain"):
+        SynthRecipe([vol], [vol], [vol], **{**kw, "bt_hybrid": 0.5, "hybrid_brain": "atlas"})
 
 
 def test_backtranslation_hybrid_term_inverts_the_hybrid_sct_of_the_training_mr(held_out):

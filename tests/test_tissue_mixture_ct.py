@@ -10,7 +10,7 @@ import pytest
 
 from qmri.anatomy.labels import LABEL
 from qmri.classical import bulk_density as bd
-from qmri.classical.tissue_mixture_ct import outside_skull, synthetic_ct_tissue_mixture
+from qmri.classical.tissue_mixture_ct import inside_skull_mask, outside_skull, synthetic_ct_tissue_mixture
 from qmri.physics import ct_mr
 from qmri.physics import synth_metrics as sm
 from qmri.physics.ct_mr import TISSUE_PROPERTIES as TP
@@ -61,6 +61,15 @@ def test_mixture_rules_closed_form():
     np.testing.assert_allclose(hu[r < 7], TP["wm"].hu, atol=1e-3)
     deep_scalp = head & (r >= 19)  # beyond the 26-neighbourhood of the skull
     np.testing.assert_allclose(hu[deep_scalp], TP["fat"].hu, atol=1e-3)
+    # the inside-the-skull mask is the region the brain rule (WM-GM-CSF lines) was applied to: the
+    # brain, no skull, no deep scalp (a few surface voxels tie in depth and count as inside)
+    inside = inside_skull_mask(s, head)
+    assert inside[r < 13.5].all() and not inside[(r >= 14.5) & (r < 17)].any() and not inside[deep_scalp].any()
+    si = s[inside]
+    f_wm_gm = np.clip((si - sig("wm")) / (sig("cortical_gm") - sig("wm")), 0, 1)
+    f_gm_csf = np.clip((si - sig("cortical_gm")) / (sig("csf") - sig("cortical_gm")), 0, 1)
+    rule = np.where(si < sig("cortical_gm"), TP["wm"].hu + f_wm_gm * (TP["cortical_gm"].hu - TP["wm"].hu), TP["cortical_gm"].hu + f_gm_csf * (TP["csf"].hu - TP["cortical_gm"].hu))
+    np.testing.assert_allclose(hu[inside], rule, atol=1e-3)
     assert np.all(hu[~head] == -1000.0)
     # the outer skull surface (scalp voxels touching bone) is a bone + scalp mixture between the two
     surf = head & (r >= 17) & (r < 17.8)

@@ -79,6 +79,21 @@ def outside_skull(head: np.ndarray, skull: np.ndarray, voxel_size_mm) -> np.ndar
     return head & ~skull & (depth < depth[tuple(idx)])
 
 
+def _regions(s: np.ndarray, head: np.ndarray, voxel_size_mm) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Skull, scalp and inside-the-skull masks (bool) of a T2w MR ``s`` (a.u.) with head mask ``head``."""
+    t_bone, _ = mr_class_thresholds(s, head)
+    skull = head & (s < min(t_bone, 0.5 * (tissue_t2w_intensity("diploe") + tissue_t2w_intensity("skin_muscle"))))
+    scalp = outside_skull(head, skull, voxel_size_mm)
+    return skull, scalp, head & ~skull & ~scalp
+
+
+def inside_skull_mask(t2w: np.ndarray, head_mask: np.ndarray | None = None, *, voxel_size_mm: float | tuple[float, float, float] = 2.0) -> np.ndarray:
+    """Voxels (bool) that :func:`synthetic_ct_tissue_mixture` treats as inside the skull (brain, CSF,
+    vessels): head voxels that are neither skull nor scalp. ``t2w`` in the phantom's units (a.u.)."""
+    s, head = mr_with_head(t2w, head_mask)
+    return _regions(s, head, voxel_size_mm)[2]
+
+
 def synthetic_ct_tissue_mixture(
     t2w: np.ndarray,
     head_mask: np.ndarray | None = None,
@@ -97,10 +112,7 @@ def synthetic_ct_tissue_mixture(
     s, head = mr_with_head(t2w, head_mask)
     tp = TISSUE_PROPERTIES
     sig = {k: tissue_t2w_intensity(k) for k in ("diploe", "wm", "cortical_gm", "csf", "skin_muscle", "fat")}
-    t_bone, _ = mr_class_thresholds(s, head)
-    skull = head & (s < min(t_bone, 0.5 * (sig["diploe"] + sig["skin_muscle"])))
-    scalp = outside_skull(head, skull, voxel_size_mm)
-    brain = head & ~skull & ~scalp
+    skull, scalp, brain = _regions(s, head, voxel_size_mm)
     s0 = noise_floor(s, head) if floor is None else float(floor)
 
     hu = np.full(s.shape, BULK_HU["air"], np.float32)

@@ -60,6 +60,7 @@ def add_missing_arguments(p: argparse.ArgumentParser) -> None:
         ("--backtranslation", dict(type=float, default=0.0, help="synth: weight of the back-translation L1 in the pretraining steps (0: off)")),
         ("--backtranslation-ssim", dict(type=float, default=0.0, help="synth: weight of 1 - SSIM added to the CT -> MR back-translation (needs --backtranslation > 0)")),
         ("--backtranslation-hybrid", dict(type=float, default=0.0, help="synth: weight of the CT -> MR generator's inversion of a hybrid sCT of each training MR (tissue-mixture soft tissue, generator bone/air/fat, plus CT noise; L1 + 1 - SSIM x --backtranslation-ssim; needs --backtranslation > 0)")),
+        ("--hybrid-brain", dict(choices=("tissue_mixture", "drawn_mixture"), default="tissue_mixture", help="synth: inside-the-skull soft tissue of the --backtranslation-hybrid sCT: the tissue-mixture sCT as is, or drawn_mixture (venous blood-WM-GM-CSF mixtures along the T2w axis with per-image CT numbers drawn from the phantom's between-subject distributions)")),
         ("--pseudo-weight", dict(type=float, default=1.0, help="synth: weight of the pseudo-target L1 in the pretraining steps")),
         ("--init", dict(default=None, help="synth: checkpoint to start from (same architecture)")),
         ("--cache-dir", dict(default=None, help="folder for cached phantom volumes (default ~/.cache/qmri)")),
@@ -88,7 +89,7 @@ def train_synth_command(args) -> dict:
     for v in ct_vols:
         v.mr = None
     prep_s = time.time() - t0
-    res = train_synth(out, mr_vols, ct_vols, val_vols, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=lr, crop=args.crop, weights=weights, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size, val_slices=args.val_slices or None, warm_steps=args.warm_steps, warm_weight=args.warm_weight, pretrain_steps=args.pretrain_steps, pretrain_lr=args.pretrain_lr, pseudo_sct=args.pseudo_sct, init=args.init, bt=args.backtranslation, pseudo=args.pseudo_weight, bt_ssim=args.backtranslation_ssim, bt_hybrid=args.backtranslation_hybrid)
+    res = train_synth(out, mr_vols, ct_vols, val_vols, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=lr, crop=args.crop, weights=weights, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size, val_slices=args.val_slices or None, warm_steps=args.warm_steps, warm_weight=args.warm_weight, pretrain_steps=args.pretrain_steps, pretrain_lr=args.pretrain_lr, pseudo_sct=args.pseudo_sct, init=args.init, bt=args.backtranslation, pseudo=args.pseudo_weight, bt_ssim=args.backtranslation_ssim, bt_hybrid=args.backtranslation_hybrid, hybrid_brain=args.hybrid_brain)
     save_training_curve(res["history"], out.parent / "training_curve.png", "scCycleGAN (MR <-> CT)", "val_sct_mae_hu", "validation sCT MAE (HU)", "generator loss")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]
@@ -116,6 +117,8 @@ def train_synth_command(args) -> dict:
             bt_text += f", plus (1 - SSIM) x {cfg['backtranslation_ssim_weight']:g} on the CT -> MR back-translation (MONAI SSIMLoss, 7x7 window)"
         if cfg.get("backtranslation_hybrid_weight"):
             bt_text += f", plus x {cfg['backtranslation_hybrid_weight']:g} the CT -> MR generator's inversion of a hybrid sCT (tissue-mixture soft tissue, generator bone/air/fat)"
+            if cfg.get("hybrid_brain") == "drawn_mixture":
+                bt_text += "; the hybrid's brain from venous blood-WM-GM-CSF mixtures of the T2w signal with per-image CT numbers drawn from the phantom's between-subject distributions"
 
     card = f"""# scCycleGAN: synthetic CT from T2w MR and synthetic T2w MR from CT (`{out.name}`)
 

@@ -83,10 +83,12 @@ def make_volume(seed: int, resolution_mm: float = 2.0, cache_dir: str | Path | N
 
 
 def head_slices(vol: np.ndarray, head: np.ndarray, modality: str, min_fraction: float = MIN_HEAD_FRACTION) -> np.ndarray:
-    """(N, H, W) axial slices (last axis) in network units where the head covers >= ``min_fraction``."""
+    """(N, H, W) axial slices (last axis) where the head covers >= ``min_fraction``: in network units
+    for ``modality`` 'mr' or 'ct', as float32 values for 'mask'."""
     frac = head.reshape(-1, head.shape[-1]).mean(0)
     keep = np.nonzero(frac >= min_fraction)[0]
-    return np.moveaxis(to_unit(vol[..., keep], modality), -1, 0).copy()
+    sl = vol[..., keep].astype(np.float32) if modality == "mask" else to_unit(vol[..., keep], modality)
+    return np.moveaxis(sl, -1, 0).copy()
 
 
 def random_crops(pool: np.ndarray, n: int, size: int, rng: np.random.Generator, flip: bool = True) -> np.ndarray:

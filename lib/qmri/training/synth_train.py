@@ -62,6 +62,11 @@ synthetic_mr_bulk`):
   Measured: 300 F-only steps from stage 8 raised the validation sMR SSIM 0.855 -> 0.865-0.869 with
   the hybrid, 0.849-0.853 without it. Paired supervision, which the issue forbids, reached 0.90
   in 700 steps: the gap is the training signal, not the generator's capacity.
+* ``hybrid_brain`` (with ``bt_hybrid``): ``'tissue_mixture'`` keeps the tissue-mixture sCT's brain;
+  ``'drawn_mixture'`` replaces the hybrid's soft tissue inside the skull (the tissue-mixture
+  method's own inside-the-skull mask, carried as a third MR pool channel) by
+  :func:`drawn_brain_hu`: a venous blood <-> WM segment below the WM signal and compartment CT
+  numbers drawn per image (the reasons are in its docstring).
 
 No ground truth enters any of these: training stays unpaired.
 
@@ -95,6 +100,9 @@ DEFAULT_WEIGHTS = {"adv": 1.0, "cyc": 10.0, "pix": 100.0, "idt": 0.5, "str": 10.
 #: bone or air) and, with a margin, by the MR -> CT generator's sCT.
 HYBRID_TM_HU = (5.0, 50.0)
 HYBRID_G_HU = (-10.0, 70.0)
+#: ``hybrid_brain``: where the hybrid's inside-the-skull soft tissue comes from: the tissue-mixture
+#: sCT as is, or :func:`drawn_brain_hu`.
+HYBRID_BRAIN = ("tissue_mixture", "drawn_mixture")
 #: ct_windows_hu: the CT -> MR generator also sees its input through a soft-tissue window (HU), see
 #: :class:`qmri.networks.synth_nets.ResnetGenerator`.
 DEFAULT_NET = {"width": 16, "n_blocks": 6, "n_down": 2, "d_width": 16, "d_layers": 3, "ct_windows_hu": [[-150.0, 150.0]]}
@@ -155,7 +163,7 @@ class SynthRecipe:
     name = "synthnet"
     metric = "val_score"
 
-    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0):
+    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture"):
         if pseudo_sct not in PSEUDO_SCT:
             raise ValueError(f"pseudo_sct must be one of {PSEUDO_SCT}, got {pseudo_sct!r}")
         self.pseudo_sct = pseudo_sct
@@ -171,11 +179,16 @@ class SynthRecipe:
                 raise ValueError(f"{name} is a term of the back-translation: it needs bt > 0")
         if self.bt_hybrid > 0 and pseudo_sct != "tissue_mixture":
             raise ValueError("bt_hybrid takes its soft tissue from the tissue_mixture sCT: it needs pseudo_sct='tissue_mixture'")
+        if hybrid_brain not in HYBRID_BRAIN:
+            raise ValueError(f"hybrid_brain must be one of {HYBRID_BRAIN}, got {hybrid_brain!r}")
+        self.hybrid_brain = hybrid_brain
+        drawn = self.bt_hybrid > 0 and hybrid_brain == "drawn_mixture"
         self._ssim_loss = SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7) if self.bt_ssim > 0 else None
         self.mr_noise_sd, self.ct_noise_sd_hu = _mr_noise_sd(mr_vols), _ct_noise_sd_hu(ct_vols)
         if self.warm_steps > 0 or self.warm_only_steps > 0:
-            # channel 0: the image; channel 1: the classical method's translation of it (pseudo-target)
-            self.mr_pool = np.concatenate([np.stack([head_slices(v.mr, v.head, "mr"), head_slices(_classical_sct(v, pseudo_sct), v.head, "ct")], 1) for v in mr_vols])
+            # channel 0: the image; channel 1: the classical method's translation of it (pseudo-target);
+            # MR channel 2 (drawn-mixture hybrid): the tissue-mixture method's inside-the-skull mask, 1/0
+            self.mr_pool = np.concatenate([np.stack([head_slices(v.mr, v.head, "mr"), head_slices(_classical_sct(v, pseudo_sct), v.head, "ct")] + ([_inside_skull_slices(v)] if drawn else []), 1) for v in mr_vols])
             self.ct_pool = np.concatenate([np.stack([head_slices(v.ct, v.head, "ct"), head_slices(_bulk_smr(v), v.head, "mr")], 1) for v in ct_vols])
         else:
             self.mr_pool = np.concatenate([head_slices(v.mr, v.head, "mr") for v in mr_vols])
@@ -203,7 +216,7 @@ class SynthRecipe:
             "n_ct_slices": int(len(self.ct_pool)), "lr_adam": self.lr, "betas": [0.5, 0.999], "image_pool": self.pool_size,
             "warm_steps": self.warm_steps, "warm_weight": self.warm_weight, "pretrain_steps": self.warm_only_steps, "pretrain_lr": self.warm_lr,
             "pseudo_sct": self.pseudo_sct, "backtranslation_weight": self.bt, "pseudo_weight": self.pseudo, "backtranslation_ssim_weight": self.bt_ssim,
-            "backtranslation_hybrid_weight": self.bt_hybrid, "hybrid_soft_tissue_hu": {"tissue_mixture": list(HYBRID_TM_HU), "generator": list(HYBRID_G_HU)},
+            "backtranslation_hybrid_weight": self.bt_hybrid, "hybrid_brain": self.hybrid_brain, "hybrid_soft_tissue_hu": {"tissue_mixture": list(HYBRID_TM_HU), "generator": list(HYBRID_G_HU)},
             "bt_mr_noise_sd": self.mr_noise_sd, "bt_ct_noise_sd_hu": self.ct_noise_sd_hu,
         }
 
@@ -212,7 +225,9 @@ class SynthRecipe:
             mr, ct = random_crops(self.mr_pool, batch_size, self.crop, rng), random_crops(self.ct_pool, batch_size, self.crop, rng)
             b = {"mr": mr[:, :1], "ct": ct[:, :1]}
             if self.warm_steps > 0 or self.warm_only_steps > 0:
-                b["mr_pseudo_ct"], b["ct_pseudo_mr"] = mr[:, 1:], ct[:, 1:]
+                b["mr_pseudo_ct"], b["ct_pseudo_mr"] = mr[:, 1:2], ct[:, 1:2]
+                if mr.shape[1] > 2:
+                    b["mr_inside_skull"] = mr[:, 2:3] > 0.5
             yield b
 
     def _setup(self, net: SynthCycleGAN):
@@ -291,7 +306,10 @@ class SynthRecipe:
                 loss = loss + self.bt_ssim * self._ssim_loss(mr_of_ct, x)
             if self.bt_hybrid > 0:
                 with torch.no_grad():
-                    hybrid = add_ct_noise(hybrid_sct(mr_pseudo_ct, g_of_x), self.ct_noise_sd_hu)
+                    brain = None
+                    if "mr_inside_skull" in batch:
+                        brain = (torch.as_tensor(batch["mr_inside_skull"]).to(device), drawn_brain_hu(x))
+                    hybrid = add_ct_noise(hybrid_sct(mr_pseudo_ct, g_of_x, brain), self.ct_noise_sd_hu)
                 mr_of_h = net.g_ct2mr(hybrid)
                 loss = loss + self.bt_hybrid * F.l1_loss(mr_of_h, x)
                 if self._ssim_loss is not None:
@@ -320,14 +338,72 @@ class SynthRecipe:
         return out
 
 
-def hybrid_sct(tissue_mixture_u: torch.Tensor, generator_u: torch.Tensor) -> torch.Tensor:
+def hybrid_sct(tissue_mixture_u: torch.Tensor, generator_u: torch.Tensor, brain: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The ``bt_hybrid`` input (network units): the tissue-mixture sCT where it lies in
     :data:`HYBRID_TM_HU` and the generator's sCT in :data:`HYBRID_G_HU` (both call the voxel brain,
-    CSF or muscle), the generator's sCT elsewhere (bone, air, fat and their edges)."""
+    CSF or muscle), the generator's sCT elsewhere (bone, air, fat and their edges).
+
+    ``brain`` = (inside-the-skull mask, HU map in network units), e.g. ``(mask,``
+    :func:`drawn_brain_hu` ``(x))``: soft-tissue voxels inside the mask take the map's value
+    instead of the tissue-mixture sCT's (``hybrid_brain='drawn_mixture'``)."""
     tlo, thi = hu_window_to_unit(HYBRID_TM_HU)
     glo, ghi = hu_window_to_unit(HYBRID_G_HU)
     soft = (tissue_mixture_u > tlo) & (tissue_mixture_u < thi) & (generator_u > glo) & (generator_u < ghi)
-    return torch.where(soft, tissue_mixture_u, generator_u)
+    out = torch.where(soft, tissue_mixture_u, generator_u)
+    if brain is not None:
+        mask, brain_u = brain
+        out = torch.where(soft & mask, brain_u, out)
+    return out
+
+
+def drawn_brain_hu(mr_u: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """CT (network units) of brain tissue from its T2w signal by three two-compartment mixtures with
+    per-image compartment CT numbers (``hybrid_brain='drawn_mixture'``).
+
+    ``mr_u``: T2w MR (network units, (B, 1, H, W)). Along the T2w axis (a.u., table intensities
+    of :func:`qmri.physics.ct_mr.tissue_t2w_intensity`): venous blood <-> WM below the WM signal,
+    WM <-> GM up to the GM signal, GM <-> CSF above it, ``HU = HU_a + (HU_b - HU_a) f`` with ``f``
+    the signal's fraction of the way from ``S_a`` to ``S_b`` clipped to [0, 1].
+
+    Why not the tissue-mixture sCT's brain (WM <-> GM <-> CSF, table HU): the CT -> MR generator
+    learns to read the brains it is shown. With stage-9 weights on the validation subject, its
+    errors from the real CT sat in tissue whose CT number is not what the tissue-mixture rule
+    gives its T2w signal: venous sinuses (50 HU, darker than WM on T2w; the rule clips them to WM's
+    25 HU; sMR too bright by 173 a.u.), iron-rich deep grey nuclei (globus pallidus, nigra, red
+    nucleus: GM's CT number, signal at or below WM's) and CSF, whose CT number varies between
+    subjects (median of pure CSF 13.8-19.7 HU over five phantoms, GM 36-39, WM 24-27). The extra
+    segment gives dark brain tissue the CT number of blood-like tissue, and drawing each
+    compartment's CT number per image from the forward model's between-subject distribution
+    (:data:`qmri.physics.ct_mr.TISSUE_PROPERTIES` ``hu``, ``hu_sd``, clipped to ``hu_range``) shows the
+    generator that an image's CSF may sit anywhere in that range.
+    """
+    from ..physics.ct_mr import TISSUE_PROPERTIES, tissue_t2w_intensity
+
+    lo, hi = MR_RANGE
+    s = lo + (mr_u + 1.0) * 0.5 * (hi - lo)
+    n = s.shape[0]
+    shape = (n,) + (1,) * (s.dim() - 1)
+    hu = {}
+    for c in ("venous_blood", "wm", "cortical_gm", "csf"):
+        p = TISSUE_PROPERTIES[c]
+        draw = p.hu + p.hu_sd * torch.randn(shape, generator=generator, device=s.device if generator is None else "cpu", dtype=s.dtype)
+        hu[c] = draw.to(s.device).clamp(*p.hu_range)
+    sig = {c: tissue_t2w_intensity(c) for c in hu}
+
+    def line(a, b):
+        f = ((s - sig[a]) / (sig[b] - sig[a])).clamp(0.0, 1.0)
+        return hu[a] + f * (hu[b] - hu[a])
+
+    out = torch.where(s < sig["wm"], line("venous_blood", "wm"), torch.where(s < sig["cortical_gm"], line("wm", "cortical_gm"), line("cortical_gm", "csf")))
+    hlo, hhi = HU_RANGE
+    return 2.0 * (out - hlo) / (hhi - hlo) - 1.0
+
+
+def _inside_skull_slices(v: SynthVolume) -> np.ndarray:
+    """Head slices of the tissue-mixture method's inside-the-skull mask of a training MR (1/0, float32)."""
+    from ..classical.tissue_mixture_ct import inside_skull_mask
+
+    return head_slices(inside_skull_mask(v.mr).astype(np.float32), v.head, "mask")
 
 
 def _mr_noise_sd(vols: list[SynthVolume]) -> float:
@@ -399,12 +475,12 @@ def _central_block(v: SynthVolume, n: int | None) -> SynthVolume:
     return SynthVolume(v.mr[sl], v.ct[sl], v.head[sl], v.name, v.source)
 
 
-def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0) -> dict:
+def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture") -> dict:
     """Build the recipe and run :func:`qmri.training.loop.train`; returns its result dict.
 
     ``val_slices``: validate on that many contiguous central axial slices (None: whole volumes).
     """
     from .loop import train
 
-    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim, bt_hybrid=bt_hybrid)
+    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim, bt_hybrid=bt_hybrid, hybrid_brain=hybrid_brain)
     return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)
