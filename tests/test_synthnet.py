@@ -264,11 +264,21 @@ def test_hybrid_sct_takes_soft_tissue_from_the_tissue_mixture_and_the_rest_from_
     gen = np.array([28.0, 22.0, 35.0, 850.0, 400.0, -80.0, -60.0])
     out = from_unit(hybrid_sct(torch.as_tensor(to_unit(tm, "ct")), torch.as_tensor(to_unit(gen, "ct"))).numpy(), "ct")
     np.testing.assert_allclose(out, [25.0, 15.0, 40.0, 850.0, 400.0, -80.0, -60.0], atol=1e-3)
-    # with a brain map, soft-tissue voxels inside the skull take the map's value, the rest is unchanged
-    inside = torch.tensor([True, False, True, True, True, False, False])
-    brain = torch.as_tensor(to_unit(np.full(7, 33.0), "ct"))
-    out = from_unit(hybrid_sct(torch.as_tensor(to_unit(tm, "ct")), torch.as_tensor(to_unit(gen, "ct")), (inside, brain)).numpy(), "ct")
-    np.testing.assert_allclose(out, [33.0, 15.0, 33.0, 850.0, 400.0, -80.0, -60.0], atol=1e-3)
+    # with a brain map, soft-tissue voxels inside the skull take the map's value; so do T2w-dark
+    # (darker than WM) voxels inside the skull that the generator puts below HYBRID_DARK_G_MAX_HU
+    # (venous sinuses), but not brighter ones, nor dark ones it calls bone; the rest is unchanged
+    from qmri.physics.ct_mr import tissue_t2w_intensity
+    from qmri.training.synth_train import HYBRID_DARK_G_MAX_HU
+
+    assert HYBRID_DARK_G_MAX_HU == 400.0
+    tm = np.array([25.0, 15.0, 40.0, 900.0, 30.0, -90.0, 30.0, 25.0, 25.0, 25.0])
+    gen = np.array([28.0, 22.0, 35.0, 850.0, 200.0, -80.0, -60.0, 200.0, 200.0, 600.0])
+    wm = tissue_t2w_intensity("wm")
+    mr = np.array([wm, 500.0, 300.0, 20.0, 250.0, 400.0, 200.0, 0.7 * wm, 0.7 * wm, 0.7 * wm])
+    inside = torch.tensor([True, False, True, True, True, False, False, True, False, True])
+    brain = torch.as_tensor(to_unit(np.full(10, 33.0), "ct"))
+    out = from_unit(hybrid_sct(torch.as_tensor(to_unit(tm, "ct")), torch.as_tensor(to_unit(gen, "ct")), (inside, brain, torch.as_tensor(to_unit(mr, "mr")))).numpy(), "ct")
+    np.testing.assert_allclose(out, [33.0, 15.0, 33.0, 850.0, 200.0, -80.0, -60.0, 33.0, 200.0, 600.0], atol=1e-3)
 
 
 def test_drawn_brain_hu_follows_the_three_mixture_lines_with_per_image_compartment_hu():
@@ -306,7 +316,7 @@ def test_backtranslation_hybrid_with_the_drawn_brain(held_out):
     def expected_of(d):
         inside = torch.as_tensor(d["batch"]["mr_inside_skull"])
         assert inside.float().mean() > 0.1
-        brain = (inside, drawn_brain_hu(d["x"]))
+        brain = (inside, drawn_brain_hu(d["x"]), d["x"])
         out = d["net"].g_ct2mr(add_ct_noise(hybrid_sct(torch.as_tensor(d["batch"]["mr_pseudo_ct"]), d["gx"], brain), d["recipe"].ct_noise_sd_hu))
         return torch.nn.functional.l1_loss(out, d["x"]) + 0.5 * SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(out, d["x"])
 
