@@ -133,7 +133,7 @@ def test_trainer_over_rest_publishes_a_model_both_tasks_use(server, model_dir):
 
     cfg = load_checkpoint(weights)[1]  # the trainer's default recipe: generator-only steps with back-translation
     assert cfg["backtranslation_weight"] == 1.0 and cfg["pretrain_steps"] == 2 and cfg["pseudo_sct"] == "tissue_mixture"
-    assert cfg["backtranslation_ssim_weight"] == 1.5 and cfg["backtranslation_hybrid_weight"] == 2.0
+    assert cfg["backtranslation_ssim_weight"] == 1.5 and cfg["backtranslation_hybrid_weight"] == 3.0 and cfg["hybrid_brain"] == "drawn_mixture"
     for task, study in (("synthetic_ct", "sub-1000_t2w"), ("synthetic_mr", "sub-1000_ct")):
         status, after, meta = infer(url, task, study)
         assert status == 200 and meta["method"] == "sccyclegan"

@@ -63,7 +63,7 @@ class SyntheticCT(TaskConfig):
             "the last study validates against its labels/final truth. Publishes the checkpoint both synthesis tasks use. "
             "backtranslation > 0 (default): generator-only steps, pseudo-target L1 x pseudo_weight + back-translation (L1, plus (1 - SSIM) x backtranslation_ssim on the CT -> MR side, plus backtranslation_hybrid x the CT -> MR inversion of a hybrid sCT: tissue-mixture soft tissue, generator bone/air/fat; hybrid_brain: its brain from the tissue-mixture sCT or drawn_mixture); 0: adversarial scCycleGAN losses.",
             self.weights,
-            {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24, "backtranslation": 1.0, "pseudo_weight": 0.05, "backtranslation_ssim": 1.5, "backtranslation_hybrid": 2.0, "hybrid_brain": "tissue_mixture"},
+            {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24, "backtranslation": 1.0, "pseudo_weight": 0.05, "backtranslation_ssim": 1.5, "backtranslation_hybrid": 3.0, "hybrid_brain": "drawn_mixture"},
             _volumes,
             _fit,
             "validation score (sCT MAE / 60 HU + (1 - sMR SSIM) / 0.1)",
