@@ -90,8 +90,9 @@ from monai.losses import SSIMLoss
 
 from ..networks.sc_loss import spatially_correlative_loss
 from ..networks.synth_nets import SynthCycleGAN, hu_window_to_unit, realness_map
-from ..networks.synth_predict import HU_RANGE, MR_RANGE, synthetic_ct, synthetic_mr
+from ..networks.synth_predict import HU_RANGE, MR_RANGE, synthetic_ct, synthetic_mr, to_unit
 from ..physics import synth_metrics as sm
+from ..physics.ct_mr import TISSUE_PROPERTIES, tissue_t2w_intensity
 from .synth_data import SynthVolume, head_slices, random_crops
 
 #: Classical MR -> CT methods that can make the pretraining pseudo-targets of the training MRs.
@@ -361,10 +362,7 @@ def hybrid_sct(tissue_mixture_u: torch.Tensor, generator_u: torch.Tensor, brain:
     out = torch.where(soft, tissue_mixture_u, generator_u)
     if brain is not None:
         mask, brain_u, mr_u = brain
-        from ..physics.ct_mr import tissue_t2w_intensity
-
-        lo, hi = MR_RANGE
-        dark = mr_u < 2.0 * (tissue_t2w_intensity("wm") - lo) / (hi - lo) - 1.0
+        dark = mr_u < float(to_unit(tissue_t2w_intensity("wm"), "mr"))
         dark_g = (generator_u > glo) & (generator_u < hu_window_to_unit((HYBRID_G_HU[0], HYBRID_DARK_G_MAX_HU))[1])
         out = torch.where(mask & tm_soft & ((generator_u > glo) & (generator_u < ghi) | dark & dark_g), brain_u, out)
     return out
@@ -391,8 +389,6 @@ def drawn_brain_hu(mr_u: torch.Tensor, generator: torch.Generator | None = None)
     (:data:`qmri.physics.ct_mr.TISSUE_PROPERTIES` ``hu``, ``hu_sd``, clipped to ``hu_range``) shows the
     generator that an image's CSF may sit anywhere in that range.
     """
-    from ..physics.ct_mr import TISSUE_PROPERTIES, tissue_t2w_intensity
-
     lo, hi = MR_RANGE
     s = lo + (mr_u + 1.0) * 0.5 * (hi - lo)
     n = s.shape[0]
