@@ -19,7 +19,7 @@ import torch
 
 from .loop import save_training_curve, training_command
 from .synth_data import CT_SEED, MR_SEED, VAL_SEED, make_volume
-from .synth_train import DEFAULT_NET, DEFAULT_WEIGHTS, train_synth
+from .synth_train import DEFAULT_NET, DEFAULT_WEIGHTS, HYBRID_BRAIN, train_synth
 
 DEFAULT_OUT = Path("apps/qmri/model/synthnet/synthnet.pt")
 #: How the model card names each classical pseudo-target of the training MRs.
@@ -60,7 +60,7 @@ def add_missing_arguments(p: argparse.ArgumentParser) -> None:
         ("--backtranslation", dict(type=float, default=0.0, help="synth: weight of the back-translation L1 in the pretraining steps (0: off)")),
         ("--backtranslation-ssim", dict(type=float, default=0.0, help="synth: weight of 1 - SSIM added to the CT -> MR back-translation (needs --backtranslation > 0)")),
         ("--backtranslation-hybrid", dict(type=float, default=0.0, help="synth: weight of the CT -> MR generator's inversion of a hybrid sCT of each training MR (tissue-mixture soft tissue, generator bone/air/fat, plus CT noise; L1 + 1 - SSIM x --backtranslation-ssim; needs --backtranslation > 0)")),
-        ("--hybrid-brain", dict(choices=("tissue_mixture", "drawn_mixture"), default="tissue_mixture", help="synth: inside-the-skull soft tissue of the --backtranslation-hybrid sCT: the tissue-mixture sCT as is, or drawn_mixture (venous blood-WM-GM-CSF mixtures along the T2w axis with per-image CT numbers drawn from the phantom's between-subject distributions)")),
+        ("--hybrid-brain", dict(choices=HYBRID_BRAIN, default="tissue_mixture", help="synth: inside-the-skull soft tissue of the --backtranslation-hybrid sCT: the tissue-mixture sCT as is, or drawn_mixture (venous blood-WM-GM-CSF mixtures along the T2w axis with per-image CT numbers drawn from the phantom's between-subject distributions)")),
         ("--pseudo-weight", dict(type=float, default=1.0, help="synth: weight of the pseudo-target L1 in the pretraining steps")),
         ("--init", dict(default=None, help="synth: checkpoint to start from (same architecture)")),
         ("--cache-dir", dict(default=None, help="folder for cached phantom volumes (default ~/.cache/qmri)")),

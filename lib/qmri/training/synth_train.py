@@ -358,13 +358,13 @@ def hybrid_sct(tissue_mixture_u: torch.Tensor, generator_u: torch.Tensor, brain:
     tlo, thi = hu_window_to_unit(HYBRID_TM_HU)
     glo, ghi = hu_window_to_unit(HYBRID_G_HU)
     tm_soft = (tissue_mixture_u > tlo) & (tissue_mixture_u < thi)
-    soft = tm_soft & (generator_u > glo) & (generator_u < ghi)
-    out = torch.where(soft, tissue_mixture_u, generator_u)
+    g_soft = (generator_u > glo) & (generator_u < ghi)
+    out = torch.where(tm_soft & g_soft, tissue_mixture_u, generator_u)
     if brain is not None:
         mask, brain_u, mr_u = brain
         dark = mr_u < float(to_unit(tissue_t2w_intensity("wm"), "mr"))
         dark_g = (generator_u > glo) & (generator_u < hu_window_to_unit((HYBRID_G_HU[0], HYBRID_DARK_G_MAX_HU))[1])
-        out = torch.where(mask & tm_soft & ((generator_u > glo) & (generator_u < ghi) | dark & dark_g), brain_u, out)
+        out = torch.where(mask & tm_soft & (g_soft | dark & dark_g), brain_u, out)
     return out
 
 
