@@ -134,6 +134,7 @@ def test_trainer_over_rest_publishes_a_model_both_tasks_use(server, model_dir):
     cfg = load_checkpoint(weights)[1]  # the trainer's default recipe: generator-only steps with back-translation
     assert cfg["backtranslation_weight"] == 1.0 and cfg["pretrain_steps"] == 2 and cfg["pseudo_sct"] == "tissue_mixture"
     assert cfg["backtranslation_ssim_weight"] == 1.5 and cfg["backtranslation_hybrid_weight"] == 3.0 and cfg["hybrid_brain"] == "drawn_mixture"
+    assert cfg["ema_decay"] == 0.0  # off by default: a short run's average would lean on the starting weights
     for task, study in (("synthetic_ct", "sub-1000_t2w"), ("synthetic_mr", "sub-1000_ct")):
         status, after, meta = infer(url, task, study)
         assert status == 200 and meta["method"] == "sccyclegan"
@@ -165,6 +166,55 @@ def test_recipe_losses_and_discriminator_pixel_weights():
     assert all(not torch.equal(a, b) for a, b in zip(before[:2], list(net.parameters())[:2]))  # generators moved
     m = r.validate(net, "cpu")
     assert set(m) >= {"val_score", "val_sct_mae_hu", "val_smr_ssim", "val_sct_bone_dice"}
+
+
+def test_ema_weights_are_validated_and_saved(tmp_path):
+    """``ema_decay`` d: after steps with weights w_1..w_k the scored network holds e_1 = w_1,
+    e_k = d e_(k-1) + (1 - d) w_k (closed form, every parameter), the training network keeps its own
+    weights, and the loop validates and saves the average; d outside [0, 1) is refused."""
+    from qmri.training.loop import load_checkpoint, train
+    from qmri.training.synth_data import SynthVolume
+    from qmri.training.synth_train import SynthRecipe
+
+    rng = np.random.default_rng(0)
+    head = np.zeros((24, 24, 8), bool)
+    head[4:20, 4:20] = True
+    mr = np.where(head, rng.uniform(100, 600, head.shape), 5.0).astype(np.float32)
+    ct = np.where(head, rng.uniform(0, 1500, head.shape), -1000.0).astype(np.float32)
+    vol = SynthVolume(mr, ct, head, "toy")
+    kw = dict(crop=16, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=100, bt=1.0)
+    d = 0.7
+    r = SynthRecipe([vol], [vol], [vol], ema_decay=d, **kw)
+    assert r.config()["ema_decay"] == d
+    torch.manual_seed(0)
+    net = r.build()
+    assert r.eval_model(net) is net  # nothing to average before the first step
+    expected = None
+    for batch in r.batches(rng, 3, 2):
+        r.step(net, batch, "cpu")
+        w = {k: v.detach().clone() for k, v in net.state_dict().items() if v.is_floating_point()}
+        expected = w if expected is None else {k: d * expected[k] + (1 - d) * w[k] for k in w}
+    scored = r.eval_model(net)
+    assert scored is not net
+    got = scored.state_dict()
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=1e-5, atol=1e-6)
+    moved = [k for k in expected if k.startswith("g_") and not torch.allclose(w[k], expected[k])]
+    assert moved  # the average differs from the last weights
+    with pytest.raises(ValueError, match="ema_decay"):
+        SynthRecipe([vol], [vol], [vol], ema_decay=1.0, **kw)
+
+    out = tmp_path / "synthnet.pt"
+    seen = []
+    r2 = SynthRecipe([vol], [vol], [vol], ema_decay=d, **kw)
+    validate = r2.validate
+    r2.validate = lambda n, device: seen.append(n) or validate(n, device)
+    res = train(r2, out, epochs=1, steps_per_epoch=2, batch_size=2, lr=1e-4, seed=0, device="cpu", progress=False)
+    assert seen[0] is r2.eval_model(r2._state["net"]) and seen[0] is not r2._state["net"]
+    state, cfg = load_checkpoint(out)
+    assert cfg["ema_decay"] == d and res["best"]["epoch"] == 1
+    for k, v in seen[0].state_dict().items():
+        torch.testing.assert_close(state[k], v)
 
 
 def test_backtranslation_noise_matches_the_acquisition_and_joins_the_pretraining_loss(held_out):

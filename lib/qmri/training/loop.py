@@ -11,7 +11,9 @@ A *recipe* says what is trained; this module says how. A recipe is a plain, pick
   a per-step scheduler, by default cosine decay to 5 % of the learning rate; a recipe may define
   ``optimizer(params, lr)`` and ``scheduler(opt, total_steps)``, the latter may return None), or
   ``step(model, batch, device) -> float`` for recipes that own their optimisers (GANs);
-- ``validate(net, device) -> dict`` with ``metric`` in it (rank 0 only, after each epoch).
+- ``validate(net, device) -> dict`` with ``metric`` in it (rank 0 only, after each epoch);
+- optionally ``eval_model(net) -> torch.nn.Module``: the network that is validated and saved in
+  place of the trained one (same ``state_dict`` keys), e.g. an exponential moving average of it.
 
 The best epoch by ``metric`` is written atomically with :func:`save_checkpoint`, so an infer task
 that reloads the file never sees half a model. ``world_size > 1`` trains data-parallel with
@@ -157,9 +159,11 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4g}")
         if rank != 0:
             continue
+        scored = recipe.eval_model(net) if hasattr(recipe, "eval_model") else net
         net.eval()
+        scored.eval()
         with torch.no_grad():
-            metrics = recipe.validate(net, device)
+            metrics = recipe.validate(scored, device)
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), **{k: float(v) for k, v in metrics.items()}, "lr": float(opt.param_groups[0]["lr"]) if opt else float(getattr(recipe, "lr", lr)), "seconds": round(time.time() - t0, 1)}
         history.append(rec)
         others = ", ".join(f"{k} {float(v):.4g}" for k, v in metrics.items() if k != metric)
@@ -169,7 +173,7 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
             tqdm.write(msg)
         if np.isfinite(rec[metric]) and rec[metric] < best[metric]:
             best, stale = dict(rec), 0
-            save_checkpoint(out_path, net, {**config, "epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
+            save_checkpoint(out_path, scored, {**config, "epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
         else:
             stale += 1
         if on_epoch:

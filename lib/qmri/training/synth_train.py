@@ -71,6 +71,13 @@ synthetic_mr_bulk`):
 
 No ground truth enters any of these: training stays unpaired.
 
+``ema_decay`` (0: off): validation and the saved checkpoint use an exponential moving average of
+the network's weights, ``w_ema <- d w_ema + (1 - d) w`` after every step (PyTorch's
+:class:`~torch.optim.swa_utils.AveragedModel` with ``get_ema_multi_avg_fn``; Polyak averaging, as
+for the generators of progressive GANs and StyleGAN). At the constant learning rate of the
+fine-tuning stages the validation sCT MAE moved by several HU from one epoch to the next; the
+average over the last ~1 / (1 - d) steps is the estimate of the weights those epochs circle.
+
 Optimisers: Adam (beta1 0.5, beta2 0.999, CycleGAN) for the generators together and the
 discriminators together, created on the first ``step`` from ``self.lr``.
 
@@ -87,6 +94,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import SSIMLoss
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..networks.sc_loss import spatially_correlative_loss
 from ..networks.synth_nets import SynthCycleGAN, hu_window_to_unit, realness_map
@@ -168,7 +176,10 @@ class SynthRecipe:
     name = "synthnet"
     metric = "val_score"
 
-    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture"):
+    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture", ema_decay: float = 0.0):
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.ema_decay = float(ema_decay)
         if pseudo_sct not in PSEUDO_SCT:
             raise ValueError(f"pseudo_sct must be one of {PSEUDO_SCT}, got {pseudo_sct!r}")
         self.pseudo_sct = pseudo_sct
@@ -222,7 +233,7 @@ class SynthRecipe:
             "warm_steps": self.warm_steps, "warm_weight": self.warm_weight, "pretrain_steps": self.warm_only_steps, "pretrain_lr": self.warm_lr,
             "pseudo_sct": self.pseudo_sct, "backtranslation_weight": self.bt, "pseudo_weight": self.pseudo, "backtranslation_ssim_weight": self.bt_ssim,
             "backtranslation_hybrid_weight": self.bt_hybrid, "hybrid_brain": self.hybrid_brain, "hybrid_soft_tissue_hu": {"tissue_mixture": list(HYBRID_TM_HU), "generator": list(HYBRID_G_HU)},
-            "bt_mr_noise_sd": self.mr_noise_sd, "bt_ct_noise_sd_hu": self.ct_noise_sd_hu,
+            "bt_mr_noise_sd": self.mr_noise_sd, "bt_ct_noise_sd_hu": self.ct_noise_sd_hu, "ema_decay": self.ema_decay,
         }
 
     def batches(self, rng: np.random.Generator, steps: int, batch_size: int):
@@ -244,8 +255,21 @@ class SynthRecipe:
                 "pool_ct": ImagePool(self.pool_size, 1),
                 "pool_mr": ImagePool(self.pool_size, 2),
                 "steps": 0,
+                "ema": AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True) if self.ema_decay > 0 else None,
             }
         return self._state
+
+    def eval_model(self, net: SynthCycleGAN) -> SynthCycleGAN:
+        """The network to validate and save: the weights' moving average when ``ema_decay > 0``."""
+        st = self._state
+        if st is None or st["net"] is not net or st["ema"] is None:
+            return net
+        return st["ema"].module
+
+    def _after_step(self, st) -> None:
+        st["steps"] += 1
+        if st["ema"] is not None:
+            st["ema"].update_parameters(st["net"])
 
     def generator_losses(self, net: SynthCycleGAN, x: torch.Tensor, y: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """Weighted generator loss terms, the synthetic CT and the synthetic MR (network units)."""
@@ -276,7 +300,6 @@ class SynthRecipe:
         if ramp > 0:
             # warm start: L1 to the classical translation of the same image (no truth involved)
             terms["warm"] = ramp * (F.l1_loss(fake_ct, torch.as_tensor(batch["mr_pseudo_ct"]).to(device)) + F.l1_loss(fake_mr, torch.as_tensor(batch["ct_pseudo_mr"]).to(device)))
-        st["steps"] += 1
         loss_g = sum(terms.values())
         st["opt_g"].zero_grad()
         loss_g.backward()
@@ -291,6 +314,7 @@ class SynthRecipe:
         loss_d.backward()
         _allreduce_grads(net.discriminators())
         st["opt_d"].step()
+        self._after_step(st)
         return float(loss_g.detach())
 
     def _pretrain_step(self, net, st, x, y, batch, device) -> float:
@@ -323,7 +347,7 @@ class SynthRecipe:
         loss.backward()
         _allreduce_grads(net.generators())
         st["opt_warm"].step()
-        st["steps"] += 1
+        self._after_step(st)
         return float(loss.detach())
 
     def validate(self, net: SynthCycleGAN, device) -> dict:
@@ -485,12 +509,12 @@ def _central_block(v: SynthVolume, n: int | None) -> SynthVolume:
     return SynthVolume(v.mr[sl], v.ct[sl], v.head[sl], v.name, v.source)
 
 
-def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture") -> dict:
+def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture", ema_decay: float = 0.0) -> dict:
     """Build the recipe and run :func:`qmri.training.loop.train`; returns its result dict.
 
     ``val_slices``: validate on that many contiguous central axial slices (None: whole volumes).
     """
     from .loop import train
 
-    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim, bt_hybrid=bt_hybrid, hybrid_brain=hybrid_brain)
+    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim, bt_hybrid=bt_hybrid, hybrid_brain=hybrid_brain, ema_decay=ema_decay)
     return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)

@@ -45,7 +45,7 @@ def _fit(out, train, val, init, p):
     # backtranslation > 0: every step is a generator-only step (pseudo-target L1 + back-translation,
     # the recipe of the shipped weights); 0: the scCycleGAN's adversarial losses
     stable = dict(pretrain_steps=epochs * steps, pretrain_lr=float(p["lr"]), bt=bt, pseudo=float(p["pseudo_weight"]), bt_ssim=float(p["backtranslation_ssim"]), bt_hybrid=float(p["backtranslation_hybrid"]), hybrid_brain=str(p["hybrid_brain"])) if bt > 0 else {}
-    return train_synth(out, mr, ct, val, epochs=epochs, steps_per_epoch=steps, batch_size=int(p["batch_size"]), lr=float(p["lr"]), crop=int(p["crop"]), val_slices=int(p["val_slices"]) if int(p["val_slices"]) > 0 else None, init=init, device=p["device"], progress=False, world_size=p["world_size"], **stable)
+    return train_synth(out, mr, ct, val, epochs=epochs, steps_per_epoch=steps, batch_size=int(p["batch_size"]), lr=float(p["lr"]), crop=int(p["crop"]), val_slices=int(p["val_slices"]) if int(p["val_slices"]) > 0 else None, init=init, device=p["device"], progress=False, world_size=p["world_size"], ema_decay=float(p["ema_decay"]), **stable)
 
 
 class SyntheticCT(TaskConfig):
@@ -61,9 +61,10 @@ class SyntheticCT(TaskConfig):
         return NetworkTrainer(
             "Train the scCycleGAN (MR <-> CT, unpaired) on the datastore's synthetic_ct (T2w MR) and synthetic_mr (CT) studies; "
             "the last study validates against its labels/final truth. Publishes the checkpoint both synthesis tasks use. "
-            "backtranslation > 0 (default): generator-only steps, pseudo-target L1 x pseudo_weight + back-translation (L1, plus (1 - SSIM) x backtranslation_ssim on the CT -> MR side, plus backtranslation_hybrid x the CT -> MR inversion of a hybrid sCT: tissue-mixture soft tissue, generator bone/air/fat; hybrid_brain: its brain from the tissue-mixture sCT or drawn_mixture); 0: adversarial scCycleGAN losses.",
+            "backtranslation > 0 (default): generator-only steps, pseudo-target L1 x pseudo_weight + back-translation (L1, plus (1 - SSIM) x backtranslation_ssim on the CT -> MR side, plus backtranslation_hybrid x the CT -> MR inversion of a hybrid sCT: tissue-mixture soft tissue, generator bone/air/fat; hybrid_brain: its brain from the tissue-mixture sCT or drawn_mixture); 0: adversarial scCycleGAN losses. "
+            "ema_decay > 0: validate and publish the exponential moving average of the weights (decay per step; off by default, since a short run's average still leans on the starting weights).",
             self.weights,
-            {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24, "backtranslation": 1.0, "pseudo_weight": 0.05, "backtranslation_ssim": 1.5, "backtranslation_hybrid": 3.0, "hybrid_brain": "drawn_mixture"},
+            {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24, "backtranslation": 1.0, "pseudo_weight": 0.05, "backtranslation_ssim": 1.5, "backtranslation_hybrid": 3.0, "hybrid_brain": "drawn_mixture", "ema_decay": 0.0},
             _volumes,
             _fit,
             "validation score (sCT MAE / 60 HU + (1 - sMR SSIM) / 0.1)",
