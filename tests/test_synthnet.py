@@ -400,9 +400,35 @@ def test_backtranslation_hybrid_term_inverts_the_hybrid_sct_of_the_training_mr(h
         SynthRecipe([vol], [vol], [vol], **{**kw, "bt_hybrid": 0.5, "pseudo_sct": "bulk_density"})
 
 
+def test_shift_average_is_aligned_and_averages_the_grid_phases():
+    """``shift_average`` k: an identity generator gives back its input exactly (every offset is
+    cropped back into register); a stride-2 block average (2x2 mean, nearest upsampling: the
+    aliasing of a stride-2 generator) averaged over the 2 x 2 offsets is, inside the slice, the
+    separable [1, 2, 1] / 4 filter, whatever the grid phase; k < 1 is refused."""
+    from scipy import ndimage
+
+    from qmri.networks.synth_predict import translate_slices
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (2, 21, 18)).astype(np.float32)
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(translate_slices(torch.nn.Identity(), x, shift_average=k), x, atol=1e-6)
+    block = torch.nn.Sequential(torch.nn.AvgPool2d(2), torch.nn.Upsample(scale_factor=2, mode="nearest"))
+    plain = translate_slices(block, x, flip_average=False, shift_average=1)
+    expected = ndimage.correlate1d(ndimage.correlate1d(x, [0.25, 0.5, 0.25], axis=1), [0.25, 0.5, 0.25], axis=2)
+    for y in (x, x[:, 1:, 1:]):  # two grid phases
+        e = expected if y is x else ndimage.correlate1d(ndimage.correlate1d(y, [0.25, 0.5, 0.25], axis=1), [0.25, 0.5, 0.25], axis=2)
+        got = translate_slices(block, y, flip_average=False, shift_average=2)
+        np.testing.assert_allclose(got[:, 2:-2, 2:-2], e[:, 2:-2, 2:-2], atol=1e-5)
+    assert np.abs(plain - expected)[:, 2:-2, 2:-2].max() > 0.1  # without the offsets it is not that filter
+    with pytest.raises(ValueError, match="shift_average"):
+        translate_slices(torch.nn.Identity(), x, shift_average=0)
+
+
 def test_flip_average_makes_the_translation_mirror_equivariant(held_out):
-    """With left-right flip averaging a mirrored CT gives exactly the mirrored sMR (whole-slice
-    inference, no tiling); without it the shipped generator is measurably not equivariant."""
+    """With left-right flip averaging (and the default in-plane offset averaging, whose offsets are
+    mirror-symmetric) a mirrored CT gives exactly the mirrored sMR (whole-slice inference, no
+    tiling); without it the shipped generator is measurably not equivariant."""
     from qmri.networks.synth_predict import synthetic_mr
 
     _, ct, _ = held_out
@@ -410,7 +436,7 @@ def test_flip_average_makes_the_translation_mirror_equivariant(held_out):
     net.tile = None  # whole padded slices: the tiling grid is then symmetric too
     slab = ct[..., 40:44]
     both = synthetic_mr(net, slab), synthetic_mr(net, slab[::-1].copy())[::-1]
-    plain = synthetic_mr(net, slab, flip_average=False), synthetic_mr(net, slab[::-1].copy(), flip_average=False)[::-1]
+    plain = synthetic_mr(net, slab, flip_average=False, shift_average=1), synthetic_mr(net, slab[::-1].copy(), flip_average=False, shift_average=1)[::-1]
     err, err_plain = float(np.abs(both[0] - both[1]).max()), float(np.abs(plain[0] - plain[1]).max())
     assert err < 0.05, err  # a.u. (CSF ~580 a.u.): float32 rounding only
     assert err_plain > 10.0 and err_plain > 100 * err, (err, err_plain)
