@@ -14,6 +14,7 @@ from scipy import ndimage
 from qmri.networks.sc_loss import spatially_correlative_loss
 from qmri.networks.synth_nets import SynthCycleGAN
 from qmri.networks.synth_predict import HU_RANGE, MR_RANGE, crop_slices, from_unit, load_synthnet, pad_slices, synthetic_ct, to_unit
+from qmri.training.synth_data import SynthVolume
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "apps" / "qmri" / "model" / "synthnet" / "synthnet.pt"
@@ -141,16 +142,20 @@ def test_trainer_over_rest_publishes_a_model_both_tasks_use(server, model_dir):
         assert not np.allclose(before[task], after.get_fdata())  # the published weights are in use
 
 
-def test_recipe_losses_and_discriminator_pixel_weights():
-    from qmri.training.synth_data import SynthVolume
-    from qmri.training.synth_train import SynthRecipe, _pix_weight
-
-    rng = np.random.default_rng(0)
+def _toy_volume(rng):
+    """A 24 x 24 x 8 toy head: random T2w (100-600 a.u.) and CT (0-1500 HU) inside a square, air outside."""
     head = np.zeros((24, 24, 8), bool)
     head[4:20, 4:20] = True
     mr = np.where(head, rng.uniform(100, 600, head.shape), 5.0).astype(np.float32)
     ct = np.where(head, rng.uniform(0, 1500, head.shape), -1000.0).astype(np.float32)
-    vol = SynthVolume(mr, ct, head, "toy")
+    return SynthVolume(mr, ct, head, "toy")
+
+
+def test_recipe_losses_and_discriminator_pixel_weights():
+    from qmri.training.synth_train import SynthRecipe, _pix_weight
+
+    rng = np.random.default_rng(0)
+    vol = _toy_volume(rng)
     r = SynthRecipe([vol], [vol], [vol], crop=16, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2})
     net = r.build()
     batch = next(r.batches(rng, 1, 2))
@@ -173,15 +178,10 @@ def test_ema_weights_are_validated_and_saved(tmp_path):
     e_k = d e_(k-1) + (1 - d) w_k (closed form, every parameter), the training network keeps its own
     weights, and the loop validates and saves the average; d outside [0, 1) is refused."""
     from qmri.training.loop import load_checkpoint, train
-    from qmri.training.synth_data import SynthVolume
     from qmri.training.synth_train import SynthRecipe
 
     rng = np.random.default_rng(0)
-    head = np.zeros((24, 24, 8), bool)
-    head[4:20, 4:20] = True
-    mr = np.where(head, rng.uniform(100, 600, head.shape), 5.0).astype(np.float32)
-    ct = np.where(head, rng.uniform(0, 1500, head.shape), -1000.0).astype(np.float32)
-    vol = SynthVolume(mr, ct, head, "toy")
+    vol = _toy_volume(rng)
     kw = dict(crop=16, net={"width": 4, "n_blocks": 1, "d_width": 4, "d_layers": 2}, warm_only_steps=100, bt=1.0)
     d = 0.7
     r = SynthRecipe([vol], [vol], [vol], ema_decay=d, **kw)
@@ -221,7 +221,6 @@ def test_backtranslation_noise_matches_the_acquisition_and_joins_the_pretraining
     """The noise given to a translation is the modality's own, estimated from unpaired images:
     the sample CT's 5 HU (sidecar) and the sample MR's Rician floor; the pretraining loss with
     back-translation adds a positive term and still trains both generators."""
-    from qmri.training.synth_data import SynthVolume
     from qmri.training.synth_train import SynthRecipe, _ct_noise_sd_hu, _mr_noise_sd, add_ct_noise, add_mr_noise
 
     mr, ct, head = held_out
@@ -260,7 +259,6 @@ def _extra_term(held_out, extra: dict, expected_of, **base_kw):
     generators and noise draws; ``expected_of(d)`` computes the term the extra weights should add from
     the step's own intermediates (``d``: x, gx = G(x), ct_of_x = G(x) + CT noise, batch, net, recipe),
     inside the step's RNG sequence. Returns (expected, loss difference, volume, recipe kwargs)."""
-    from qmri.training.synth_data import SynthVolume
     from qmri.training.synth_train import SynthRecipe, add_ct_noise, add_mr_noise
 
     mr, ct, head = held_out
