@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 serve: $(STAMP)
 	@echo "qmri MONAI Label server: http://$(HOST):$(PORT)  (studies: $(STUDIES); Ctrl-C to stop)"
-	PYTHONPATH=$(CURDIR)/apps/qmri $(VENV)/bin/python -m monailabel.main start_server --app apps/qmri --studies $(STUDIES) --host $(HOST) --port $(PORT)
+	PYTHONPATH=$(CURDIR)/apps/qmri $(VENV)/bin/python -m monailabel.main start_server --app apps/qmri --studies $(STUDIES) --host $(HOST) --port $(PORT) --uvicorn_app lib.server.asgi:app
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -53,7 +53,7 @@ def server(tmp_path_factory, model_dir):
     port = _free_port()
     log = open(tmp_path_factory.mktemp("server_log") / "server.log", "w")
     env = dict(os.environ, PYTHONPATH=str(REPO / "apps" / "qmri"))
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "qmri"), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir)]
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "qmri"), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir), "--uvicorn_app", "lib.server.asgi:app"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180

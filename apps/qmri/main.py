@@ -17,10 +17,10 @@ from typing import Any, Dict
 from fastapi import HTTPException
 
 import lib.configs
-from lib.datastore import SidecarDatastore
+from lib.datastore import SidecarDatastore, check_id
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
@@ -30,6 +30,10 @@ from monailabel.utils.others.generic import strtobool
 import qmri
 
 logger = logging.getLogger(__name__)
+
+#: What a client may pass to /infer besides the study id: the task's method, the map(s) to return,
+#: and the acquisition sidecar (for a study uploaded without one).
+INFER_PARAMS = {"method", "map", "sidecar"}
 
 
 class QMRIApp(MONAILabelApp):
@@ -87,8 +91,29 @@ class QMRIApp(MONAILabelApp):
         return trainers
 
     def infer(self, request: Dict[str, Any], datastore=None):
-        # MONAI Label answers an unknown model with a 500; a client deserves a 404 naming the choices.
+        """Run an infer task on a datastore study; every other input is refused with a 4xx.
+
+        MONAI Label would also accept a server file path as ``image`` (reading any NIfTI the server
+        can), save the result as a label (``save_label``/``label_tag``, overwriting training targets)
+        and take ``device`` from the client; here the request may hold only ``model``, ``image``
+        (a datastore id) and the documented parameters (:data:`INFER_PARAMS`).
+        """
         model = request.get("model")
-        if model not in self._infers:
-            raise HTTPException(status_code=404, detail=f"unknown task '{model}'; available: {sorted(self._infers) or 'none'}")
-        return super().infer(request, datastore)
+        if model not in self._infers:  # MONAI Label answers an unknown model with a 500
+            raise HTTPException(status_code=404, detail=f"unknown task {str(model)[:60]!r}; available: {sorted(self._infers) or 'none'}")
+        unknown = sorted(set(request) - {"model", "image"} - INFER_PARAMS)
+        if unknown:
+            raise HTTPException(status_code=422, detail=f"parameter(s) {', '.join(repr(str(k)[:40]) for k in unknown[:8])} not accepted by /infer/{model}; allowed: {', '.join(sorted(INFER_PARAMS))}")
+        image = request.get("image")
+        if not image:
+            raise HTTPException(status_code=422, detail="no study given: pass the datastore id of the input as the 'image' query parameter")
+        check_id(image)
+        datastore = datastore or self.datastore()
+        uri = datastore.get_image_uri(image)
+        if not uri:
+            raise HTTPException(status_code=404, detail=f"unknown study '{image}': upload it with PUT /datastore/image first")
+        # MONAI Label's own infer() would treat an id that is also a path under the working folder
+        # as that file; the task here gets the datastore's file and never saves a label
+        task = self._infers[model]
+        result_file, result_json = task({**request, "image": uri, "description": task.description})
+        return {"label": result_file, "tag": DefaultLabelTag.ORIGINAL, "file": result_file, "params": result_json}

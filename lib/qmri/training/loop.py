@@ -88,8 +88,9 @@ def train(
     ``init``: checkpoint to start from (fine-tuning). ``max_minutes``: stop after the epoch that
     passes this wall time (the schedule is still planned for ``epochs``). ``patience_epochs``: stop
     when the validation metric has not improved for that many epochs. Returns ``{"metric",
-    "history", "best", "config", "seconds", "device"}``; each history record has epoch, train_loss, lr,
-    seconds and the validation metrics.
+    "history", "best", "init_metrics", "config", "seconds", "device"}``; each history record has
+    epoch, train_loss, lr, seconds and the validation metrics; ``init_metrics`` are the validation
+    metrics of the ``init`` weights before training (None without ``init``).
     """
     opts = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), device=device, progress=progress, max_minutes=max_minutes, patience_epochs=patience_epochs, t0=time.time())
     if world_size > 1:
@@ -140,6 +141,12 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
         sched = recipe.scheduler(opt, epochs * steps) if hasattr(recipe, "scheduler") else _default_scheduler(opt, epochs * steps, lr)
     config = {**recipe.config(), "seed": seed, "world_size": world_size, "batch_size": batch_size, "lr": lr}
     metric = recipe.metric
+    init_metrics = None
+    if init and rank == 0:  # the starting weights' score on the same validation data
+        net.eval()
+        with torch.no_grad():
+            init_metrics = {k: float(v) for k, v in recipe.validate(net, device).items()}
+        log.info("%s: starting weights score %s %.4g on validation", recipe.name, metric, init_metrics[metric])
     history, best, stale = [], {metric: math.inf}, 0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -184,7 +191,7 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
         if max_minutes and time.time() - t0 > 60 * max_minutes:
             log.info("%s: wall time %.1f min passed, stopping after epoch %d", recipe.name, max_minutes, epoch)
             break
-    return {"metric": metric, "history": history, "best": best if history else {}, "config": config, "seconds": round(time.time() - t0, 1), "device": str(device)}
+    return {"metric": metric, "history": history, "best": best if history else {}, "init_metrics": init_metrics, "config": config, "seconds": round(time.time() - t0, 1), "device": str(device)}
 
 
 def training_command(task: str) -> str:

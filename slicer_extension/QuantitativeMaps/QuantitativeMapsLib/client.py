@@ -192,18 +192,21 @@ class QMRIClient:
         return dict(self.info(refresh).get("trainers", {}))
 
     # -- datastore ------------------------------------------------------------------------------
-    def upload_image(self, image_id: str, path: str | Path, sidecar: Mapping[str, Any] | None = None) -> dict:
+    def upload_image(self, image_id: str, path: str | Path, sidecar: Mapping[str, Any] | None = None, overwrite: bool = False) -> dict:
         """Upload a NIfTI to the datastore as study ``image_id`` (consent required).
 
-        ``sidecar`` (acquisition metadata) is stored as the study's info in the datastore; infer
-        requests on uploads must still pass it as ``params["sidecar"]``.
+        ``sidecar`` (acquisition metadata) is written as the study's JSON sidecar. The server
+        refuses (409) to replace an existing study unless ``overwrite``.
         """
         self._require_consent(f"image '{image_id}'")
         path = Path(path)
+        params: dict[str, Any] = {"overwrite": bool(overwrite)}
+        if sidecar:
+            params["sidecar"] = dict(sidecar)
         with open(path, "rb") as fh:
             resp = self._request(
                 "PUT", "/datastore/image", UPLOAD_TIMEOUT_S, params={"image": image_id},
-                files={"file": (path.name, fh)}, data={"params": json.dumps(dict(sidecar or {}))},
+                files={"file": (path.name, fh)}, data={"params": json.dumps(params)},
             )
         return resp.json() if resp.content else {}
 
@@ -211,7 +214,8 @@ class QMRIClient:
         """Upload a reference map as the ``tag`` label of study ``image_id`` (consent required).
 
         With ``tag="final"`` the server stores it as ``labels/final/<image_id>.nii.gz``: the
-        training target of that study.
+        training target of that study. ``params``: ``{"overwrite": true}`` replaces an existing one
+        (the server answers 409 otherwise).
         """
         self._require_consent(f"reference map for '{image_id}'")
         path = Path(path)
@@ -369,7 +373,7 @@ def run_task(client: QMRIClient, task: str, image_path: str | Path | None, image
         if job:
             job.check_cancelled()
             job.stage = "uploading"
-        client.upload_image(image_id, image_path)
+        client.upload_image(image_id, image_path, overwrite=True)  # the module's own scratch copy of the input
     if job:
         job.check_cancelled()
         job.stage = f"running {task} on the server"
@@ -388,4 +392,4 @@ def add_training_case(client: QMRIClient, image_id: str, image_path: str | Path,
     if job:
         job.check_cancelled()
         job.stage = "uploading the reference map"
-    client.upload_label(image_id, reference_path, tag="final", params={"sidecar": dict(sidecar or {})})
+    client.upload_label(image_id, reference_path, tag="final")

@@ -5,9 +5,10 @@ geometry unless transforms restore it (shared/REFERENCE.md section 5), and its S
 results as uint8 labels. Quantitative maps therefore go through :func:`qmri.io.maps.write_maps`:
 float32 NIfTI on the input's exact grid (shape and affine) plus a JSON with names and units.
 
-Problems with the input (wrong shape, missing sidecar, NaNs, unknown method...) are raised by the
-science as ``ValueError`` with a message naming the problem and returned to the client as HTTP 422;
-nothing in the datastore is written or changed by a failed request.
+Problems with the input (wrong shape, missing sidecar, NaNs, complex data, unknown method...) are
+raised by the science as ``ValueError`` with a message naming the problem and returned to the client
+as HTTP 422 (an image over the server's voxel limit: 413); nothing in the datastore is written or
+changed by a failed request.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import time
 from abc import abstractmethod
 from typing import Any, Dict, Sequence, Tuple
 
-import nibabel as nib
 import numpy as np
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from qmri.io.maps import QuantMap, requested_names, select_maps, write_maps
+from qmri.io.nifti_input import InputTooLarge, load_input_volume
 from qmri.io.study import StudyError, read_sidecar, sidecar_path
+
+from ..server.policy import POLICY
 
 logger = logging.getLogger(__name__)
 
@@ -99,18 +102,15 @@ class QuantitativeInferTask(InferTask):
                 raise ValueError(f"unknown method '{method}'; choose from {', '.join(self.methods)}")
             requested_names(list(self.outputs), request.get("map"))  # refuse before any work
             path = request["image"]
-            try:
-                img = nib.load(path)
-            except Exception as e:  # nibabel raises several types for unreadable files
-                raise ValueError(f"cannot read the input as NIfTI: {e}") from None
-            data = np.asarray(img.dataobj, dtype=np.float32)
-            if not np.all(np.isfinite(data)):
-                raise ValueError(f"input image contains {int((~np.isfinite(data)).sum())} NaN/Inf voxels")
+            data, affine = load_input_volume(path, max_voxels=POLICY.max_voxels)
             meta = self.sidecar(path, request)
-            maps = select_maps(self.compute(data, img.affine, meta, method, request), request.get("map"))
+            maps = select_maps(self.compute(data, affine, meta, method, request), request.get("map"))
             fd, out = tempfile.mkstemp(prefix="qmri_", suffix=".nii.gz")
             os.close(fd)  # MONAI Label deletes the result file once it has been sent
-            primary, result = write_maps(maps, img.affine, data.shape[:3], out)
+            primary, result = write_maps(maps, affine, data.shape[:3], out)
+        except InputTooLarge as e:
+            logger.warning("rejected request: %s", e)
+            raise HTTPException(status_code=413, detail=str(e)) from None
         except ValueError as e:  # includes StudyError; the message names the problem
             logger.warning("rejected request: %s", e)
             raise HTTPException(status_code=422, detail=str(e)) from None

@@ -8,10 +8,14 @@ the rest the same way for all of them:
   ``from_scratch``, ``device``, MONAI Label's ``multi_gpu``/``gpus``, and the task's own);
 - the split (the last study validates; a single study trains and validates);
 - fine-tuning from the served weights unless ``from_scratch``;
-- publishing atomically: the new file replaces the served one by ``os.replace`` and the previous
-  model is kept as ``*_previous.pt``; infer tasks reload weights whose file changed
+- publishing only weights no worse than the served ones on the same validation data (the loop
+  scores the starting weights before training; from scratch, the served ones are scored apart),
+  atomically: the new file replaces the served one by ``os.replace`` and the previous model is
+  kept as ``*_previous.pt``; infer tasks reload weights whose file changed
   (:class:`qmri.networks.weights.ReloadingWeights`), so the next request uses the new model;
-- ``train_stats.json`` beside the weights, returned by :meth:`stats` to ``/info``.
+- stopping without publishing when the server that started the training process is gone;
+- ``train_stats.json`` beside the weights (the decision and both scores), returned by
+  :meth:`stats` to ``/info``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict
@@ -90,6 +95,7 @@ class NetworkTrainer(TrainTask):
         return self.weights[key]
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+        stop_with_parent()
         p = {**self.config(), **request}
         p["device"] = None if p["device"] == "cuda if available" else p["device"]
         p["world_size"] = self.world_size(p)
@@ -98,33 +104,80 @@ class NetworkTrainer(TrainTask):
         if not items:
             raise ValueError(f"no studies usable for training in the datastore: {self.description}")
         train, val = (items[:-1], items[-1:]) if len(items) > 1 else (items, items)
-        init = None if _true(p["from_scratch"]) or not weights.exists() else weights
-        logger.info("%s: training on %d studies (%d validation), init %s", weights.name, len(train), len(val), init)
+        served = weights if weights.exists() else None
+        init = None if _true(p["from_scratch"]) else served
+        logger.info("%s: training on %d studies (%d validation), init %s", weights.name, len(train), len(val), init.name if init else None)
         t0 = time.time()
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix="qmri_train_") as tmp:
             out = Path(tmp) / weights.name
             res = self.fit(out, train, val, init, p)
             if not out.exists():
                 raise RuntimeError("training produced no weights (no finite validation metric)")
-            weights.parent.mkdir(parents=True, exist_ok=True)
-            if weights.exists():
-                shutil.copy2(weights, weights.with_name(weights.stem + "_previous.pt"))
-            staged = weights.with_suffix(".staged")
-            shutil.copy2(out, staged)
-            os.replace(staged, weights)  # publish atomically
-        best = res.get("best", {})
+            metric, best = res.get("metric", ""), res.get("best", {})
+            served_metrics = res.get("init_metrics")
+            if served is not None and init is None:  # from scratch: score the served weights on the same validation data
+                served_metrics = self.fit(Path(tmp) / "served_score.pt", train, val, served, {**p, "max_epochs": 0}).get("init_metrics")
+            new_score = best.get(metric)
+            served_score = (served_metrics or {}).get(metric)
+            # every metric here is minimised; the served weights stay unless the new ones are no worse
+            publish = served_score is None or (new_score is not None and new_score <= served_score)
+            if publish:
+                if parent_gone():
+                    raise RuntimeError("the server that started this training has stopped; the new weights are not published")
+                weights.parent.mkdir(parents=True, exist_ok=True)
+                if weights.exists():
+                    shutil.copy2(weights, weights.with_name(weights.stem + "_previous.pt"))
+                staged = weights.with_suffix(".staged")
+                shutil.copy2(out, staged)
+                os.replace(staged, weights)  # publish atomically
+        decision = (
+            f"published: {metric} {new_score:.4g} is no worse than the served weights' {served_score:.4g} on the same validation data"
+            if publish and served_score is not None
+            else "published: no served weights to compare with"
+            if publish
+            else f"not published: {metric} {new_score if new_score is None else round(new_score, 4)} is worse than the served weights' {served_score:.4g} on the same validation data; the served weights are unchanged"
+        )
+        logger.info("%s: %s", weights.name, decision)
         stats = {
             "model": weights.stem,
-            "best_metric": best.get(res.get("metric", "")),
+            "best_metric": new_score,
             "best_metric_name": self.metric_name,
             "best": best,
+            "served_metric": served_score,
+            "published": bool(publish),
+            "decision": decision,
             "epochs": int(p["max_epochs"]),
             "train_studies": [getattr(v, "subject", str(i)) for i, v in enumerate(train)],
             "val_studies": [getattr(v, "subject", str(i)) for i, v in enumerate(val)],
             "total_time": round(time.time() - t0, 1),
-            "published": str(weights),
+            "weights": weights.name,
             "history": res.get("history", []),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        self.stats_path.write_text(json.dumps(stats, indent=2))
+        tmp_stats = self.stats_path.with_suffix(".json.part")
+        tmp_stats.write_text(json.dumps(stats, indent=2))
+        os.replace(tmp_stats, self.stats_path)
         return stats
+
+
+_PARENT = {"pid": None}
+
+
+def stop_with_parent(poll_s: float = 1.0) -> None:
+    """In the training process MONAI Label starts: exit when the server process that started it
+    is gone (killed), so that an orphaned training never publishes weights later."""
+    if _PARENT["pid"] is not None:
+        return
+    _PARENT["pid"] = os.getppid()
+
+    def watch():
+        while not parent_gone():
+            time.sleep(poll_s)
+        logger.error("the server process %s is gone: stopping this training without publishing", _PARENT["pid"])
+        os._exit(3)
+
+    threading.Thread(target=watch, name="qmri-parent-watch", daemon=True).start()
+
+
+def parent_gone() -> bool:
+    return _PARENT["pid"] is not None and os.getppid() != _PARENT["pid"]

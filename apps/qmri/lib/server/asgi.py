@@ -1,0 +1,392 @@
+"""MONAI Label's FastAPI app under the qmri server policy (:mod:`lib.server.policy`).
+
+Start it with MONAI Label's own command (the Makefile's ``serve`` does)::
+
+    monailabel start_server --app apps/qmri --studies STUDIES --uvicorn_app lib.server.asgi:app
+
+What changes against ``monailabel.app:app``:
+
+- **routes**: only those this app's clients use stay (``/info``, ``/infer``, ``/datastore``,
+  ``/train``, the API docs). Weight upload/delete (``/model``), sessions, batch inference, scoring,
+  DICOM proxies, OHIF and ``/reload`` are gone; ``/logs`` and ``GET /datastore/dataset`` answer 403
+  unless enabled; ``/infer``, the uploads, ``POST /train/{model}`` and ``GET /train/`` are replaced by
+  the guarded versions below;
+- **browsers**: CORS allows only the configured origins (none by default), without credentials, and
+  a request whose ``Origin`` is neither the server itself nor an allowed origin is refused (403), so
+  a web page the workstation user opens cannot drive the server;
+- **size**: a request body over the limit is refused with 413 before it is stored;
+- **availability**: inference runs in :class:`~lib.server.infer_pool.InferPool` off the request
+  loop; SIGTERM ends the process within the grace time even while a map is being computed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import tempfile
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.background import BackgroundTasks
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from monailabel.app import app as monailabel_app
+from monailabel.config import settings
+from monailabel.endpoints.infer import send_response
+from monailabel.interfaces.utils.app import app_instance
+from monailabel.utils.others.generic import remove_file
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.routing import Match
+
+from ..datastore import check_id, nifti_ext
+from .infer_pool import InferPool
+from .policy import POLICY
+from .train_requests import finished_tasks, train_params
+
+logger = logging.getLogger(__name__)
+
+#: (method, path) of MONAI Label routes kept as they are.
+KEPT = {
+    ("GET", "/"), ("GET", "/favicon.ico"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/info/"), ("POST", "/login/token"), ("GET", "/login/token/valid"),
+    ("GET", "/datastore/"), ("HEAD", "/datastore/image"), ("GET", "/datastore/image"), ("GET", "/datastore/image/info"),
+    ("PUT", "/datastore/image/info"), ("HEAD", "/datastore/label"), ("GET", "/datastore/label"), ("GET", "/datastore/label/info"),
+    ("PUT", "/datastore/label/info"), ("PUT", "/datastore/updatelabelinfo"),
+    ("DELETE", "/datastore/"), ("DELETE", "/datastore/image"), ("DELETE", "/datastore/label"),  # refused by the datastore unless enabled
+    ("DELETE", "/train/"),
+}
+LOG_ROUTES = {("GET", "/logs/"), ("GET", "/logs/gpu")}
+MAX_FORM_FIELDS = 8
+
+
+def _error(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _json_object(text: Any, what: str) -> dict:
+    if text is None or text == "":
+        return {}
+    if not isinstance(text, str):
+        raise HTTPException(status_code=422, detail=f"form field '{what}' must be a JSON object given as text")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HTTPException(status_code=422, detail=f"form field '{what}' is not valid JSON: {e.msg} at character {e.pos}") from None
+    if not isinstance(value, dict):
+        raise HTTPException(status_code=422, detail=f"form field '{what}' must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _only_query(request: Request, allowed: set[str]) -> None:
+    extra = sorted(set(request.query_params) - allowed)
+    if extra:
+        raise HTTPException(status_code=422, detail=f"query parameter(s) {', '.join(repr(k[:40]) for k in extra[:8])} not accepted here; allowed: {', '.join(sorted(allowed)) or 'none'}")
+
+
+async def _form(request: Request, files: set[str], fields: set[str]):
+    try:
+        form = await request.form(max_files=max(len(files), 1), max_fields=MAX_FORM_FIELDS)  # a stray file is named below
+    except HTTPException:
+        raise
+    except Exception as e:  # starlette raises several types for malformed multipart bodies
+        raise HTTPException(status_code=400, detail=f"malformed form body: {str(e)[:120]}") from None
+    extra = sorted(set(form.keys()) - files - fields)
+    if extra:
+        raise HTTPException(status_code=422, detail=f"form field(s) {', '.join(repr(k[:40]) for k in extra[:8])} not accepted here; allowed: {', '.join(sorted(files | fields))}")
+    return form
+
+
+# --- /infer ----------------------------------------------------------------------------------------
+POOL = InferPool(POLICY.infer_workers, POLICY.infer_queue, POLICY.infer_timeout_s)
+
+
+async def infer(request: Request) -> Any:
+    """``POST /infer/{model}?image=ID[&output=image|json|all]`` with form ``params`` (JSON object)."""
+    model = request.path_params["model"]
+    _only_query(request, {"image", "output"})
+    output = request.query_params.get("output") or "all"
+    if output not in ("image", "json", "all"):
+        raise HTTPException(status_code=422, detail=f"output must be image, json or all, got {output[:20]!r}")
+    form = await _form(request, files=set(), fields={"params"})
+    params = _json_object(form.get("params"), "params")
+    for key in ("model", "image"):
+        if key in params:
+            raise HTTPException(status_code=422, detail=f"'{key}' cannot be a parameter: the task is in the path and the study id in the 'image' query parameter")
+    req = {**params, "model": model, "image": request.query_params.get("image", "")}
+    instance = app_instance()
+    if model not in instance._infers:  # before taking a worker
+        raise HTTPException(status_code=404, detail=f"unknown task {model[:60]!r}; available: {sorted(instance._infers)}")
+    background = BackgroundTasks()
+
+    def compute():
+        result = instance.infer(req)
+        return send_response(instance.datastore(), result, output, background)
+
+    response = await POOL.run(compute)
+    response.background = background  # deletes the result file once sent
+    return response
+
+
+# --- uploads ---------------------------------------------------------------------------------------
+async def _stored_upload(upload: Any, what: str) -> tuple[str, str]:
+    """Save a form's file to a private temporary file with a NIfTI suffix; (path, extension)."""
+    if not isinstance(upload, UploadFile):
+        raise HTTPException(status_code=422, detail=f"form field '{what}' must be a file")
+    ext = nifti_ext(upload.filename or "")
+    fd, path = tempfile.mkstemp(prefix="qmri_upload_", suffix=ext)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await upload.read(1 << 20):
+                out.write(chunk)
+    except BaseException:
+        remove_file(path)
+        raise
+    return path, ext
+
+
+async def put_image(request: Request) -> Any:
+    """``PUT /datastore/image?image=ID`` with form ``file`` (NIfTI) and ``params`` (``sidecar``, ``overwrite``)."""
+    _only_query(request, {"image"})
+    form = await _form(request, files={"file"}, fields={"params"})
+    params = _json_object(form.get("params"), "params")
+    upload = form.get("file")
+    image_id = request.query_params.get("image")
+    if not image_id and isinstance(upload, UploadFile):  # the file's name, which must itself be a plain id
+        name = upload.filename or ""
+        image_id = name[: -len(nifti_ext(name))]
+    check_id(image_id)
+    path, _ = await _stored_upload(upload, "file")
+    try:
+        image_id = await run_in_threadpool(app_instance().datastore().add_image, image_id, path, params)
+    finally:
+        remove_file(path)
+    return {"image": image_id}
+
+
+async def put_label(request: Request) -> Any:
+    """``PUT /datastore/label?image=ID&tag=final`` with form ``label`` (NIfTI) and ``params`` (``overwrite``)."""
+    _only_query(request, {"image", "tag"})
+    form = await _form(request, files={"label"}, fields={"params"})
+    params = _json_object(form.get("params"), "params")
+    image_id = check_id(request.query_params.get("image"))
+    tag = request.query_params.get("tag") or "final"
+    path, _ = await _stored_upload(form.get("label"), "label")
+    try:
+        instance = app_instance()
+        label_id = await run_in_threadpool(instance.datastore().save_label, image_id, path, tag, params)
+        res = instance.on_save_label(image_id, label_id) or {}
+    finally:
+        remove_file(path)
+    return {**res, "image": image_id, "label": label_id}
+
+
+async def dataset(request: Request) -> Any:
+    """``GET /datastore/dataset``: a zip of every study, only when enabled; the zip is deleted once sent."""
+    if not POLICY.enable_dataset_download:
+        raise HTTPException(status_code=403, detail="dataset download is disabled on this server (QMRI_ENABLE_DATASET_DOWNLOAD=1 enables it)")
+    _only_query(request, {"limit_cases"})
+    path = await run_in_threadpool(app_instance().datastore().get_dataset_archive, None)
+    background = BackgroundTasks()
+    background.add_task(remove_file, path)
+    return FileResponse(path, media_type="application/zip", filename="dataset.zip", background=background)
+
+
+async def logs_disabled(request: Request) -> Any:
+    raise HTTPException(status_code=403, detail="the server log is not served (it holds request parameters); QMRI_ENABLE_LOGS=1 enables /logs")
+
+
+# --- training --------------------------------------------------------------------------------------
+async def train_start(request: Request) -> Any:
+    """``POST /train/{model}[?enqueue=true]`` with a JSON object of the trainer's own parameters."""
+    from monailabel.endpoints.train import run_model
+
+    model = request.path_params["model"]
+    _only_query(request, {"enqueue", "run_sync"})
+    if request.query_params.get("run_sync", "false").lower() not in ("false", "0", ""):
+        raise HTTPException(status_code=403, detail="run_sync is refused: training runs in its own process so that the server keeps answering; poll GET /train/")
+    enqueue = request.query_params.get("enqueue", "false").lower() in ("true", "1")
+    body = await request.body()
+    try:
+        params = json.loads(body) if body.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HTTPException(status_code=422, detail="the body must be a JSON object of training parameters") from None
+    instance = app_instance()
+    trainer = instance._trainers.get(model)
+    if trainer is None:
+        raise HTTPException(status_code=404, detail=f"no trainer {model[:60]!r}; available: {sorted(instance._trainers)}")
+    params = train_params(params, trainer.config())
+    return await run_in_threadpool(run_model, model, params, False, enqueue)
+
+
+async def train_status(request: Request) -> Any:
+    """``GET /train/[?all=true]``: the running/last task, also across restarts (kept beside the weights)."""
+    from monailabel.utils.async_tasks.task import AsyncTask
+
+    _only_query(request, {"all", "check_if_running"})
+    all_ = request.query_params.get("all", "false").lower() in ("true", "1")
+    running = request.query_params.get("check_if_running", "false").lower() in ("true", "1")
+    live, detail = AsyncTask.status("train", True, running)
+    if running:
+        if live is None:
+            raise HTTPException(status_code=404, detail=detail)
+        return live
+    tasks = finished_tasks(Path(app_instance().model_dir), live or [])
+    if not tasks:
+        raise HTTPException(status_code=404, detail=detail or "no training tasks found")
+    return tasks if all_ else tasks[-1]
+
+
+# --- assembly --------------------------------------------------------------------------------------
+REPLACED = {
+    ("POST", "/infer/{model}"): infer,
+    ("PUT", "/datastore/image"): put_image,
+    ("PUT", "/datastore/"): put_image,
+    ("PUT", "/datastore/label"): put_label,
+    ("GET", "/datastore/dataset"): dataset,
+    ("POST", "/train/{model}"): train_start,
+    ("GET", "/train/"): train_status,
+}
+
+
+def _normal(path: str) -> str:
+    return path if path.endswith("/") else path + "/"
+
+
+class PolicyRouter:
+    """Pure ASGI app: the guarded endpoints, then MONAI Label's routes that are kept; nothing else.
+
+    (FastAPI includes MONAI Label's routers lazily, so its route list cannot be filtered in place;
+    routing happens here in front of it instead.)
+    """
+
+    def __init__(self, monailabel_app, policy=POLICY):
+        self.monailabel = monailabel_app
+        self.guarded = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        for (method, path), endpoint in REPLACED.items():
+            self.guarded.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+        if not policy.enable_logs:
+            for _, path in LOG_ROUTES:
+                self.guarded.add_api_route(path, logs_disabled, methods=["GET"], include_in_schema=False)
+        kept = KEPT | (LOG_ROUTES if policy.enable_logs else set())
+        self.kept = {(m, _normal(p)) for m, p in kept}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":  # lifespan: MONAI Label's app starts and stops the app instance
+            return await self.monailabel(scope, receive, send)
+        for route in self.guarded.router.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return await self.guarded(scope, receive, send)
+        method, path = scope["method"], scope["path"]
+        if (method if method != "HEAD" else "GET", _normal(path)) in self.kept or (method, _normal(path)) in self.kept or path.startswith("/static/"):
+            return await self.monailabel(scope, receive, send)
+        await _error(404, f"{method} {path[:80]} is not available on this server")(scope, receive, send)
+
+
+class RequestGate:
+    """Pure ASGI middleware: refuses foreign browser origins (403) and oversized bodies (413)."""
+
+    def __init__(self, asgi, allowed_origins=(), max_body_bytes: int = 0):
+        self.asgi, self.allowed, self.max_body = asgi, set(allowed_origins), int(max_body_bytes)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.asgi(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        origin = headers.get("origin")
+        if origin and origin not in self.allowed and urlsplit(origin).netloc != headers.get("host", ""):
+            return await _error(403, "cross-origin requests from this web page are refused; the server's QMRI_CORS_ORIGINS lists the allowed origins")(scope, receive, send)
+        length = headers.get("content-length")
+        limit_mb = self.max_body // (1024 * 1024)
+        if length is not None:
+            if not length.isdigit():
+                return await _error(400, "invalid Content-Length header")(scope, receive, send)
+            if int(length) > self.max_body:
+                return await _error(413, f"the request body is {int(length) / 2**20:.0f} MiB; the server's limit is {limit_mb} MiB (QMRI_MAX_UPLOAD_MB)")(scope, receive, send)
+        seen, started = 0, False
+
+        async def counted_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.asgi(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started:
+                await _error(413, f"the request body exceeds the server's limit of {limit_mb} MiB (QMRI_MAX_UPLOAD_MB)")(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _install_sigterm_deadline(grace_s: float) -> None:
+    """On SIGTERM/SIGINT: stop a running training process, let uvicorn shut down, and end the
+    process after ``grace_s`` even if a request is still computing (uvicorn would wait for it)."""
+
+    def wrap(sig):
+        previous = signal.getsignal(sig)
+
+        def handler(signum, frame):
+            logger.warning("signal %d: shutting down (at most %.0f s)", signum, grace_s)
+            try:
+                from monailabel.utils.async_tasks.task import AsyncTask
+
+                AsyncTask.stop("train")
+            except Exception:  # shutting down: a training process that already ended is fine
+                pass
+            timer = threading.Timer(grace_s, os._exit, args=(128 + signum,))
+            timer.daemon = True
+            timer.start()
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        wrap(sig)
+
+
+_monailabel_lifespan = monailabel_app.router.lifespan_context
+
+
+@asynccontextmanager
+async def _lifespan(application):
+    async with _monailabel_lifespan(application) as state:
+        if threading.current_thread() is threading.main_thread():
+            _install_sigterm_deadline(POLICY.shutdown_grace_s)
+        yield state
+
+
+def guard(monailabel_app):
+    """MONAI Label's app under the policy: its own CORS (any origin) removed, the routes filtered
+    by :class:`PolicyRouter`, then the origin/size gate and a strict CORS in front."""
+    monailabel_app.user_middleware[:] = [m for m in monailabel_app.user_middleware if m.cls is not CORSMiddleware]
+    monailabel_app.middleware_stack = None
+    monailabel_app.router.lifespan_context = _lifespan
+    guarded = PolicyRouter(monailabel_app)
+    guarded = RequestGate(guarded, allowed_origins=POLICY.cors_origins, max_body_bytes=POLICY.max_upload_mb * 1024 * 1024)
+    guarded = CORSMiddleware(guarded, allow_origins=list(POLICY.cors_origins), allow_credentials=False, allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD"], allow_headers=["*"])
+    if settings.MONAI_LABEL_AUTH_ENABLE:
+        logger.info("MONAI Label authentication is enabled (Keycloak realm %s)", settings.MONAI_LABEL_AUTH_REALM_URI)
+    return guarded
+
+
+app = guard(monailabel_app)
