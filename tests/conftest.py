@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
+
+from qmri.bench.serve import start_server, stop_server  # noqa: F401  (one launcher for the bench and the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample-data"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -50,30 +43,20 @@ def server(tmp_path_factory, model_dir):
     """
     studies = tmp_path_factory.mktemp("studies")
     shutil.copytree(SAMPLE / "studies", studies, dirs_exist_ok=True)
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("server_log") / "server.log", "w")
-    env = dict(os.environ, PYTHONPATH=str(REPO / "apps" / "qmri"))
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "qmri"), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir), "--uvicorn_app", "lib.server.asgi:app"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            log.flush()
-            raise RuntimeError(f"server exited with {proc.returncode}: {Path(log.name).read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/info/", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
-    else:
-        proc.kill()
-        raise RuntimeError("server did not answer /info within 180 s")
+    proc, url = start_server(studies, model_dir, tmp_path_factory.mktemp("server_log") / "server.log")
     yield url, studies
-    proc.terminate()
+    stop_server(proc)
+
+
+@contextmanager
+def served_weights_moved_aside(weights: Path):
+    """Train over REST with no served weights: the trainer publishes only weights no worse than the
+    served ones, and a 2-step test run from the shipped weights may well be worse; without served
+    weights it trains from scratch and publishes. The shipped file is put back afterwards."""
+    weights = Path(weights)
+    aside = weights.with_name(weights.name + ".aside")
+    os.replace(weights, aside)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield weights
+    finally:
+        os.replace(aside, weights)

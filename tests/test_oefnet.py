@@ -318,6 +318,7 @@ def test_mismatched_echo_study_gets_4xx_over_rest(server, tmp_path):
 
 
 def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_dir, tmp_path):
+    from conftest import served_weights_moved_aside
     from test_tasks_rest import _oef_block, infer, train_and_wait, upload
 
     url, _ = server
@@ -328,11 +329,11 @@ def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_d
     upload(url, tmp_path, "oef_train_check", data, aff)
     status, before, _ = infer(url, "oef", "oef_train_check", {"sidecar": meta})
     assert status == 200
-    stamp = weights.stat().st_mtime_ns
-    stats = train_and_wait(url, "oef", {"network": "best", "max_epochs": 1, "steps_per_epoch": 2, "batch_size": 1, "lr": 1e-3, "device": "cpu"})
-    assert weights.stat().st_mtime_ns != stamp and (weights.parent / "best_previous.pt").exists()
-    assert stats["model"] == "best" and stats["epochs"] == 1 and stats["best_metric"] > 0
-    assert stats["train_studies"] == ["sub-1000_oef"]
-    status, after, res = infer(url, "oef", "oef_train_check", {"sidecar": meta})
+    with served_weights_moved_aside(weights):
+        stats = train_and_wait(url, "oef", {"network": "best", "max_epochs": 1, "steps_per_epoch": 2, "batch_size": 1, "lr": 1e-3, "device": "cpu"})
+        assert weights.exists() and stats["published"]
+        assert stats["model"] == "best" and stats["epochs"] == 1 and stats["best_metric"] > 0
+        assert stats["train_studies"] == ["sub-1000_oef"]
+        status, after, res = infer(url, "oef", "oef_train_check", {"sidecar": meta})
     assert status == 200 and res["method"] == "best"
     assert not np.allclose(before.get_fdata(), after.get_fdata())  # the new weights are in use

@@ -183,6 +183,7 @@ def test_trainer_loop_runs_from_datastore_studies(tmp_path):
 def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_dir):
     """The FWHM-conditioned network is the default method; training it over REST publishes new
     weights that the next inference uses (no restart); the previous weights are kept."""
+    from conftest import served_weights_moved_aside
     from test_tasks_rest import infer, train_and_wait
 
     url, _ = server
@@ -192,11 +193,11 @@ def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_d
     assert {"pvcnet", "rbv", "sharpen"} <= set(info["models"]["pvc"]["methods"])
     status, before, meta = infer(url, "pvc", "sub-1000_pet")
     assert status == 200 and meta["method"] == "pvcnet_fwhm"
-    stamp = weights.stat().st_mtime_ns
-    stats = train_and_wait(url, "pvc", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 1, "patch": 32, "lr": 1e-3})
-    assert weights.stat().st_mtime_ns != stamp and (weights.parent / "pvcnet_fwhm_previous.pt").exists()
-    assert stats["epochs"] == 1 and stats["best_metric"] > 0 and stats["model"] == "pvcnet_fwhm"
-    status, after, meta = infer(url, "pvc", "sub-1000_pet")
+    with served_weights_moved_aside(weights):
+        stats = train_and_wait(url, "pvc", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 1, "patch": 32, "lr": 1e-3})
+        assert weights.exists() and stats["published"]
+        assert stats["epochs"] == 1 and stats["best_metric"] > 0 and stats["model"] == "pvcnet_fwhm"
+        status, after, meta = infer(url, "pvc", "sub-1000_pet")
     assert status == 200 and meta["method"] == "pvcnet_fwhm"
     assert not np.allclose(before.get_fdata(), after.get_fdata())  # the new weights are in use
 

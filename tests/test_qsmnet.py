@@ -153,6 +153,7 @@ def test_oblique_b0_is_rotated_to_z(held_out_brain):
 
 
 def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_dir):
+    from conftest import served_weights_moved_aside
     from test_tasks_rest import infer, train_and_wait
 
     url, _ = server
@@ -161,11 +162,11 @@ def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_d
     assert "qsm" in info["trainers"] and info["models"]["qsm"]["default_method"] == "qsmnet"
     status, before, _ = infer(url, "qsm", "sub-1000_qsm")
     assert status == 200
-    stamp = weights.stat().st_mtime_ns
-    stats = train_and_wait(url, "qsm", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "lr": 1e-3})
-    assert weights.stat().st_mtime_ns != stamp and (weights.parent / "qsmnet_previous.pt").exists()
-    assert stats["epochs"] == 1 and stats["best_metric"] > 0
-    status, after, meta = infer(url, "qsm", "sub-1000_qsm")
+    with served_weights_moved_aside(weights):
+        stats = train_and_wait(url, "qsm", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "lr": 1e-3})
+        assert weights.exists() and stats["published"] and stats["decision"].startswith("published")
+        assert stats["epochs"] == 1 and stats["best_metric"] > 0
+        status, after, meta = infer(url, "qsm", "sub-1000_qsm")
     assert status == 200 and meta["method"] == "qsmnet"
     assert not np.allclose(before.get_fdata(), after.get_fdata())  # the new weights are in use
 

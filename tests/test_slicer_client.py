@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, served_weights_moved_aside
 
 sys.path.insert(0, str(REPO / "slicer_extension" / "QuantitativeMaps"))
 
@@ -203,14 +203,15 @@ def test_retrain_flow_with_the_qsm_trainer(server, model_dir, tmp_path):
     add_training_case(client, "slicer_retrain_qsm", src, ref, sidecar=sidecar)
     assert json.loads((studies / "slicer_retrain_qsm.json").read_text())["B0_dir"] == sidecar["B0_dir"]  # layout kept
     weights = model_dir / "qsmnet" / "qsmnet.pt"
-    stamp = weights.stat().st_mtime_ns
-    client.train_start("qsm", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2})
-    seen = []
-    final = client.wait_for_training(poll_s=2.0, timeout_s=600, on_status=lambda s: seen.append(s.get("status")))
-    assert final.get("status") == "DONE", final
-    assert weights.stat().st_mtime_ns != stamp  # published
-    stats = client.info(refresh=True)["train_stats"]["qsm"]
-    assert "slicer_retrain_qsm" in stats["train_studies"] + stats["val_studies"]  # the uploaded case was used
-    res = client.infer("qsm", "slicer_retrain_qsm", {"method": "qsmnet"})
+    with served_weights_moved_aside(weights):
+        client.train_start("qsm", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2})
+        seen = []
+        final = client.wait_for_training(poll_s=2.0, timeout_s=600, on_status=lambda s: seen.append(s.get("status")))
+        assert final.get("status") == "DONE", final
+        assert weights.exists()  # published
+        stats = client.info(refresh=True)["train_stats"]["qsm"]
+        assert stats["published"]
+        assert "slicer_retrain_qsm" in stats["train_studies"] + stats["val_studies"]  # the uploaded case was used
+        res = client.infer("qsm", "slicer_retrain_qsm", {"method": "qsmnet"})
     assert res.meta["maps"][0]["units"] == "ppm" and res.meta["method"] == "qsmnet"
     assert res.image().shape == nib.load(src).shape

@@ -117,6 +117,7 @@ def test_network_task_rejects_a_ct_as_mr(held_out):
 
 
 def test_trainer_over_rest_publishes_a_model_both_tasks_use(server, model_dir):
+    from conftest import served_weights_moved_aside
     from test_tasks_rest import infer, train_and_wait
 
     url, _ = server
@@ -126,20 +127,20 @@ def test_trainer_over_rest_publishes_a_model_both_tasks_use(server, model_dir):
     for task in ("synthetic_ct", "synthetic_mr"):
         assert info["models"][task]["default_method"] == "sccyclegan"
     before = {t: infer(url, t, s)[1].get_fdata() for t, s in (("synthetic_ct", "sub-1000_t2w"), ("synthetic_mr", "sub-1000_ct"))}
-    stamp = weights.stat().st_mtime_ns
-    stats = train_and_wait(url, "synthetic_ct", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "crop": 32})
-    assert weights.stat().st_mtime_ns != stamp and (weights.parent / "synthnet_previous.pt").exists()
-    assert stats["epochs"] == 1 and np.isfinite(stats["best"]["val_sct_mae_hu"])
-    from qmri.training.loop import load_checkpoint
+    with served_weights_moved_aside(weights):
+        stats = train_and_wait(url, "synthetic_ct", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "crop": 32})
+        assert weights.exists() and stats["published"]
+        assert stats["epochs"] == 1 and np.isfinite(stats["best"]["val_sct_mae_hu"])
+        from qmri.training.loop import load_checkpoint
 
-    cfg = load_checkpoint(weights)[1]  # the trainer's default recipe: generator-only steps with back-translation
-    assert cfg["backtranslation_weight"] == 1.0 and cfg["pretrain_steps"] == 2 and cfg["pseudo_sct"] == "tissue_mixture"
-    assert cfg["backtranslation_ssim_weight"] == 1.5 and cfg["backtranslation_hybrid_weight"] == 3.0 and cfg["hybrid_brain"] == "drawn_mixture"
-    assert cfg["ema_decay"] == 0.0  # off by default: a short run's average would lean on the starting weights
-    for task, study in (("synthetic_ct", "sub-1000_t2w"), ("synthetic_mr", "sub-1000_ct")):
-        status, after, meta = infer(url, task, study)
-        assert status == 200 and meta["method"] == "sccyclegan"
-        assert not np.allclose(before[task], after.get_fdata())  # the published weights are in use
+        cfg = load_checkpoint(weights)[1]  # the trainer's default recipe: generator-only steps with back-translation
+        assert cfg["backtranslation_weight"] == 1.0 and cfg["pretrain_steps"] == 2 and cfg["pseudo_sct"] == "tissue_mixture"
+        assert cfg["backtranslation_ssim_weight"] == 1.5 and cfg["backtranslation_hybrid_weight"] == 3.0 and cfg["hybrid_brain"] == "drawn_mixture"
+        assert cfg["ema_decay"] == 0.0  # off by default: a short run's average would lean on the starting weights
+        for task, study in (("synthetic_ct", "sub-1000_t2w"), ("synthetic_mr", "sub-1000_ct")):
+            status, after, meta = infer(url, task, study)
+            assert status == 200 and meta["method"] == "sccyclegan"
+            assert not np.allclose(before[task], after.get_fdata())  # the published weights are in use
 
 
 def _toy_volume(rng):

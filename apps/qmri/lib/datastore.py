@@ -57,7 +57,8 @@ def _show(value: Any, n: int = 60) -> str:
 def check_id(value: Any, what: str = "study id") -> str:
     """``value`` if it is a valid id, else HTTP 422 naming the rule."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or ".." in value or value.endswith((".nii", ".nii.gz", ".json")):
-        raise HTTPException(status_code=422, detail=f"invalid {what} {_show(value)}: use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit, no '..', no file extension")
+        shown = "(a path)" if isinstance(value, str) and ("/" in value or "\\" in value) else _show(value)  # paths are not echoed
+        raise HTTPException(status_code=422, detail=f"invalid {what} {shown}: use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit, no '..', no path, no file extension")
     return value
 
 

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.background import BackgroundTasks
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from monailabel.app import app as monailabel_app
 from monailabel.config import settings
 from monailabel.endpoints.infer import send_response
+from monailabel.endpoints.user.auth import RBAC
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.others.generic import remove_file
 from starlette.concurrency import run_in_threadpool
@@ -46,6 +47,7 @@ from starlette.datastructures import UploadFile
 from starlette.routing import Match
 
 from ..datastore import check_id, nifti_ext
+from ..trainers.network import SERVER_PID_ENV
 from .infer_pool import InferPool
 from .policy import POLICY
 from .train_requests import finished_tasks, train_params
@@ -244,14 +246,16 @@ async def train_status(request: Request) -> Any:
 
 
 # --- assembly --------------------------------------------------------------------------------------
+#: The guarded endpoints, with the MONAI Label role each needs when authentication is enabled
+#: (``MONAI_LABEL_AUTH_ENABLE``; the same roles MONAI Label's own routes ask for).
 REPLACED = {
-    ("POST", "/infer/{model}"): infer,
-    ("PUT", "/datastore/image"): put_image,
-    ("PUT", "/datastore/"): put_image,
-    ("PUT", "/datastore/label"): put_label,
-    ("GET", "/datastore/dataset"): dataset,
-    ("POST", "/train/{model}"): train_start,
-    ("GET", "/train/"): train_status,
+    ("POST", "/infer/{model}"): (infer, settings.MONAI_LABEL_AUTH_ROLE_USER),
+    ("PUT", "/datastore/image"): (put_image, settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR),
+    ("PUT", "/datastore/"): (put_image, settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR),
+    ("PUT", "/datastore/label"): (put_label, settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR),
+    ("GET", "/datastore/dataset"): (dataset, settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR),
+    ("POST", "/train/{model}"): (train_start, settings.MONAI_LABEL_AUTH_ROLE_ADMIN),
+    ("GET", "/train/"): (train_status, settings.MONAI_LABEL_AUTH_ROLE_USER),
 }
 
 
@@ -269,8 +273,8 @@ class PolicyRouter:
     def __init__(self, monailabel_app, policy=POLICY):
         self.monailabel = monailabel_app
         self.guarded = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        for (method, path), endpoint in REPLACED.items():
-            self.guarded.add_api_route(path, endpoint, methods=[method], include_in_schema=False)
+        for (method, path), (endpoint, role) in REPLACED.items():
+            self.guarded.add_api_route(path, endpoint, methods=[method], include_in_schema=False, dependencies=[Depends(RBAC(role))])
         if not policy.enable_logs:
             for _, path in LOG_ROUTES:
                 self.guarded.add_api_route(path, logs_disabled, methods=["GET"], include_in_schema=False)
@@ -381,6 +385,7 @@ def guard(monailabel_app):
     monailabel_app.user_middleware[:] = [m for m in monailabel_app.user_middleware if m.cls is not CORSMiddleware]
     monailabel_app.middleware_stack = None
     monailabel_app.router.lifespan_context = _lifespan
+    os.environ[SERVER_PID_ENV] = str(os.getpid())  # training processes stop when this one is gone
     guarded = PolicyRouter(monailabel_app)
     guarded = RequestGate(guarded, allowed_origins=POLICY.cors_origins, max_body_bytes=POLICY.max_upload_mb * 1024 * 1024)
     guarded = CORSMiddleware(guarded, allow_origins=list(POLICY.cors_origins), allow_credentials=False, allow_methods=["GET", "POST", "PUT", "DELETE", "HEAD"], allow_headers=["*"])

@@ -160,15 +160,18 @@ class NetworkTrainer(TrainTask):
         return stats
 
 
+#: Set by the server process (:mod:`lib.server.asgi`); inherited by the training processes it starts.
+SERVER_PID_ENV = "QMRI_SERVER_PID"
 _PARENT = {"pid": None}
 
 
 def stop_with_parent(poll_s: float = 1.0) -> None:
     """In the training process MONAI Label starts: exit when the server process that started it
-    is gone (killed), so that an orphaned training never publishes weights later."""
+    is gone (killed), so that an orphaned training never publishes weights later. The server's pid
+    comes from the environment, since the server may die before this process gets here."""
     if _PARENT["pid"] is not None:
         return
-    _PARENT["pid"] = os.getppid()
+    _PARENT["pid"] = int(os.environ.get(SERVER_PID_ENV) or os.getppid())
 
     def watch():
         while not parent_gone():

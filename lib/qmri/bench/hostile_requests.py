@@ -1,7 +1,7 @@
 """The bad-input catalogue: hostile and careless requests with the answer each must get.
 
-Shared by the test suite (``tests/test_server_hardening.py``) and the benchmark
-(``qmri bench serve --bad-inputs``). Each case is one HTTP request against a server holding the
+Shared by the benchmark (``qmri bench serve --bad-inputs``) and the test suite
+(``tests/test_server_hardening.py``). Each case is one HTTP request against a server holding the
 sample studies plus the studies made by :func:`setup_studies`; it names the status it must get and
 a word the answer's message must contain (the problem, named). No case may change a file.
 """
