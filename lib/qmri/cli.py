@@ -1,11 +1,76 @@
-"""The ``qmri`` command line."""
+"""The ``qmri`` command line.
+
+Everything a command is given is checked before it starts working: counts, seeds, sizes and
+choices by argparse (the types of :mod:`qmri.cli_args`), then input files (``--weights``,
+``--init``) and output folders (``--out``, ``--cache-dir``: created and probed with a test file) at
+the start of each command. A bad value ends in ``qmri <command>: error: ...`` with exit code 2.
+Errors raised later by bad input (a value the science rejects, a file that does not load) print
+``qmri: error: ...`` and exit 2; runtime failures (out of memory, a device error) exit 1; other
+exceptions are bugs and keep their traceback. ``qmri --debug`` (or ``QMRI_DEBUG=1``) re-raises
+every error with its traceback. Default weights come from the app's model folder wherever the
+command runs (:mod:`qmri.paths`); default output folders are relative to the working directory.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import pickle
 import sys
 from pathlib import Path
+
+from .cli_args import PathError, device_name, existing_file, int_list, nonneg_int, positive_float, positive_int, readable_file, writable_dir, writable_file
+from .paths import MODEL_DIR_ENV, model_dir, shipped
+
+#: ``qmri bench classical --tasks`` = qmri.bench.classical.BENCHES; ``qmri bench oef --tasks`` =
+#: qmri.bench.oef.METHODS (kept here so that the parser builds without importing them; the tests check)
+BENCH_TASKS = {"classical": ("synth", "pvc", "qsm", "oef"), "oef": ("qq_fit", "lstm", "cnn3d", "best")}
+#: suite -> its shipped network (qmri.paths); pvc: --weights replaces the served pvcnet_fwhm
+BENCH_NETWORK = {"qsm": "qsmnet", "synth": "synthnet", "pvc": "pvcnet_fwhm", "oef": "oefnet"}
+
+
+class UsageError(ValueError):
+    """A bad command-line value found after parsing (a path); reported like argparse's errors."""
+
+
+def output_dir(flag: str, path) -> Path:
+    """Output folder ``path`` of option ``flag``, created and checked writable, or :class:`UsageError`."""
+    try:
+        return writable_dir(path)
+    except PathError as e:
+        raise UsageError(f"cannot write to {flag} {path}: {e}") from None
+
+
+def output_file(flag: str, path) -> Path:
+    """Output file ``path`` of option ``flag``: its folder created and checked writable."""
+    try:
+        return writable_file(path)
+    except PathError as e:
+        raise UsageError(f"cannot write to {flag} {path}: {e}") from None
+
+
+def input_file(flag: str, path, default: bool = False) -> Path:
+    """Existing readable file ``path`` of option ``flag`` (``default``: the option was not given)."""
+    try:
+        return readable_file(path)
+    except PathError as e:
+        if default:
+            raise UsageError(f"default {flag} {path}: {e} (pass {flag}, or set {MODEL_DIR_ENV} to the folder holding the shipped weights)") from None
+        raise UsageError(f"argument {flag}: {e}: {path}") from None
+
+
+def loadable_checkpoint(flag: str, path) -> Path:
+    """``path`` if torch can load it as a weights-only checkpoint, else :class:`UsageError` naming ``flag``
+    (a truncated or foreign file fails here, not after the work started)."""
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file (UnpicklingError, KeyError, RuntimeError...)
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise UsageError(f"argument {flag}: cannot load {path} as weights ({type(e).__name__}{': ' + first if first else ''})") from None
+    return Path(path)
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -14,7 +79,7 @@ def _phantom(args: argparse.Namespace) -> int:
     from .anatomy.montage import save_montage
     from .anatomy.phantom import make_subject
 
-    out = Path(args.out)
+    out = output_dir("--out", args.out)
     for i in tqdm(range(args.subjects), desc="phantoms", unit="subject"):
         s = make_subject(args.seed + i, args.resolution, lesions=args.lesions, subject_id=f"sub-{args.seed + i:03d}")
         d = s.save(out)
@@ -25,6 +90,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _sample_data(args: argparse.Namespace) -> int:
+    output_dir("--out", args.out)
     from .anatomy.sample_data import write_anatomy_studies, write_task_studies
 
     for p in write_anatomy_studies(args.out, subjects=args.subjects, seed=args.seed, resolution_mm=args.resolution):
@@ -35,6 +101,7 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    output_dir("--out", args.out)
     from .simulate.driver import simulate
 
     for p in simulate(args.task, args.out, subjects=args.subjects, seed=args.seed, resolution_mm=args.resolution, compact=args.compact):
@@ -42,7 +109,45 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_bench(args: argparse.Namespace) -> None:
+    """Options, weights (existing and loadable; defaults from :mod:`qmri.paths`) and the output
+    folder of ``qmri bench``, before the benchmark starts."""
+    suite = args.suite
+    if args.tasks is not None:
+        if suite not in BENCH_TASKS:
+            raise UsageError(f"argument --tasks: not used by bench {suite}")
+        bad = [t for t in args.tasks if t not in BENCH_TASKS[suite]]
+        if bad or not args.tasks:
+            raise UsageError(f"argument --tasks: bench {suite} takes {', '.join(BENCH_TASKS[suite])}, got {' '.join(args.tasks) or 'none'}")
+    if suite == "oef" and args.first_subject >= args.subjects:
+        raise UsageError(f"argument --first-subject: must be below --subjects ({args.subjects}), got {args.first_subject}")
+    if suite == "classical":
+        if args.weights is not None:
+            raise UsageError("argument --weights: not used by bench classical")
+    elif suite == "oef":
+        wd = Path(args.weights).expanduser() if args.weights else shipped("oefnet")
+        where = f"argument --weights: {wd}" if args.weights else f"default --weights {wd}"
+        if not wd.is_dir():
+            raise UsageError(f"{where}: no such folder" + ("" if args.weights else f" (pass --weights, or set {MODEL_DIR_ENV})"))
+        methods = tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"]
+        missing = [f"{m}.pt" for m in methods if m != "qq_fit" and not (wd / f"{m}.pt").is_file()]
+        if missing:
+            raise UsageError(f"{where}: lacks {', '.join(missing)} (run `qmri train oef --model cnn3d|lstm|best`)")
+        for m in methods:
+            if m != "qq_fit":
+                loadable_checkpoint("--weights", wd / f"{m}.pt")
+        args.weights = str(wd)
+    else:
+        given = args.weights is not None
+        w = input_file("--weights", args.weights if given else shipped(BENCH_NETWORK[suite]), default=not given)
+        args.weights = str(loadable_checkpoint("--weights", w))
+        if suite == "pvc":  # the network --weights does not replace is always the shipped one
+            loadable_checkpoint("--weights", input_file("--weights", shipped("pvcnet"), default=True))
+    output_dir("--out", args.out)
+
+
 def _bench(args: argparse.Namespace) -> int:
+    _check_bench(args)
     if args.suite == "classical":
         from .bench.classical import run
 
@@ -50,7 +155,7 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.suite == "qsm":
         from .bench.qsm import run
 
-        run(args.out, args.weights or "apps/qmri/model/qsmnet/qsmnet.pt", subjects=args.subjects, resolution_mm=args.resolution)
+        run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution)
     elif args.suite == "pvc":
         from .bench.pvc import run
 
@@ -60,15 +165,45 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.suite == "synth":
         from .bench.synth import run
 
-        run(args.out, args.weights or "apps/qmri/model/synthnet/synthnet.pt", subjects=args.subjects, resolution_mm=args.resolution)
+        run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution)
     elif args.suite == "oef":
         from .bench.oef import run
 
-        run(args.out, args.weights or "apps/qmri/model/oefnet", subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, first_subject=args.first_subject, methods=tuple(args.tasks) if args.tasks else ("qq_fit", "lstm", "cnn3d", "best"))
+        run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, first_subject=args.first_subject, methods=tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"])
     return 0
 
 
+def _check_train(args: argparse.Namespace) -> None:
+    """The output (weights file; oef: folder) and cache folder of ``qmri train``, before any work."""
+    if args.init:
+        loadable_checkpoint("--init", args.init)
+    if args.cache_dir:
+        output_dir("--cache-dir", args.cache_dir)
+    flag = "--out" if args.out is not None else "--out (default)"
+    if args.task == "oef":
+        from .training.oef_cli import default_dir
+
+        output_dir(flag, args.out if args.out is not None else default_dir())
+        return
+    if args.out is not None:
+        out = args.out
+    elif args.task == "qsm":
+        from .training.qsm_cli import default_out
+
+        out = default_out()
+    elif args.task == "pvc":
+        from .training.pvc_cli import default_out
+
+        out = default_out(args.condition_fwhm)
+    else:
+        from .training.synth_cli import default_out
+
+        out = default_out()
+    output_file(flag, out)
+
+
 def _train(args: argparse.Namespace) -> int:
+    _check_train(args)
     if args.task == "qsm":
         from .training.qsm_cli import train_qsm_command
 
@@ -91,54 +226,55 @@ def _train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="qmri", description="Quantitative brain imaging: phantoms, physics, methods.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    ap.add_argument("--debug", action="store_true", help="show the Python traceback of any error (also: QMRI_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("phantom", help="generate digital head phantoms from the MNI152 anatomy")
-    p.add_argument("--subjects", type=int, default=1, help="number of subjects (default 1)")
-    p.add_argument("--resolution", type=float, default=2.0, help="isotropic voxel size in mm (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first subject; subject i uses seed+i")
+    p.add_argument("--subjects", type=positive_int, default=1, help="number of subjects (default 1)")
+    p.add_argument("--resolution", type=positive_float, default=2.0, help="isotropic voxel size in mm (default 2)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the first subject; subject i uses seed+i")
     p.add_argument("--lesions", choices=("auto", "none", "all"), default="auto", help="lesion draw (default auto)")
     p.add_argument("--out", required=True, help="output folder (one sub-<seed> folder per subject)")
     p.add_argument("--montage", action="store_true", help="also write montage.png per subject")
     p.set_defaults(func=_phantom)
 
     p = sub.add_parser("sample-data", help="regenerate the bundled sample data (anatomy and studies)")
-    p.add_argument("--out", default="sample-data", help="sample-data folder (default sample-data)")
-    p.add_argument("--subjects", type=int, default=3)
-    p.add_argument("--seed", type=int, default=1000)
-    p.add_argument("--resolution", type=float, default=2.0, help="voxel size in mm (default 2)")
+    p.add_argument("--out", default="sample-data", help="sample-data folder (default: sample-data in the working directory)")
+    p.add_argument("--subjects", type=positive_int, default=3)
+    p.add_argument("--seed", type=nonneg_int, default=1000)
+    p.add_argument("--resolution", type=positive_float, default=2.0, help="voxel size in mm (default 2)")
     p.set_defaults(func=_sample_data)
 
     p = sub.add_parser("simulate", help="simulate studies of one task (truth in labels/final)")
     p.add_argument("task", choices=("oef", "qsm", "pvc", "synth"))
-    p.add_argument("--subjects", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="seed of the first subject; subject i uses seed+i")
-    p.add_argument("--resolution", type=float, default=2.0, help="voxel size in mm (default 2)")
+    p.add_argument("--subjects", type=positive_int, default=1)
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the first subject; subject i uses seed+i")
+    p.add_argument("--resolution", type=positive_float, default=2.0, help="voxel size in mm (default 2)")
     p.add_argument("--out", required=True, help="studies folder to write into")
     p.add_argument("--compact", action="store_true", help="store floats as scaled int16 (about 3x smaller)")
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("train", help="train a task's network on phantoms and write shipped weights + model card")
     p.add_argument("task", choices=("qsm", "pvc", "synth", "oef"))
-    p.add_argument("--out", default=None, help="weights file (default apps/qmri/model/<task>/...)")
-    p.add_argument("--train-subjects", type=int, default=8)
-    p.add_argument("--val-subjects", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--steps", type=int, default=40, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
-    p.add_argument("--world-size", type=int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
-    p.add_argument("--resolution", type=float, default=2.0, help="phantom voxel size (mm)")
-    p.add_argument("--patch", type=int, default=None, help="pvc: patch edge in voxels (default 64)")
+    p.add_argument("--out", default=None, help=f"weights file (oef: folder); default: the shipped weights in the app's model folder {model_dir()}/<network>/ (${MODEL_DIR_ENV} overrides)")
+    p.add_argument("--train-subjects", type=positive_int, default=8)
+    p.add_argument("--val-subjects", type=positive_int, default=2)
+    p.add_argument("--epochs", type=positive_int, default=20)
+    p.add_argument("--steps", type=positive_int, default=40, help="optimiser steps per epoch")
+    p.add_argument("--batch", type=positive_int, default=4)
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the task's)")
+    p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
+    p.add_argument("--world-size", type=positive_int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
+    p.add_argument("--resolution", type=positive_float, default=2.0, help="phantom voxel size (mm)")
+    p.add_argument("--patch", type=positive_int, default=None, help="pvc: patch edge in voxels (default 64)")
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="pvc: RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="pvc: give the network the PSF FWHM as a second input channel")
-    p.add_argument("--init", default=None, help="pvc, synth: weights to fine-tune from (same architecture)")
+    p.add_argument("--init", type=existing_file, default=None, help="pvc, synth: weights to fine-tune from (same architecture)")
     p.add_argument("--residual", choices=("additive", "multiplicative"), default=None, help="pvc: output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
-    p.add_argument("--channels", default=None, help="pvc: U-Net channels per level, comma-separated (default 16,32,64,128)")
-    p.add_argument("--workers", type=int, default=None, help="pvc, oef best: processes generating the phantoms (default 1)")
+    p.add_argument("--channels", type=int_list, default=None, help="pvc: U-Net channels per level, comma-separated (default 16,32,64,128)")
+    p.add_argument("--workers", type=positive_int, default=None, help="pvc, oef best: processes generating the phantoms (default 1)")
     from .training.synth_cli import add_missing_arguments as _synth_args
 
     _synth_args(p)  # synth options whose names the shared parser lacks
@@ -149,26 +285,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
     p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef"))
-    p.add_argument("--weights", default=None, help="network weights (default: the shipped ones; oef: the folder with best/cnn3d/lstm.pt)")
-    p.add_argument("--other-snr-subjects", type=int, default=1, help="oef: subjects also run at SNR 50 and 200 (all run at 100)")
+    p.add_argument("--weights", default=None, help=f"network weights file (oef: the folder with best/cnn3d/lstm.pt; default: the shipped ones in the app's model folder {model_dir()}, ${MODEL_DIR_ENV} overrides)")
+    p.add_argument("--other-snr-subjects", type=nonneg_int, default=1, help="oef: subjects also run at SNR 50 and 200 (all run at 100)")
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
-    p.add_argument("--tasks", nargs="*", help="subset of tasks (default all; oef: methods qq_fit lstm cnn3d best)")
-    p.add_argument("--subjects", type=int, default=2)
-    p.add_argument("--first-subject", type=int, default=0, help="oef: skip the first subjects (with --reuse-rows: add subjects to a stored run)")
-    p.add_argument("--resolution", type=float, default=2.0)
-    p.add_argument("--out", default="bench-results", help="output folder for markdown and JSON")
+    p.add_argument("--tasks", nargs="*", choices=tuple(dict.fromkeys(BENCH_TASKS["classical"] + BENCH_TASKS["oef"])), metavar="TASK", help=f"classical: subset of tasks {' '.join(BENCH_TASKS['classical'])}; oef: subset of methods {' '.join(BENCH_TASKS['oef'])} (default all)")
+    p.add_argument("--subjects", type=positive_int, default=2)
+    p.add_argument("--first-subject", type=nonneg_int, default=0, help="oef: skip the first subjects (with --reuse-rows: add subjects to a stored run)")
+    p.add_argument("--resolution", type=positive_float, default=2.0, help="voxel size in mm (default 2)")
+    p.add_argument("--out", default="bench-results", help="output folder for markdown and JSON (default: bench-results in the working directory)")
     p.set_defaults(func=_bench)
     return ap
 
 
+#: errors of bad input raised while a command works (exit 2) and runtime failures (exit 1); any other
+#: exception is a bug and keeps its traceback
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError, pickle.UnpicklingError, EOFError)
+RUNTIME_ERRORS = (OSError, RuntimeError, MemoryError)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename:
+        return f"{e.strerror}: {e.filename}"
+    return str(e) or type(e).__name__
+
+
+def _subparser(ap: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    debug = args.debug or os.environ.get("QMRI_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except ValueError as e:
-        print(f"qmri: error: {e}", file=sys.stderr)
-        return 2
+    except UsageError as e:
+        if debug:
+            raise
+        _subparser(ap, args.command).error(str(e))  # usage + "qmri <command>: error: ...", exit 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("qmri: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        if isinstance(e, INPUT_ERRORS) or type(e).__name__ == "ImageFileError":  # nibabel's, not imported here
+            print(f"qmri: error: {_describe(e)}", file=sys.stderr)
+            return 2
+        if isinstance(e, RUNTIME_ERRORS):
+            print(f"qmri: error: {type(e).__name__}: {_describe(e)} (qmri --debug shows the traceback)", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..anatomy.phantom import make_subject
+from ..paths import shipped
 from ..physics.qq import PARAM_NAMES, YA
 from ..physics.qq_phantom import Y_MEAN
 from ..simulate.driver import task_rng
@@ -62,7 +63,7 @@ def _pool(rows: list[dict]) -> dict:
     return out
 
 
-def run(out_dir: str, weights_dir: str | Path = "apps/qmri/model/oefnet", subjects: int = 2, resolution_mm: float = 2.0, snrs=(50.0, 100.0, 200.0), other_snr_subjects: int = 1, methods=METHODS, reuse_rows: bool = False, first_subject: int = 0):
+def run(out_dir: str, weights_dir: str | Path | None = None, subjects: int = 2, resolution_mm: float = 2.0, snrs=(50.0, 100.0, 200.0), other_snr_subjects: int = 1, methods=METHODS, reuse_rows: bool = False, first_subject: int = 0):
     """Benchmark; writes ``bench_oef.md``, ``bench_oef.json`` and ``bench_oef.png`` into ``out_dir``.
 
     Every (subject, SNR, method) result is also stored in ``bench_oef_rows.json`` (and the SNR-100
@@ -77,7 +78,7 @@ def run(out_dir: str, weights_dir: str | Path = "apps/qmri/model/oefnet", subjec
     stored = json.loads(rows_file.read_text()) if reuse_rows and rows_file.exists() else []
     stored = [r for r in stored if r["resolution_mm"] == resolution_mm]
     maps_store = dict(np.load(maps_file)) if reuse_rows and maps_file.exists() else {}
-    wd = Path(weights_dir)
+    wd = Path(weights_dir) if weights_dir is not None else shipped("oefnet")
     weights = {k: wd / f"{k}.pt" for k in ("best", "cnn3d", "lstm")}
     missing = [str(p) for k, p in weights.items() if k in methods and not p.exists()]
     if missing:

@@ -25,6 +25,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from ..networks.pvc_predict import load_pvcnet, predict_pvc
+from ..paths import shipped
 from ..physics.pet import cerebellar_gm_mask, suvr
 from ..simulate.driver import task_rng
 from ..tasks.pvc import run_pvc
@@ -37,7 +38,11 @@ FWHMS = (5.0, 6.5, 8.0)
 NETWORKS = ("pvcnet", "pvcnet_fwhm")
 METHODS = ("input", "sharpen", "iterative_yang", "rbv", "muller_gartner") + NETWORKS
 LABEL = {"input": "Input", "sharpen": "Sharpen", "iterative_yang": "IY", "rbv": "RBV", "muller_gartner": "MG", "pvcnet": "PVCNet", "pvcnet_fwhm": "PVCNet-FWHM"}
-SHIPPED = {m: Path("apps/qmri/model") / m / f"{m}.pt" for m in NETWORKS}
+
+
+def shipped_weights() -> dict[str, Path]:
+    """Network name -> the shipped checkpoint in the app's model folder (:mod:`qmri.paths`)."""
+    return {m: shipped(m) for m in NETWORKS}
 
 
 def ssim(a, b, mask, data_range) -> tuple[float, float]:
@@ -52,7 +57,7 @@ def _rmse(a, b, m) -> float:
 
 def run(out_dir: str, weights: dict | None = None, subjects: int = 2, resolution_mm: float = 2.0, fwhms=FWHMS, device=None):
     """``weights``: network name -> checkpoint (default: the shipped ``pvcnet`` and ``pvcnet_fwhm``)."""
-    weights = {**SHIPPED, **(weights or {})}
+    weights = {**shipped_weights(), **(weights or {})}
     nets = {m: load_pvcnet(weights[m], device or "cpu") for m in NETWORKS}
     rows, pictures = [], None
     for i in range(subjects):

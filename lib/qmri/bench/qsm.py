@@ -22,6 +22,7 @@ from ..anatomy.labels import DEEP_GM_LABELS, LESION_CODE, NAMES
 from ..anatomy.phantom import make_subject
 from ..classical import qsm as cq
 from ..networks.qsm_predict import load_qsmnet, predict_chi
+from ..paths import shipped
 from ..physics.qsm_phantom import susceptibility_map
 from ..physics.rotation import rotation_about
 from ..simulate.driver import crop_box, task_rng
@@ -50,7 +51,8 @@ def _rois(est, ref, labels, mask):
     return out
 
 
-def run(out_dir: str, weights: str, subjects: int = 2, resolution_mm: float = 2.0, tilt_deg: float = 20.0):
+def run(out_dir: str, weights: str | Path | None = None, subjects: int = 2, resolution_mm: float = 2.0, tilt_deg: float = 20.0):
+    weights = weights if weights is not None else shipped("qsmnet")  # the app's model folder (qmri.paths)
     net, cfg = load_qsmnet(weights)
     rows, roi_rows, pictures = [], [], None
     for i in range(subjects):

@@ -27,6 +27,7 @@ import torch
 from ..classical.bulk_density import synthetic_ct_bulk_density, synthetic_mr_bulk
 from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
 from ..networks.synth_predict import SHIFT_AVERAGE, load_synthnet, synthetic_ct, synthetic_mr
+from ..paths import shipped
 from ..physics import synth_metrics as sm
 from ..training.synth_data import make_volume
 from .report import Timer, device_label, save_report
@@ -64,7 +65,8 @@ def _picture(path: Path, mr, ct, sct, smr, sct_bulk, sct_mix, head) -> None:
     plt.close(fig)
 
 
-def run(out_dir: str, weights: str, subjects: int = 2, resolution_mm: float = 2.0, cache_dir=None):
+def run(out_dir: str, weights: str | Path | None = None, subjects: int = 2, resolution_mm: float = 2.0, cache_dir=None):
+    weights = weights if weights is not None else shipped("synthnet")  # the app's model folder (qmri.paths)
     net, cfg = load_synthnet(weights)
     torch.set_grad_enabled(False)
     sct_rows, smr_rows = [], []

@@ -13,20 +13,30 @@ import json
 import platform
 from pathlib import Path
 
-import torch
+from ..cli_args import positive_int
+from ..paths import shipped
 
-from .loop import load_checkpoint, save_checkpoint, save_training_curve, train, training_command
-from ..networks.oef_nets import SUMMARY_VOXELS
-from ..physics.qq import PARAM_NAMES
-from .oef_data import SNR_RANGE, TE_MS, cached_phantom_volumes, phantom_feature_banks
-from .oef_train import CYCLE_STEPS, DEFAULTS, OEFRecipe
+# torch, the networks and the data are imported inside the functions that use them: ``qmri``'s
+# parser (which calls add_missing_arguments) must build without them
 
 TRAIN_SEED0 = 40000  # training anatomies 40000.. ; validation 41000.. ; benchmarks use 5000.. (disjoint)
 VAL_SEED0 = 41000
-DEFAULT_DIR = Path("apps/qmri/model/oefnet")
 MODELS = ("cnn3d", "lstm", "best")
 ARCH = {"cnn3d": "cnn3d", "lstm": "lstm", "best": "setcontext"}
-BANK_VOXELS = SUMMARY_VOXELS  # setcontext: brain voxels banked per training volume (40000)
+
+
+def default_dir() -> Path:
+    """The shipped OEF weights folder, in the app's model folder (:mod:`qmri.paths`)."""
+    return shipped("oefnet")
+
+
+def bank_voxels() -> int:
+    """setcontext: brain voxels banked per training volume (40000)."""
+    from ..networks.oef_nets import SUMMARY_VOXELS
+
+    return SUMMARY_VOXELS
+
+
 DESCRIPTION = {
     "cnn3d": "seed-000 3D CNN: 4 Conv3D (9 -> 16 -> 32 -> 64 -> 5, 3x3x3), LeakyReLU after the first three, no BN/dropout",
     "lstm": "seed-001 voxelwise LSTM: 9 inputs as 5 steps (sliding window of 5), LSTM 512-256-128-64 (last returns the final step), Dense 64-32-16 LeakyReLU(0.01), 5 outputs",
@@ -34,22 +44,33 @@ DESCRIPTION = {
     "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm, the 8, 16 and 32 mm ones on a grid of 2x2x2 means, + local brain fractions) + a 9-dim whole-brain code (ridge regression, fitted in closed form on the training subjects, from 138 brain statistics of the log echo decay and the QSM to the brain-mean S0, R2, Y, v, chi_nb and the mean Y in 4 QSM bands) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
     "unet": "bounded 3D U-Net (MONAI BasicUNet, features 16-16-32-64-96-16, instance norm, LeakyReLU), sigmoid outputs inside the QQ-NET physical bounds, MSE + 0.1 x physics consistency (re-simulated echoes and QSM)",
 }
-OPTIM = {
-    "cnn3d": "Adam lr 1e-3, CosineAnnealingWarmupRestarts (100 warm-up steps, 1000-step cycles, cycle_mult 1.0, decay 0.9, floor 1 %), early stopping after 2 cycles without improvement",
-    "lstm": "Adam lr 1e-4 constant, Huber loss, batch 512 voxels",
-    "unet": "Adam lr 1e-3 cosine-decayed to 5 %, patches 48^3",
-    "context": "Adam lr 1e-3 cosine-decayed to 5 %; the fixed features of whole noisy training volumes are banked (4 of the 12 volumes re-noised at a new SNR each epoch) and the MLP trains on batches of brain voxels drawn from the bank",
-    "setcontext": f"whole-brain code: scikit-learn RidgeCV (penalty by leave-one-out) on the training volumes; head: Adam lr 1e-3 cosine-decayed to 5 %; every training volume (one parameter draw on one anatomy) is noised once at its own echo-1 SNR ~ U{tuple(SNR_RANGE)}, featurised and banked ({BANK_VOXELS} random brain voxels, from which its brain statistics are taken); each step takes 8 banked volumes and batch / 8 voxels of each",
-}
+
+
+def optim_text(arch: str) -> str:
+    """The model card's optimisation sentence of ``arch``."""
+    from .oef_data import SNR_RANGE
+
+    bank = bank_voxels()
+    return {
+        "cnn3d": "Adam lr 1e-3, CosineAnnealingWarmupRestarts (100 warm-up steps, 1000-step cycles, cycle_mult 1.0, decay 0.9, floor 1 %), early stopping after 2 cycles without improvement",
+        "lstm": "Adam lr 1e-4 constant, Huber loss, batch 512 voxels",
+        "unet": "Adam lr 1e-3 cosine-decayed to 5 %, patches 48^3",
+        "context": "Adam lr 1e-3 cosine-decayed to 5 %; the fixed features of whole noisy training volumes are banked (4 of the 12 volumes re-noised at a new SNR each epoch) and the MLP trains on batches of brain voxels drawn from the bank",
+        "setcontext": f"whole-brain code: scikit-learn RidgeCV (penalty by leave-one-out) on the training volumes; head: Adam lr 1e-3 cosine-decayed to 5 %; every training volume (one parameter draw on one anatomy) is noised once at its own echo-1 SNR ~ U{tuple(SNR_RANGE)}, featurised and banked ({bank} random brain voxels, from which its brain statistics are taken); each step takes 8 banked volumes and batch / 8 voxels of each",
+    }[arch]
 
 
 def train_oef_model(model: str, out_dir: Path, train_seeds, val_seeds, epochs: int, steps: int, batch: int | None, seed: int = 0, device=None, max_minutes=None, draws: int = 2, cache: str | None = None, lr: float | None = None, workers: int = 1) -> dict:
     """Train one OEF network on phantom anatomies ``train_seeds`` and save ``<out_dir>/<model>.pt``."""
+    from .loop import train
+    from .oef_data import cached_phantom_volumes, phantom_feature_banks
+    from .oef_train import CYCLE_STEPS, DEFAULTS, OEFRecipe
+
     arch = ARCH[model]
     va = cached_phantom_volumes(val_seeds, 1, cache, lesions="auto")
     note = f"phantom anatomies {train_seeds[0]}..{train_seeds[-1]} x {draws} parameter draws (all lesion types), validation {val_seeds[0]}..{val_seeds[-1]} at SNR 100"
     if arch == "setcontext":  # many subject-level draws, banked as features (whole volumes would not fit in memory)
-        banks = phantom_feature_banks(train_seeds, draws, BANK_VOXELS, workers=workers, cache_dir=cache)
+        banks = phantom_feature_banks(train_seeds, draws, bank_voxels(), workers=workers, cache_dir=cache)
         recipe = OEFRecipe(arch, [], va, model=model, data_note=note, seed=seed, banks=banks)
     else:
         tr = cached_phantom_volumes(train_seeds, draws, cache, lesions="all")
@@ -75,6 +96,8 @@ def select_best(out_dir: Path, cand_path: Path, recipe: OEFRecipe) -> dict:
     the other networks predict the whole brain and are scored there), not on the numbers stored in
     each checkpoint, which come from each training run's own validation subjects."""
     from ..networks.oef_predict import load_oef_net
+    from ..physics.qq import PARAM_NAMES
+    from .loop import load_checkpoint, save_checkpoint
     from .oef_train import evaluate
 
     scores = {}
@@ -100,6 +123,8 @@ def select_best(out_dir: Path, cand_path: Path, recipe: OEFRecipe) -> dict:
 
 
 def _card_section(h: dict) -> str:
+    from .oef_data import SNR_RANGE, TE_MS
+
     model, arch, best = h["model"], h["arch"], h["best"]
     dev = h["device"]
     rm = " / ".join(f"{n} {best.get('val_rmse_' + n, float('nan')):.4g}" for n in ("S0", "R2", "Y", "v", "chi_nb"))
@@ -115,7 +140,7 @@ def _card_section(h: dict) -> str:
 - **Command**: `{h.get('command', 'qmri train oef --model ' + model)}`
 - **Date**: {h.get('date')}; **device**: {dev}, {h.get('torch_threads')} thread(s); training took {h['seconds'] / 60:.1f} min
 - **Network{' (candidate)' if 'selection' in h else ''}**: {DESCRIPTION[arch]}; {h.get('parameters', 0) / 1e6:.2f} M parameters
-- **Optimisation**: {OPTIM[arch]}; {len(h['history'])} epochs run of {h['epochs_requested']} x {h['steps_per_epoch']} steps, batch {h['batch_size']}, seed {h['config'].get('seed')}
+- **Optimisation**: {optim_text(arch)}; {len(h['history'])} epochs run of {h['epochs_requested']} x {h['steps_per_epoch']} steps, batch {h['batch_size']}, seed {h['config'].get('seed')}
 - **Data**: {h['config'].get('data')}; Rician noise at echo-1 SNR U{tuple(SNR_RANGE)} and 0.005 ppm QSM noise, {'once per training volume' if arch == 'setcontext' else 'drawn afresh per example'}; echo times {list(TE_MS)} ms
 - **Best epoch{' (candidate)' if 'selection' in h else ''}**: {best.get('epoch')}: validation OEF RMSE {best.get('val_oef_rmse', float('nan')):.2f} %-points; RMSE {rm} (S0 a.u., R2 1/s, Y, v, chi_nb ppm)
 {sel}- Curve: `training_curve_{model}.png`; history: `training_history_{model}.json`
@@ -124,6 +149,8 @@ def _card_section(h: dict) -> str:
 
 def write_model_card(out_dir: Path) -> Path:
     """README.md with one section per trained model found in ``out_dir``."""
+    from .oef_data import TE_MS
+
     parts = [
         "# OEF networks (QQ model: S0, R2, Y, v, chi_nb from 8 echo magnitudes + QSM)\n",
         f"Input: the 8 echo magnitudes at TE {list(TE_MS)} ms divided by echo 1 (QQ-NET) + QSM (ppm); a study with other echo times is refused (HTTP 422) and the classical `qq_fit` remains available for it. "
@@ -158,20 +185,25 @@ def add_missing_arguments(p) -> None:
     """OEF options whose names the shared ``train`` parser lacks (skips names already there)."""
     have = {o for a in p._actions for o in a.option_strings}
     if "--model" not in have:
-        p.add_argument("--model", default=None, help="oef: cnn3d, lstm or best (default best)")
+        p.add_argument("--model", choices=MODELS, default=None, help="oef: cnn3d, lstm or best (default best)")
     if "--voxels" not in have:
-        p.add_argument("--voxels", type=int, default=None, help="oef lstm / best: voxels per batch (default 512 as seed 001 / 8192)")
+        p.add_argument("--voxels", type=positive_int, default=None, help="oef lstm / best: voxels per batch (default 512 as seed 001 / 8192)")
     if "--draws" not in have:
-        p.add_argument("--draws", type=int, default=2, help="oef: parameter draws per phantom anatomy")
+        p.add_argument("--draws", type=positive_int, default=2, help="oef: parameter draws per phantom anatomy")
     if "--cache-dir" not in have:
         p.add_argument("--cache-dir", default=None, help="folder to cache the phantom volumes in")
 
 
 def train_oef_command(args) -> dict:
+    import torch
+
+    from .loop import load_checkpoint, save_training_curve, training_command
+    from .oef_train import DEFAULTS
+
     model = args.model or "best"
     if model not in MODELS:
         raise ValueError(f"--model must be one of {', '.join(MODELS)} for oef, got {model!r}")
-    out_dir = Path(args.out) if args.out else DEFAULT_DIR
+    out_dir = Path(args.out) if args.out else default_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     train_seeds = list(range(TRAIN_SEED0, TRAIN_SEED0 + args.train_subjects))
     val_seeds = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))

@@ -14,35 +14,42 @@ from pathlib import Path
 
 import torch
 
+from ..cli_args import device_name, existing_file, int_list, nonneg_int, positive_float, positive_int
 from ..networks.pvcnet import DEFAULT_CHANNELS, RESIDUALS
+from ..paths import shipped
 from .loop import training_command
 from .pvc_train import save_training_curve, train_pvc
 
 TRAIN_SEED0 = 30000  # training phantoms: seeds 30000.. ; validation 31000.. ; benchmark 5400..
 VAL_SEED0 = 31000
-DEFAULT_WEIGHTS = Path("apps/qmri/model/pvcnet/pvcnet.pt")
+
+
+def default_out(condition_fwhm: bool = False) -> Path:
+    """The shipped weights file, in the app's model folder (:mod:`qmri.paths`): ``pvcnet_fwhm``'s
+    for an FWHM-conditioned network (two input channels), else ``pvcnet``'s."""
+    return shipped("pvcnet_fwhm" if condition_fwhm else "pvcnet")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--out", default=None, help=f"weights file (default {DEFAULT_WEIGHTS})")
-    p.add_argument("--train-subjects", type=int, default=6)
-    p.add_argument("--val-subjects", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--steps", type=int, default=50, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--patch", type=int, default=64, help="patch edge in voxels (64 at 2 mm = the seed's 128 mm field of view)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--out", default=None, help=f"weights file (default {default_out()}, with --condition-fwhm {default_out(True)})")
+    p.add_argument("--train-subjects", type=positive_int, default=6)
+    p.add_argument("--val-subjects", type=positive_int, default=2)
+    p.add_argument("--epochs", type=positive_int, default=20)
+    p.add_argument("--steps", type=positive_int, default=50, help="optimiser steps per epoch")
+    p.add_argument("--batch", type=positive_int, default=2)
+    p.add_argument("--patch", type=positive_int, default=64, help="patch edge in voxels (64 at 2 mm = the seed's 128 mm field of view)")
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="give the network the sidecar's PSF FWHM as a second input channel")
-    p.add_argument("--init", default=None, help="weights to fine-tune from (same architecture)")
+    p.add_argument("--init", type=existing_file, default=None, help="weights to fine-tune from (same architecture)")
     p.add_argument("--residual", choices=RESIDUALS, default="additive", help="output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--resolution", type=float, default=2.0, help="phantom voxel size (mm)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that passes this wall time")
-    p.add_argument("--world-size", type=int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
-    p.add_argument("--channels", default=",".join(map(str, DEFAULT_CHANNELS)), help="U-Net channels per level, comma-separated")
-    p.add_argument("--workers", type=int, default=1, help="processes generating the phantoms")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", type=device_name, default=None)
+    p.add_argument("--resolution", type=positive_float, default=2.0, help="phantom voxel size (mm)")
+    p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
+    p.add_argument("--world-size", type=positive_int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
+    p.add_argument("--channels", type=int_list, default=",".join(map(str, DEFAULT_CHANNELS)), help="U-Net channels per level, comma-separated")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes generating the phantoms")
     return p
 
 
@@ -55,7 +62,7 @@ def _init_summary(path) -> dict:
 
 
 def train_pvc_command(args) -> dict:
-    out = Path(args.out) if args.out else DEFAULT_WEIGHTS
+    out = Path(args.out) if args.out else default_out(bool(getattr(args, "condition_fwhm", False)))
     train = list(range(TRAIN_SEED0, TRAIN_SEED0 + args.train_subjects))
     val = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))
     # options the shared ``qmri train`` parser may lack fall back to this module's defaults

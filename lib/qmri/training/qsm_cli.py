@@ -9,16 +9,21 @@ from pathlib import Path
 
 import torch
 
+from ..paths import shipped
 from .loop import training_command
 from .qsm_train import save_training_curve, train_qsm
 
 TRAIN_SEED0 = 20000  # training phantoms: seeds 20000.. ; validation 21000.. ; benchmarks use 5000..
 VAL_SEED0 = 21000
-DEFAULT_WEIGHTS = Path("apps/qmri/model/qsmnet/qsmnet.pt")
+
+
+def default_out() -> Path:
+    """The shipped weights file, in the app's model folder (:mod:`qmri.paths`)."""
+    return shipped("qsmnet")
 
 
 def train_qsm_command(args) -> dict:
-    out = Path(args.out) if args.out else DEFAULT_WEIGHTS
+    out = Path(args.out) if args.out else default_out()
     train = list(range(TRAIN_SEED0, TRAIN_SEED0 + args.train_subjects))
     val = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))
     res = train_qsm(out, train, val, resolution_mm=getattr(args, "resolution", 2.0), epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=getattr(args, "lr", None) or 1e-3, seed=args.seed, device=args.device, world_size=getattr(args, "world_size", 1))

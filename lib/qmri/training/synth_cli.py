@@ -15,13 +15,30 @@ import platform
 import time
 from pathlib import Path
 
-import torch
+from ..cli_args import device_name, existing_file, json_weights, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval
+from ..paths import shipped
 
-from .loop import save_training_curve, training_command
-from .synth_data import CT_SEED, MR_SEED, VAL_SEED, make_volume
-from .synth_train import DEFAULT_NET, DEFAULT_WEIGHTS, HYBRID_BRAIN, train_synth
+# torch, the data and the trainer are imported by train_synth_command only: ``qmri``'s parser
+# (which calls add_missing_arguments) must build without them
+#: = qmri.training.synth_train.HYBRID_BRAIN (tests/test_cli_validation.py checks they agree)
+HYBRID_BRAIN = ("tissue_mixture", "drawn_mixture")
+#: = qmri.physics.synth_metrics.SSIM_WIN: the validation SSIM needs this many slices
+SSIM_WIN = 7
 
-DEFAULT_OUT = Path("apps/qmri/model/synthnet/synthnet.pt")
+
+def val_slices(s: str) -> int:
+    """``--val-slices``: 0 (whole volumes) or at least :data:`SSIM_WIN` slices (the SSIM window)."""
+    v = nonneg_int(s)
+    if 0 < v < SSIM_WIN:
+        raise argparse.ArgumentTypeError(f"must be 0 (all slices) or at least {SSIM_WIN} (the SSIM window), got {s}")
+    return v
+
+
+def default_out() -> Path:
+    """The shipped weights file, in the app's model folder (:mod:`qmri.paths`)."""
+    return shipped("synthnet")
+
+
 #: How the model card names each classical pseudo-target of the training MRs.
 PSEUDO_NAMES = {
     "tissue_mixture": "two-compartment tissue mixtures, qmri.classical.tissue_mixture_ct",
@@ -30,14 +47,14 @@ PSEUDO_NAMES = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--out", default=None, help=f"weights file (default {DEFAULT_OUT})")
-    p.add_argument("--train-subjects", type=int, default=4, help="phantoms per modality: MR from seeds 50000.., CT from 50500.. (different subjects)")
-    p.add_argument("--val-subjects", type=int, default=1, help="co-registered validation phantoms (seeds 51000..)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--steps", type=int, default=100, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", default=None, help=f"weights file (default {default_out()})")
+    p.add_argument("--train-subjects", type=positive_int, default=4, help="phantoms per modality: MR from seeds 50000.., CT from 50500.. (different subjects)")
+    p.add_argument("--val-subjects", type=positive_int, default=1, help="co-registered validation phantoms (seeds 51000..)")
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--steps", type=positive_int, default=100, help="optimiser steps per epoch")
+    p.add_argument("--batch", type=positive_int, default=4)
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when available)")
     add_missing_arguments(p)
     return p
 
@@ -45,25 +62,25 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_missing_arguments(p: argparse.ArgumentParser) -> None:
     """Synthesis options, each added only if the parser lacks that option name (shared parser)."""
     opts = [
-        ("--lr", dict(type=float, default=None, help="Adam learning rate (synth default 2e-4, CycleGAN)")),
-        ("--crop", dict(type=int, default=64, help="synth: square training crop of the axial slices (voxels)")),
-        ("--resolution", dict(type=float, default=2.0, help="phantom voxel size (mm)")),
-        ("--max-minutes", dict(type=float, default=None, help="stop after the epoch that passes this wall time")),
-        ("--world-size", dict(type=int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")),
-        ("--loss-weights", dict(default=None, help="synth: JSON loss weights, e.g. '{\"pix\": 100, \"str\": 10}' (keys adv, cyc, pix, idt, str)")),
-        ("--val-slices", dict(type=int, default=32, help="synth: validate on this many contiguous central axial slices per subject (0: all)")),
-        ("--warm-steps", dict(type=int, default=0, help="synth: steps of warm start on the bulk-density translations of the training images (weight ramps to 0)")),
-        ("--warm-weight", dict(type=float, default=10.0, help="synth: initial weight of the warm-start L1")),
-        ("--pretrain-steps", dict(type=int, default=0, help="synth: first steps train only the generators, L1 to the bulk-density translations (no GAN)")),
-        ("--pretrain-lr", dict(type=float, default=1e-3, help="synth: Adam learning rate of the pretraining steps")),
+        ("--lr", dict(type=positive_float, default=None, help="Adam learning rate (synth default 2e-4, CycleGAN)")),
+        ("--crop", dict(type=positive_int, default=64, help="synth: square training crop of the axial slices (voxels)")),
+        ("--resolution", dict(type=positive_float, default=2.0, help="phantom voxel size (mm)")),
+        ("--max-minutes", dict(type=positive_float, default=None, help="stop after the epoch that passes this wall time")),
+        ("--world-size", dict(type=positive_int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")),
+        ("--loss-weights", dict(type=json_weights, default=None, help="synth: JSON loss weights, e.g. '{\"pix\": 100, \"str\": 10}' (keys adv, cyc, pix, idt, str)")),
+        ("--val-slices", dict(type=val_slices, default=32, help="synth: validate on this many contiguous central axial slices per subject (0: all)")),
+        ("--warm-steps", dict(type=nonneg_int, default=0, help="synth: steps of warm start on the bulk-density translations of the training images (weight ramps to 0)")),
+        ("--warm-weight", dict(type=nonneg_float, default=10.0, help="synth: initial weight of the warm-start L1")),
+        ("--pretrain-steps", dict(type=nonneg_int, default=0, help="synth: first steps train only the generators, L1 to the bulk-density translations (no GAN)")),
+        ("--pretrain-lr", dict(type=positive_float, default=1e-3, help="synth: Adam learning rate of the pretraining steps")),
         ("--pseudo-sct", dict(default="tissue_mixture", choices=["tissue_mixture", "bulk_density"], help="synth: classical sCT of the training MRs used as pretraining / warm-start pseudo-target")),
-        ("--backtranslation", dict(type=float, default=0.0, help="synth: weight of the back-translation L1 in the pretraining steps (0: off)")),
-        ("--backtranslation-ssim", dict(type=float, default=0.0, help="synth: weight of 1 - SSIM added to the CT -> MR back-translation (needs --backtranslation > 0)")),
-        ("--backtranslation-hybrid", dict(type=float, default=0.0, help="synth: weight of the CT -> MR generator's inversion of a hybrid sCT of each training MR (tissue-mixture soft tissue, generator bone/air/fat, plus CT noise; L1 + 1 - SSIM x --backtranslation-ssim; needs --backtranslation > 0)")),
+        ("--backtranslation", dict(type=nonneg_float, default=0.0, help="synth: weight of the back-translation L1 in the pretraining steps (0: off)")),
+        ("--backtranslation-ssim", dict(type=nonneg_float, default=0.0, help="synth: weight of 1 - SSIM added to the CT -> MR back-translation (needs --backtranslation > 0)")),
+        ("--backtranslation-hybrid", dict(type=nonneg_float, default=0.0, help="synth: weight of the CT -> MR generator's inversion of a hybrid sCT of each training MR (tissue-mixture soft tissue, generator bone/air/fat, plus CT noise; L1 + 1 - SSIM x --backtranslation-ssim; needs --backtranslation > 0)")),
         ("--hybrid-brain", dict(choices=HYBRID_BRAIN, default="tissue_mixture", help="synth: inside-the-skull soft tissue of the --backtranslation-hybrid sCT: the tissue-mixture sCT as is, or drawn_mixture (venous blood-WM-GM-CSF mixtures along the T2w axis with per-image CT numbers drawn from the phantom's between-subject distributions)")),
-        ("--ema-decay", dict(type=float, default=0.0, help="synth: validate and save an exponential moving average of the weights with this decay per step (0: off; e.g. 0.995 averages over ~200 steps)")),
-        ("--pseudo-weight", dict(type=float, default=1.0, help="synth: weight of the pseudo-target L1 in the pretraining steps")),
-        ("--init", dict(default=None, help="synth: checkpoint to start from (same architecture)")),
+        ("--ema-decay", dict(type=unit_interval, default=0.0, help="synth: validate and save an exponential moving average of the weights with this decay per step (0: off; e.g. 0.995 averages over ~200 steps)")),
+        ("--pseudo-weight", dict(type=nonneg_float, default=1.0, help="synth: weight of the pseudo-target L1 in the pretraining steps")),
+        ("--init", dict(type=existing_file, default=None, help="synth: checkpoint to start from (same architecture)")),
         ("--cache-dir", dict(default=None, help="folder for cached phantom volumes (default ~/.cache/qmri)")),
     ]
     for name, kw in opts:
@@ -72,10 +89,16 @@ def add_missing_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_synth_command(args) -> dict:
+    import torch
+
+    from .loop import save_training_curve, training_command
+    from .synth_data import CT_SEED, MR_SEED, VAL_SEED, make_volume
+    from .synth_train import DEFAULT_WEIGHTS, train_synth
+
     for k, v in vars(add_arguments(argparse.ArgumentParser()).parse_args([])).items():
         if not hasattr(args, k):
             setattr(args, k, v)
-    out = Path(args.out) if args.out else DEFAULT_OUT
+    out = Path(args.out) if args.out else default_out()
     lr = args.lr if args.lr is not None else 2e-4
     weights = {**DEFAULT_WEIGHTS, **(json.loads(args.loss_weights) if args.loss_weights else {})}
     n = args.train_subjects

@@ -1,0 +1,149 @@
+"""Argument checks of the ``qmri`` command line: argparse ``type=`` functions and path checks.
+
+The type functions raise :class:`argparse.ArgumentTypeError`, so a bad value ends in argparse's usual
+``error: argument --subjects: must be a positive integer, got -1`` (exit code 2) before any work.
+:func:`writable_dir` checks an output folder (creating it) and :func:`readable_file` an input file;
+both raise :class:`PathError` with the reason, which ``qmri.cli`` turns into a usage error naming the
+flag. This module imports nothing heavy: building the parser must stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+
+class PathError(ValueError):
+    """An input or output path that cannot be used; the message is the reason."""
+
+
+def _number(kind, s: str, what: str):
+    try:
+        v = kind(s)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {s}") from None
+    if kind is float and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
+    return v
+
+
+def positive_int(s: str) -> int:
+    """An integer >= 1 (counts: subjects, epochs, steps, batch, workers...)."""
+    v = _number(int, s, "a positive integer")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def nonneg_int(s: str) -> int:
+    """An integer >= 0 (seeds, offsets, optional step counts where 0 means off)."""
+    v = _number(int, s, "a non-negative integer")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {s}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    """A finite number > 0 (resolutions, learning rates, minutes)."""
+    v = _number(float, s, "a positive number")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
+    return v
+
+
+def nonneg_float(s: str) -> float:
+    """A finite number >= 0 (loss weights where 0 means off)."""
+    v = _number(float, s, "a non-negative number")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {s}")
+    return v
+
+
+def unit_interval(s: str) -> float:
+    """A number in [0, 1) (decay factors)."""
+    v = _number(float, s, "a number in [0, 1)")
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {s}")
+    return v
+
+
+def int_list(s: str) -> str:
+    """Comma-separated positive integers, e.g. ``16,32,64``; returned as given (the caller splits)."""
+    parts = str(s).split(",")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {s}")
+    return str(s)
+
+
+def json_weights(s: str) -> str:
+    """A JSON object of non-negative numbers, e.g. ``{"pix": 100}``; returned as given."""
+    try:
+        d = json.loads(s)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {s} ({e.msg})") from None
+    if not isinstance(d, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in d.values()):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of non-negative numbers, got {s}")
+    return s
+
+
+def device_name(s: str) -> str:
+    """A torch device name: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (availability is torch's to check)."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", s):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or mps, got {s}")
+    return s
+
+
+def existing_file(s: str) -> str:
+    """A path to an existing, readable file (weights to load)."""
+    try:
+        readable_file(s)
+    except PathError as e:
+        raise argparse.ArgumentTypeError(f"{e}: {s}") from None
+    return s
+
+
+def readable_file(path: str | Path) -> Path:
+    """``path`` as a Path if it is an existing readable file, else :class:`PathError` with the reason."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise PathError("no such file")
+    if not p.is_file():
+        raise PathError("not a file")
+    if not os.access(p, os.R_OK):
+        raise PathError("not readable")
+    return p
+
+
+def writable_dir(path: str | Path) -> Path:
+    """Create folder ``path`` (with parents) if needed and check that a file can be written in it
+    (a probe file is created and removed); :class:`PathError` with the reason otherwise."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise PathError("exists and is not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".qmri-write-probe-", dir=p):
+            pass
+    except FileExistsError:
+        raise PathError("a parent exists and is not a folder") from None
+    except OSError as e:
+        raise PathError(e.strerror or str(e)) from None
+    return p
+
+
+def writable_file(path: str | Path) -> Path:
+    """Check that file ``path`` can be written: its folder via :func:`writable_dir`, and ``path``
+    itself is not a folder."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise PathError("is a folder, expected a file path")
+    try:
+        writable_dir(p.parent)
+    except PathError as e:
+        raise PathError(f"its folder {p.parent}: {e}") from None
+    return p
