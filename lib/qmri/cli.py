@@ -121,9 +121,9 @@ def _check_bench(args: argparse.Namespace) -> None:
             raise UsageError(f"argument --tasks: bench {suite} takes {', '.join(BENCH_TASKS[suite])}, got {' '.join(args.tasks) or 'none'}")
     if suite == "oef" and args.first_subject >= args.subjects:
         raise UsageError(f"argument --first-subject: must be below --subjects ({args.subjects}), got {args.first_subject}")
-    if suite == "classical":
+    if suite not in BENCH_NETWORK:  # classical (and any suite without a network)
         if args.weights is not None:
-            raise UsageError("argument --weights: not used by bench classical")
+            raise UsageError(f"argument --weights: not used by bench {suite}")
     elif suite == "oef":
         wd = Path(args.weights).expanduser() if args.weights else shipped("oefnet")
         where = f"argument --weights: {wd}" if args.weights else f"default --weights {wd}"
