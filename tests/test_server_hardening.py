@@ -106,6 +106,8 @@ def test_allowed_paths_still_work(catalogue_server):
     info = requests.get(f"{url}/datastore/image/info", params={"image": "sub-1000_qsm"}, timeout=30).json()
     assert "path" not in info  # no server path
     assert requests.get(f"{url}/openapi.json", timeout=30).ok
+    r = requests.post(f"{url}/infer/qsm", params={"image": "sub-1000_qsm", "output": "json"}, data={"params": json.dumps({"method": "l2"})}, timeout=120)
+    assert r.status_code == 200 and r.json()["maps"][0]["units"] == "ppm" and r.json()["method"] == "l2"
 
 
 def test_overwrite_needs_asking_and_keeps_labels(catalogue_server, tmp_path):

@@ -276,7 +276,7 @@ def test_qsm_bad_inputs(server, tmp_path):
         ("qsm", "sub-1000_qsmraw", {"sidecar": meta}, "3D volume"),
         ("qsm", "sub-1000_qsm", {"sidecar": {"B0_T": 3}}, "B0_dir"),
         ("qsm", "sub-1000_qsm", {"sidecar": dict(meta, B0_dir=[0, 0, 0])}, "not a direction"),
-        ("qsm", "field_hz", {"sidecar": meta}, "expected ppm"),
+        ("qsm", "field_hz", {"sidecar": meta}, "does not look like ppm"),
         ("qsm", "sub-1000_qsm", {"method": "medi_plus"}, "unknown method"),
         ("qsm_raw", "sub-1000_qsmraw", {"sidecar": dict(raw_meta, echo_times_ms=raw_meta["echo_times_ms"][:3])}, "7 channels"),
         ("qsm_raw", "sub-1000_qsm", {}, "lacks required key(s): echo_times_ms"),

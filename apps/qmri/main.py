@@ -18,6 +18,7 @@ from fastapi import HTTPException
 
 import lib.configs
 from lib.datastore import SidecarDatastore, check_id
+from lib.trainers.network import SERVER_PID_ENV
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
@@ -54,6 +55,11 @@ class QMRIApp(MONAILabelApp):
                 task_config.init(name, self.model_dir, conf, None)
                 self.models[name] = task_config
                 logger.info("+++ Adding task config: %s => %s", name, cls_path)
+        if SERVER_PID_ENV not in os.environ:  # set by lib.server.asgi, inherited by training processes
+            logger.warning(
+                "qmri is served without its server policy (no route allow-list, CORS for any origin, no size or concurrency "
+                "limits); start it with `monailabel start_server ... --uvicorn_app lib.server.asgi:app` (`make serve` does)"
+            )
         super().__init__(
             app_dir=app_dir,
             studies=studies,

@@ -170,6 +170,11 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench.oef import run
 
         run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, first_subject=args.first_subject, methods=tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"])
+    elif args.suite == "serve":
+        from .bench.serve import run
+
+        res = run(args.out, bad=args.bad_inputs, concurrency=args.concurrency)
+        return 0 if all(r["ok"] and r["files_unchanged"] for r in res["bad_inputs"] or []) else 1
     return 0
 
 
@@ -284,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
-    p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef"))
+    p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef", "serve"), help="serve: the server on a copy of the sample studies, under bad input and load (see --bad-inputs, --concurrency)")
     p.add_argument("--weights", default=None, help=f"network weights file (oef: the folder with best/cnn3d/lstm.pt; default: the shipped ones in the app's model folder {model_dir()}, ${MODEL_DIR_ENV} overrides)")
     p.add_argument("--other-snr-subjects", type=nonneg_int, default=1, help="oef: subjects also run at SNR 50 and 200 (all run at 100)")
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
@@ -292,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=positive_int, default=2)
     p.add_argument("--first-subject", type=nonneg_int, default=0, help="oef: skip the first subjects (with --reuse-rows: add subjects to a stored run)")
     p.add_argument("--resolution", type=positive_float, default=2.0, help="voxel size in mm (default 2)")
+    p.add_argument("--bad-inputs", action="store_true", help="serve: send the bad-input catalogue and tabulate the answers")
+    p.add_argument("--concurrency", type=nonneg_int, default=16, help="serve: parallel inferences of the load test (0: none; default 16)")
     p.add_argument("--out", default="bench-results", help="output folder for markdown and JSON (default: bench-results in the working directory)")
     p.set_defaults(func=_bench)
     return ap

@@ -8,7 +8,7 @@ What changes against ``monailabel.app:app``:
 
 - **routes**: only those this app's clients use stay (``/info``, ``/infer``, ``/datastore``,
   ``/train``, the API docs). Weight upload/delete (``/model``), sessions, batch inference, scoring,
-  DICOM proxies, OHIF and ``/reload`` are gone; ``/logs`` and ``GET /datastore/dataset`` answer 403
+  DICOM proxies, OHIF, ``/reload`` and the free-form index edits (``PUT .../info``) are gone; ``/logs`` and ``GET /datastore/dataset`` answer 403
   unless enabled; ``/infer``, the uploads, ``POST /train/{model}`` and ``GET /train/`` are replaced by
   the guarded versions below;
 - **browsers**: CORS allows only the configured origins (none by default), without credentials, and
@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.background import BackgroundTasks
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from monailabel.app import app as monailabel_app
 from monailabel.config import settings
 from monailabel.endpoints.infer import send_response
@@ -59,8 +59,7 @@ KEPT = {
     ("GET", "/"), ("GET", "/favicon.ico"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
     ("GET", "/info/"), ("POST", "/login/token"), ("GET", "/login/token/valid"),
     ("GET", "/datastore/"), ("HEAD", "/datastore/image"), ("GET", "/datastore/image"), ("GET", "/datastore/image/info"),
-    ("PUT", "/datastore/image/info"), ("HEAD", "/datastore/label"), ("GET", "/datastore/label"), ("GET", "/datastore/label/info"),
-    ("PUT", "/datastore/label/info"), ("PUT", "/datastore/updatelabelinfo"),
+    ("HEAD", "/datastore/label"), ("GET", "/datastore/label"), ("GET", "/datastore/label/info"),
     ("DELETE", "/datastore/"), ("DELETE", "/datastore/image"), ("DELETE", "/datastore/label"),  # refused by the datastore unless enabled
     ("DELETE", "/train/"),
 }
@@ -132,6 +131,8 @@ async def infer(request: Request) -> Any:
         return send_response(instance.datastore(), result, output, background)
 
     response = await POOL.run(compute)
+    if not isinstance(response, Response):  # output=json: the result's JSON
+        response = JSONResponse(response)
     response.background = background  # deletes the result file once sent
     return response
 
