@@ -36,6 +36,11 @@ class Case:
     headers: dict = field(default_factory=dict)
     raw_body: bytes | None = None
 
+    def with_json(self, body: Any) -> "Case":
+        """The same request with a JSON body instead of its form."""
+        self.form, self.json_body = None, body
+        return self
+
     def send(self, url: str, timeout: float = 120) -> requests.Response:
         kw: dict[str, Any] = {"params": self.query, "headers": self.headers, "timeout": timeout}
         if self.files is not None:
@@ -129,6 +134,8 @@ def cases(studies) -> list[Case]:
         Case("delete outside the studies", "DELETE", "/datastore/", 403, "disabled", query={"id": "../../apps/qmri/main"}),
         Case("delete a label", "DELETE", "/datastore/label", 403, "disabled", query={"id": "sub-1000_T1w", "tag": "final"}),
         Case("download image ../x", "GET", "/datastore/image", 404, "not found", query={"image": "../../etc/passwd"}),
+        Case("check an image with an unknown checksum algorithm", "HEAD", "/datastore/image", 422, "", query={"image": "sub-1000_T1w", "check_sum": "FOO:abc"}),
+        infer("infer params sent as JSON, not a form", "qsm", "sub-1000_qsm", {}, 415, "multipart form", query={}).with_json({"method": "tkd"}),
         # --- data loss
         put_image("upload over an existing study", "sub-1000_T1w", "t.nii.gz", good, 409, "already exists"),
         put_label("label over a final label", "sub-1000_T1w", "final", "l.nii.gz", good, 409, "already has"),

@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 KEPT = {
     ("GET", "/"), ("GET", "/favicon.ico"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
     ("GET", "/info/"), ("POST", "/login/token"), ("GET", "/login/token/valid"),
-    ("GET", "/datastore/"), ("HEAD", "/datastore/image"), ("GET", "/datastore/image"), ("GET", "/datastore/image/info"),
+    ("GET", "/datastore/"), ("GET", "/datastore/image"), ("GET", "/datastore/image/info"),
     ("HEAD", "/datastore/label"), ("GET", "/datastore/label"), ("GET", "/datastore/label/info"),
     ("DELETE", "/datastore/"), ("DELETE", "/datastore/image"), ("DELETE", "/datastore/label"),  # refused by the datastore unless enabled
     ("DELETE", "/train/"),
@@ -92,6 +92,9 @@ def _only_query(request: Request, allowed: set[str]) -> None:
 
 
 async def _form(request: Request, files: set[str], fields: set[str]):
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("", "multipart/form-data", "application/x-www-form-urlencoded"):
+        raise HTTPException(status_code=415, detail=f"send a multipart form (fields {', '.join(sorted(files | fields))}), not {kind[:40]}")
     try:
         form = await request.form(max_files=max(len(files), 1), max_fields=MAX_FORM_FIELDS)  # a stray file is named below
     except HTTPException:
@@ -190,6 +193,30 @@ async def put_label(request: Request) -> Any:
     return {**res, "image": image_id, "label": label_id}
 
 
+CHECKSUMS = {"SHA256", "SHA512", "MD5"}  # what monailabel.utils.others.generic.file_checksum computes
+
+
+async def check_image(request: Request) -> Any:
+    """``HEAD /datastore/image?image=ID[&check_sum=[ALGO:]DIGEST]``: 200 if the study exists (with
+    that checksum), else 404; an unknown algorithm is 422 (MONAI Label answers it with a 500)."""
+    from monailabel.utils.others.generic import file_checksum
+
+    _only_query(request, {"image", "check_sum"})
+    image_id = check_id(request.query_params.get("image"))
+    uri = app_instance().datastore().get_image_uri(image_id)
+    if not uri or not os.path.isfile(uri):
+        raise HTTPException(status_code=404, detail=f"unknown study '{image_id}'")
+    check_sum = request.query_params.get("check_sum")
+    if check_sum:
+        algo, _, digest = check_sum.rpartition(":")
+        algo = algo.upper() or "SHA256"
+        if algo not in CHECKSUMS:
+            raise HTTPException(status_code=422, detail=f"check_sum algorithm {algo[:20]!r} is not one of {', '.join(sorted(CHECKSUMS))}")
+        if digest.lower() != (await run_in_threadpool(file_checksum, uri, algo)).split(":", 1)[1]:
+            raise HTTPException(status_code=404, detail=f"study '{image_id}' exists with another checksum")
+    return {}
+
+
 async def dataset(request: Request) -> Any:
     """``GET /datastore/dataset``: a zip of every study, only when enabled; the zip is deleted once sent."""
     if not POLICY.enable_dataset_download:
@@ -255,6 +282,7 @@ REPLACED = {
     ("PUT", "/datastore/"): (put_image, settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR),
     ("PUT", "/datastore/label"): (put_label, settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR),
     ("GET", "/datastore/dataset"): (dataset, settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR),
+    ("HEAD", "/datastore/image"): (check_image, settings.MONAI_LABEL_AUTH_ROLE_USER),
     ("POST", "/train/{model}"): (train_start, settings.MONAI_LABEL_AUTH_ROLE_ADMIN),
     ("GET", "/train/"): (train_status, settings.MONAI_LABEL_AUTH_ROLE_USER),
 }
