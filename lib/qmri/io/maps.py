@@ -6,11 +6,13 @@ gets float32 values in physical units on exactly the grid (shape and affine) of 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .sidecar_values import show
 from .study import save_nifti
 
 
@@ -65,13 +67,32 @@ def write_maps(maps: list[QuantMap], affine: np.ndarray, shape: tuple[int, ...],
 
 
 def requested_names(available: list[str], names: str | list[str] | None) -> list[str]:
-    """The map names a request asks for (one name or a list; all if None), checked against ``available``."""
+    """The map names a request's ``map`` parameter asks for, checked against ``available``.
+
+    ``names`` is one name, a non-empty list of distinct names, or None (all maps). Anything else
+    (a number, an object, an empty list, a list holding a non-string or a name twice) raises
+    ValueError naming ``map`` and the available names.
+    """
     if names is None:
         return list(available)
-    wanted = [names] if isinstance(names, str) else list(names)
+    choose = f"give one name or a list of names from {list(available)}"
+    if isinstance(names, str):
+        wanted = [names]
+    elif isinstance(names, (list, tuple)):
+        wanted = list(names)
+        if not wanted:
+            raise ValueError(f"request parameter 'map' is an empty list: {choose}")
+        odd = [n for n in wanted if not isinstance(n, str)]
+        if odd:
+            raise ValueError(f"request parameter 'map' must hold map names (strings), got {show(odd)}; {choose}")
+        twice = sorted(n for n, k in Counter(wanted).items() if k > 1)
+        if twice:
+            raise ValueError(f"request parameter 'map' names {twice} more than once; {choose}")
+    else:
+        raise ValueError(f"request parameter 'map' must be a map name or a list of names, got {show(names)}; {choose}")
     unknown = [n for n in wanted if n not in available]
     if unknown:
-        raise ValueError(f"unknown map(s) {unknown}; this task returns {list(available)}")
+        raise ValueError(f"unknown map(s) {show(unknown)}; this task returns {list(available)}")
     return wanted
 
 

@@ -14,9 +14,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..classical.qq_fit import fit_qq
+from ..io import sidecar_values as sv
 from ..io.maps import QuantMap
 from ..networks.weights import ReloadingWeights
-from .spec import TaskSpec, require_channels
+from .spec import TaskSpec, require_channels, voxel_size
 
 NETWORKS = ("best", "cnn3d", "lstm")
 CLASSICAL = ("qq_fit",)
@@ -31,15 +32,23 @@ OUTPUTS = {
 }
 
 
-def echo_times_s(sidecar: dict[str, Any]) -> np.ndarray:
-    te = sidecar.get("echo_times_ms")
-    if not isinstance(te, (list, tuple)) or len(te) < 3:
-        raise ValueError(f"sidecar echo_times_ms must list at least 3 echo times in ms, got {te!r}")
-    te = np.asarray(te, dtype=np.float64)
-    if np.any(te <= 0) or np.any(np.diff(te) <= 0):
-        raise ValueError(f"echo_times_ms must be positive and increasing, got {te.tolist()}")
-    if te[-1] > 200 or te[-1] < 1:
-        raise ValueError(f"echo_times_ms {te.tolist()} are not plausible GRE echo times in ms")
+#: Largest accepted 99th percentile of |QSM| inside the brain (ppm). Tissue chi is -0.03..0.35 ppm,
+#: haemorrhage/calcification ~+-1.4 ppm; the sample OEF study's QSM channel has 0.37 ppm (max 0.62).
+#: A map in ppb (x 1000) is far above.
+QSM_P99_MAX_PPM = 3.0
+
+#: The last echo of a multi-echo GRE must lie in this range (ms): echo times given in seconds
+#: (last echo < 1) or in microseconds (> 200) are refused rather than fitted.
+GRE_LAST_ECHO_MS = (1.0, 200.0)
+
+
+def echo_times_s(sidecar: dict[str, Any], min_count: int = 3) -> np.ndarray:
+    """The sidecar's ``echo_times_ms`` (at least ``min_count``, positive, strictly increasing, last
+    echo within :data:`GRE_LAST_ECHO_MS`) converted to seconds."""
+    te = sv.echo_times_ms(sidecar, min_count=min_count)
+    lo, hi = GRE_LAST_ECHO_MS
+    if not lo <= te[-1] <= hi:
+        raise ValueError(f"echo_times_ms {te.tolist()} are not plausible GRE echo times in ms (the last echo must be {lo:g}..{hi:g} ms)")
     return te / 1000.0
 
 
@@ -47,21 +56,28 @@ def split_oef_input(image: np.ndarray, sidecar: dict[str, Any]) -> tuple[np.ndar
     """Echo magnitudes (x,y,z,E), QSM (ppm), brain mask (QSM != 0) and echo times (s)."""
     te = echo_times_s(sidecar)
     n = len(te)
-    require_channels(image, n + 1, f"the OEF input ({n} echo magnitudes from the sidecar's echo_times_ms + 1 QSM)")
+    image = require_channels(image, n + 1, f"the OEF input ({n} echo magnitudes from the sidecar's echo_times_ms + 1 QSM)")
+    sv.expect_units(sidecar, ("ppm",), f"the QSM channel (channel {n}, the last)", channel=n)
     mag, chi = image[..., :n], image[..., n]
     mask = (chi != 0) & (mag[..., 0] > 0)
     if not mask.any():
         raise ValueError("no brain voxels: the QSM channel (last) must be non-zero inside the brain mask")
     if np.any(mag < 0):
         raise ValueError("echo magnitudes must be non-negative (magnitude images, not phase or real parts)")
+    p99 = float(np.percentile(np.abs(chi[mask]), 99))
+    if p99 > QSM_P99_MAX_PPM:
+        raise ValueError(
+            f"the QSM channel does not look like ppm: 99% of the brain voxels have |chi| up to {p99:.3g}, while brain "
+            f"susceptibility is -0.03..0.35 ppm (lesions ~1.4 ppm; accepted: 99th percentile <= {QSM_P99_MAX_PPM:g} ppm). Is it in ppb?"
+        )
     return mag, chi, mask, te
 
 
-def _network_maps(net: ReloadingWeights, mag, chi, mask, te_s, sidecar) -> dict[str, np.ndarray]:
+def _network_maps(net: ReloadingWeights, mag, chi, mask, te_s, b0: float) -> dict[str, np.ndarray]:
     from ..networks.oef_predict import predict_oef
 
-    if abs(float(sidecar.get("B0_T", 3.0)) - 3.0) > 1e-3:
-        raise ValueError(f"the OEF networks were trained at B0 = 3 T; this study has B0_T = {sidecar.get('B0_T')}: use method 'qq_fit'")
+    if abs(b0 - 3.0) > 1e-3:
+        raise ValueError(f"the OEF networks were trained at B0 = 3 T; this study has B0_T = {b0:g}: use method 'qq_fit'")
     return predict_oef(net.get(), mag, chi, mask, [1000.0 * t for t in te_s])
 
 
@@ -70,12 +86,14 @@ def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     nets = nets or {}
     if method not in CLASSICAL and method not in nets:
         raise ValueError(f"unknown method '{method}' for oef; choose from {', '.join(tuple(nets) + CLASSICAL)}")
+    voxel_size(affine)  # the maps are written with this affine: refuse a singular or non-finite one
     mag, chi, mask, te = split_oef_input(image, sidecar)
+    b0 = sv.field_strength_t(sidecar)
     if method == "qq_fit":
-        r = fit_qq(mag, chi, te, mask, B0=float(sidecar.get("B0_T", 3.0)), device="cpu")
+        r = fit_qq(mag, chi, te, mask, B0=b0, device="cpu")
         values = {"OEF": 100.0 * r["OEF"], "S0": r["S0"], "R2": r["R2"], "Y": r["Y"], "v": r["v"], "chi_nb": r["chi_nb"]}
     else:
-        values = _network_maps(nets[method], mag, chi, mask, te, sidecar)
+        values = _network_maps(nets[method], mag, chi, mask, te, b0)
     label = "classical QQ fit" if method == "qq_fit" else f"{method} network"
     maps = []
     for name, (units, rng, desc) in OUTPUTS.items():

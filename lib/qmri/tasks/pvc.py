@@ -9,33 +9,38 @@ from typing import Any
 import numpy as np
 
 from ..classical import pvc
+from ..io import sidecar_values as sv
 from ..io.maps import QuantMap
 from ..networks.weights import ReloadingWeights
-from .spec import TaskSpec, voxel_size
+from .spec import TaskSpec, real_volume, voxel_size
 
 SEGMENTATION_METHODS = ("rbv", "iterative_yang", "gtm", "muller_gartner")
 PET_ONLY_METHODS = ("richardson_lucy", "van_cittert", "sharpen")
 TISSUE_CHANNELS = ("gm", "wm", "csf", "other")
+#: Largest PSF FWHM in voxels along any axis (a clinical PET has 2-8 voxels; wider PSFs make the
+#: deconvolutions slow and meaningless on the grid).
+MAX_FWHM_VOXELS = 32
 
 
 def _fwhm(sidecar: dict[str, Any]) -> tuple[float, float, float]:
-    f = sidecar.get("psf_fwhm_mm")
-    if f is None:
-        raise ValueError("sidecar lacks psf_fwhm_mm: the scanner's PSF FWHM in mm (one value or one per axis)")
-    f = [float(v) for v in (f if isinstance(f, (list, tuple)) else [f, f, f])]
-    if len(f) != 3 or not all(0 < v < 30 for v in f):
-        raise ValueError(f"psf_fwhm_mm must be one or three values in (0, 30) mm, got {sidecar.get('psf_fwhm_mm')}")
-    return tuple(f)
+    """The scanner's PSF FWHM per array axis (mm) from the sidecar's ``psf_fwhm_mm``."""
+    return sv.fwhm_mm(sidecar, "psf_fwhm_mm")
 
 
 def split_pet(image: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray | None]:
     """PET (3D) and the optional tissue probabilities (x, y, z, 4: GM, WM, CSF, other)."""
+    image = np.asarray(image)
     if image.ndim == 3 or (image.ndim == 4 and image.shape[3] == 1):
         pet, seg = image.reshape(image.shape[:3]), None
     elif image.ndim == 4 and image.shape[3] == 1 + len(TISSUE_CHANNELS):
         pet, seg = image[..., 0], image[..., 1:]
     else:
         raise ValueError(f"PET input must be 3D, or 4D with 5 channels (PET, GM, WM, CSF, other probabilities); got shape {tuple(image.shape)}")
+    pet = real_volume(pet, "the PET")
+    if seg is not None:
+        seg = real_volume(seg, "the tissue probabilities (channels 2-5)")
+        if seg.min() < -0.01 or seg.max() > 1.01:
+            raise ValueError(f"the tissue probabilities (channels 2-5) must lie in 0..1, got {seg.min():.3g}..{seg.max():.3g}")
     if method in SEGMENTATION_METHODS and seg is None:
         raise ValueError(f"method '{method}' needs a tissue segmentation: send a 4D image with channels PET, GM, WM, CSF, other")
     return pet, seg
@@ -57,6 +62,13 @@ def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     pet, seg = split_pet(image, method)
     vs = voxel_size(affine)
     fwhm = _fwhm(sidecar)
+    units = sv.units_label(sidecar, "SUV", channel=0)
+    wide = [f / v for f, v in zip(fwhm, vs)]
+    if max(wide) > MAX_FWHM_VOXELS:
+        raise ValueError(
+            f"psf_fwhm_mm {list(fwhm)} mm spans {max(wide):.3g} voxels of {[round(v, 3) for v in vs]} mm (at most {MAX_FWHM_VOXELS} accepted): "
+            "check the voxel size and the FWHM units (mm), or resample the PET"
+        )
     if method in nets:
         out = _network(pet, vs, fwhm, nets[method])
     elif method == "rbv":
@@ -80,8 +92,6 @@ def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     else:
         out = pvc.sharpen(pet)
     out = np.asarray(out, dtype=np.float32)
-    units = sidecar.get("units", "SUV")
-    units = units[0] if isinstance(units, list) else units
     hi = float(np.percentile(out, 99.5)) if out.size else 1.0
     return [QuantMap("PVC", out, units, (0.0, hi), f"partial-volume corrected PET ({method})")]
 

@@ -28,9 +28,17 @@ CLASSICAL = ("bulk_density",)
 CLASSICAL_SCT = CLASSICAL + ("tissue_mixture",)
 
 
+#: A head CT in HU: at least 1 % of the voxels below -500 HU (air), and 98 % of them within this
+#: range (scanners pad outside the field of view with -2048 or -3024 HU; metal can exceed 3071 HU).
+CT_PLAUSIBLE_HU = (-4000.0, 10000.0)
+
+
 def _check_ct(ct: np.ndarray) -> None:
-    if np.percentile(ct, 1) > -500:
+    lo, hi = (float(v) for v in np.percentile(ct, [1, 99]))
+    if lo > -500:
         raise ValueError("the CT has no air background below -500 HU: it does not look like a head CT in HU")
+    if lo < CT_PLAUSIBLE_HU[0] or hi > CT_PLAUSIBLE_HU[1]:
+        raise ValueError(f"the CT's 1st..99th percentiles are {lo:.4g}..{hi:.4g}: a head CT in HU lies within {CT_PLAUSIBLE_HU[0]:g}..{CT_PLAUSIBLE_HU[1]:g} HU")
 
 
 def _check_mr(t2w: np.ndarray) -> None:
@@ -56,20 +64,22 @@ def _model(net: ReloadingWeights | None, method: str, methods: tuple[str, ...]):
 
 def run_synthetic_ct(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
     t2w = require_3d(image, "the T2w MR")
+    vs = voxel_size(affine)  # also refuses a singular or non-finite affine, which the map is written with
     model = _model(net, method, ((NETWORK,) if net else ()) + CLASSICAL_SCT)
     if model is not None:
         _check_mr(np.asarray(t2w, np.float32))
         sct = synthetic_ct(model, t2w)
     elif method == "tissue_mixture":
         _check_mr(np.asarray(t2w, np.float32))  # it reads the phantom's T2w units, as the network does
-        sct = synthetic_ct_tissue_mixture(t2w, voxel_size_mm=voxel_size(affine))
+        sct = synthetic_ct_tissue_mixture(t2w, voxel_size_mm=vs)
     else:
-        sct = synthetic_ct_bulk_density(t2w, voxel_size_mm=voxel_size(affine))
+        sct = synthetic_ct_bulk_density(t2w, voxel_size_mm=vs)
     return [QuantMap("sCT", sct, "HU", (-160.0, 240.0), f"synthetic CT ({method}; brain window; bone window 300..1800 HU)")]
 
 
 def run_synthetic_mr(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
     ct = require_3d(image, "the CT")
+    voxel_size(affine)  # the map is written with this affine: refuse a singular or non-finite one
     model = _model(net, method, ((NETWORK,) if net else ()) + CLASSICAL)
     _check_ct(ct)
     smr = synthetic_mr(model, ct) if model is not None else synthetic_mr_bulk(ct)
