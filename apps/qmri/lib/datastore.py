@@ -35,7 +35,7 @@ from fastapi import HTTPException
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
-from qmri.io.nifti_input import InputTooLarge, check_input_header, check_nifti_header
+from qmri.io.nifti_input import InputTooLarge, check_input_header, check_nifti_complete, check_nifti_header
 from qmri.io.study import NIFTI_EXTS
 
 from .server.policy import POLICY, ServerPolicy
@@ -87,6 +87,8 @@ def upload_params(info: Dict[str, Any] | None) -> tuple[dict | None, bool]:
             sidecar = json.loads(sidecar)
         except json.JSONDecodeError as e:
             raise HTTPException(status_code=422, detail=f"upload parameter 'sidecar' is not valid JSON: {e.msg}") from None
+        except RecursionError:
+            raise HTTPException(status_code=422, detail="upload parameter 'sidecar' is nested too deeply") from None
     if sidecar is not None:
         if not isinstance(sidecar, dict):
             raise HTTPException(status_code=422, detail=f"upload parameter 'sidecar' must be a JSON object, got {type(sidecar).__name__}")
@@ -94,6 +96,8 @@ def upload_params(info: Dict[str, Any] | None) -> tuple[dict | None, bool]:
             text = json.dumps(sidecar, allow_nan=False)
         except ValueError:
             raise HTTPException(status_code=422, detail="upload parameter 'sidecar' contains NaN or Infinity") from None
+        except RecursionError:
+            raise HTTPException(status_code=422, detail="upload parameter 'sidecar' is nested too deeply") from None
         if len(text) > MAX_SIDECAR_BYTES:
             raise HTTPException(status_code=413, detail=f"upload parameter 'sidecar' is {len(text)} bytes; the limit is {MAX_SIDECAR_BYTES}")
     return sidecar, overwrite
@@ -103,9 +107,10 @@ def check_upload(path: str, policy: ServerPolicy):
     """The header of an uploaded NIfTI, checked against the policy's limits and the tasks' input
     rules (real numbers, 3D/4D...); no voxel data is read."""
     try:
-        check_nifti_header(path, max_bytes=policy.max_image_mb * 1024 * 1024)
+        info = check_nifti_header(path, max_bytes=policy.max_image_mb * 1024 * 1024)
         header = nib.load(path).header  # header only: the size was checked above
         check_input_header(header, max_voxels=policy.max_voxels)
+        check_nifti_complete(path, info)  # a truncated upload would fail only when first used
         return header
     except InputTooLarge as e:
         raise HTTPException(status_code=413, detail=str(e)) from None
@@ -202,16 +207,6 @@ class SidecarDatastore(LocalDatastore):
             raise HTTPException(status_code=404, detail=f"study '{label_id}' has no label tagged {_show(label_tag)}")
         super().remove_label(label_id, label_tag)
 
-    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
-        self._require_object(image_id)
-        super().update_image_info(image_id, self._plain_info(info))
-
-    def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
-        self._require_object(label_id)
-        if not self._datastore.label(label_id, label_tag):
-            raise HTTPException(status_code=404, detail=f"study '{label_id}' has no label tagged {_show(label_tag)}")
-        super().update_label_info(label_id, label_tag, self._plain_info(info))
-
     def get_dataset_archive(self, limit_cases):
         if not self.policy.enable_dataset_download:
             raise HTTPException(status_code=403, detail="dataset download is disabled on this server (QMRI_ENABLE_DATASET_DOWNLOAD=1 enables it)")
@@ -232,17 +227,3 @@ class SidecarDatastore(LocalDatastore):
     def _require_delete(self) -> None:
         if not self.policy.enable_delete:
             raise HTTPException(status_code=403, detail="deleting studies or labels is disabled on this server (QMRI_ENABLE_DELETE=1 enables it)")
-
-    def _require_object(self, image_id: Any) -> None:
-        check_id(image_id)
-        if image_id not in self._datastore.objects:
-            raise HTTPException(status_code=404, detail=f"unknown study '{image_id}'")
-
-    @staticmethod
-    def _plain_info(info: Any) -> Dict[str, Any]:
-        if not isinstance(info, dict):
-            raise HTTPException(status_code=422, detail="info must be a JSON object")
-        text = json.dumps(info, allow_nan=False, default=str)
-        if len(text) > MAX_SIDECAR_BYTES:
-            raise HTTPException(status_code=413, detail=f"info is {len(text)} bytes; the limit is {MAX_SIDECAR_BYTES}")
-        return {k: v for k, v in info.items() if k not in ("name", "ts", "path")}

@@ -80,6 +80,8 @@ def _json_object(text: Any, what: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise HTTPException(status_code=422, detail=f"form field '{what}' is not valid JSON: {e.msg} at character {e.pos}") from None
+    except RecursionError:
+        raise HTTPException(status_code=422, detail=f"form field '{what}' is nested too deeply") from None
     if not isinstance(value, dict):
         raise HTTPException(status_code=422, detail=f"form field '{what}' must be a JSON object, got {type(value).__name__}")
     return value
@@ -245,7 +247,7 @@ async def train_start(request: Request) -> Any:
     body = await request.body()
     try:
         params = json.loads(body) if body.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise HTTPException(status_code=422, detail="the body must be a JSON object of training parameters") from None
     instance = app_instance()
     trainer = instance._trainers.get(model)
