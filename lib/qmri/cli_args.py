@@ -32,44 +32,29 @@ def _number(kind, s: str, what: str):
     return v
 
 
-def positive_int(s: str) -> int:
-    """An integer >= 1 (counts: subjects, epochs, steps, batch, workers...)."""
-    v = _number(int, s, "a positive integer")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
-    return v
+def _bounded(kind, what: str, ok):
+    """An argparse type: ``kind`` (int or float, finite) for which ``ok(value)`` holds, else
+    argparse's usual error naming ``what`` and the given text."""
+
+    def parse(s: str):
+        v = _number(kind, s, what)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {s}")
+        return v
+
+    return parse
 
 
-def nonneg_int(s: str) -> int:
-    """An integer >= 0 (seeds, offsets, optional step counts where 0 means off)."""
-    v = _number(int, s, "a non-negative integer")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {s}")
-    return v
-
-
-def positive_float(s: str) -> float:
-    """A finite number > 0 (resolutions, learning rates, minutes)."""
-    v = _number(float, s, "a positive number")
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
-    return v
-
-
-def nonneg_float(s: str) -> float:
-    """A finite number >= 0 (loss weights where 0 means off)."""
-    v = _number(float, s, "a non-negative number")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {s}")
-    return v
-
-
-def unit_interval(s: str) -> float:
-    """A number in [0, 1) (decay factors)."""
-    v = _number(float, s, "a number in [0, 1)")
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {s}")
-    return v
+#: counts: subjects, epochs, steps, batch, workers...
+positive_int = _bounded(int, "a positive integer", lambda v: v >= 1)
+#: seeds, offsets, optional step counts where 0 means off
+nonneg_int = _bounded(int, "a non-negative integer", lambda v: v >= 0)
+#: resolutions, learning rates, minutes
+positive_float = _bounded(float, "a positive number", lambda v: v > 0)
+#: loss weights where 0 means off
+nonneg_float = _bounded(float, "a non-negative number", lambda v: v >= 0)
+#: decay factors
+unit_interval = _bounded(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def int_list(s: str) -> str:
