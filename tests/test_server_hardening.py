@@ -110,6 +110,31 @@ def test_allowed_paths_still_work(catalogue_server):
     assert r.status_code == 200 and r.json()["maps"][0]["units"] == "ppm" and r.json()["method"] == "l2"
 
 
+def test_monailabel_client_gets_the_same_answers(catalogue_server, tmp_path):
+    """MONAI Label's own client: its requests are refused with the same 4xx and messages."""
+    from monailabel.client import MONAILabelClient
+    from monailabel.client.client import MONAILabelClientException
+
+    url, studies, roots, _, before = catalogue_server
+    client = MONAILabelClient(url, tmpdir=str(tmp_path))
+    src = tmp_path / "x.nii.gz"
+    src.write_bytes((studies / "sub-1001_T1w.nii.gz").read_bytes())
+    for call, status, word in [
+        (lambda: client.upload_image(str(src), image_id="sub-1001_T1w"), 409, "already exists"),
+        (lambda: client.upload_image(str(src), image_id="../../apps/qmri/lib/x"), 422, "invalid study id"),
+        (lambda: client.save_label("sub-1001_T1w", str(src), tag="../final"), 422, "label tag"),
+        (lambda: client.infer("qsm", "sub-1000_qsm", {"method": "tkd", "save_label": True, "label_tag": "final"}), 422, "not accepted"),
+        (lambda: client.infer("qsm", str(studies / "sub-1000_qsm.nii.gz"), {}), 422, "invalid study id"),
+        (lambda: client.infer("qsm", "sub-1000_qsm", {}, file=str(src)), 422, "not accepted"),
+    ]:
+        with pytest.raises(MONAILabelClientException) as e:
+            call()
+        assert f"Status: {status}" in e.value.msg and word in e.value.msg, e.value.msg
+    assert stat_fingerprint(*roots) == before
+    _, result = client.infer("qsm", "sub-1000_qsm", {"method": "l2"})  # its client_id bookkeeping is accepted
+    assert result["method"] == "l2" and result["maps"][0]["units"] == "ppm"
+
+
 def test_overwrite_needs_asking_and_keeps_labels(catalogue_server, tmp_path):
     url, studies, *_ = catalogue_server
     data = nib.load(studies / "sub-1001_qsm.nii.gz")
@@ -131,7 +156,7 @@ def test_overwrite_needs_asking_and_keeps_labels(catalogue_server, tmp_path):
 
 
 # --- a private server with small limits ------------------------------------------------------------
-LIMITS = {"QMRI_INFER_WORKERS": "2", "QMRI_INFER_QUEUE": "14", "QMRI_INFER_TIMEOUT_S": "20", "QMRI_SHUTDOWN_GRACE_S": "3", "QMRI_MAX_UPLOAD_MB": "64"}
+LIMITS = {"QMRI_INFER_WORKERS": "2", "QMRI_INFER_QUEUE": "14", "QMRI_INFER_TIMEOUT_S": "20", "QMRI_SHUTDOWN_GRACE_S": "3", "QMRI_MAX_UPLOAD_MB": "64", "QMRI_INFER_MEMORY_MB": "1000"}
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +252,23 @@ def test_header_bomb_refused_fast_without_memory(limited):
     assert r.status_code == 413 and "limit" in _detail(r)
     assert elapsed < 1.0
     assert psutil.Process(proc.pid).memory_info().rss - rss < 100 * 2**20
+
+
+def test_map_that_would_not_fit_in_memory_is_refused_before_work(limited):
+    """A 160^3 field needs about 4 GiB for QSMnet (the task's measured bytes per voxel): over this
+    server's 1000 MiB per request, it is refused at once, naming the limit; the sample (79 x 100 x 88) runs."""
+    proc, url, _ = limited
+    ref = nib.load(SAMPLE / "studies" / "sub-1000_qsm.nii.gz")
+    big = np.zeros((160, 160, 160), np.float32)
+    big[:79, :100, :88] = ref.get_fdata()
+    r = requests.put(f"{url}/datastore/image", params={"image": "big_field"}, files={"file": ("b.nii.gz", hc.nifti_bytes(big, ref.affine))}, data={"params": json.dumps({"sidecar": {"B0_dir": [0, 0, 1]}})}, timeout=60)
+    assert r.status_code == 200, r.text
+    rss = psutil.Process(proc.pid).memory_info().rss
+    t = time.time()
+    r = _infer(url, "qsmnet", "big_field")
+    assert r.status_code == 413 and "QMRI_INFER_MEMORY_MB" in _detail(r) and "GiB" in _detail(r), _detail(r)
+    assert time.time() - t < 5 and psutil.Process(proc.pid).memory_info().rss - rss < 200 * 2**20
+    assert _infer(url, "l2").status_code == 200
 
 
 def test_upload_over_the_body_limit_is_413(limited):

@@ -107,6 +107,7 @@ class QMRIApp(MONAILabelApp):
         model = request.get("model")
         if model not in self._infers:  # MONAI Label answers an unknown model with a 500
             raise HTTPException(status_code=404, detail=f"unknown task {str(model)[:60]!r}; available: {sorted(self._infers) or 'none'}")
+        request = {k: v for k, v in request.items() if k != "client_id"}  # MONAI Label's client adds it to every request
         unknown = sorted(set(request) - {"model", "image"} - INFER_PARAMS)
         if unknown:
             raise HTTPException(status_code=422, detail=f"parameter(s) {', '.join(repr(str(k)[:40]) for k in unknown[:8])} not accepted by /infer/{model}; allowed: {', '.join(sorted(INFER_PARAMS))}")

@@ -170,6 +170,10 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench.oef import run
 
         run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, first_subject=args.first_subject, methods=tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"])
+    elif args.suite == "memory":
+        from .bench.memory import run
+
+        run(args.out)
     elif args.suite == "serve":
         from .bench.serve import run
 
@@ -289,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
-    p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef", "serve"), help="serve: the server on a copy of the sample studies, under bad input and load (see --bad-inputs, --concurrency)")
+    p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef", "memory", "serve"), help="memory: peak memory per input value of every task and method (the server's memory admission); serve: the server on a copy of the sample studies, under bad input and load (see --bad-inputs, --concurrency)")
     p.add_argument("--weights", default=None, help=f"network weights file (oef: the folder with best/cnn3d/lstm.pt; default: the shipped ones in the app's model folder {model_dir()}, ${MODEL_DIR_ENV} overrides)")
     p.add_argument("--other-snr-subjects", type=nonneg_int, default=1, help="oef: subjects also run at SNR 50 and 200 (all run at 100)")
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")

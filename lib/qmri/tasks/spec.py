@@ -24,6 +24,11 @@ class TaskSpec:
         outputs: map name -> {"units": str, "display_range": [lo, hi]}.
         methods: selectable methods; ``default_method`` is used when a request names none.
         required_sidecar: sidecar keys without which the task refuses to run.
+        bytes_per_voxel: peak memory of the task's most demanding method per voxel of the input
+            grid (a 4D input's channels included), in bytes: ``qmri bench memory`` measures it
+            (``bench-results/bench_memory.md``) and the task modules round it up by about a quarter;
+            a server refuses inputs whose estimate exceeds its memory budget before any work.
+            0: not measured.
         run: ``run(image, affine, sidecar, method) -> [QuantMap, ...]``; raises ValueError naming
             the problem for bad input.
     """
@@ -36,6 +41,7 @@ class TaskSpec:
     default_method: str
     run: RunFn
     required_sidecar: tuple[str, ...] = field(default_factory=tuple)
+    bytes_per_voxel: float = 0.0
 
 
 #: Voxel sizes (mm) the tasks accept: head images from 0.1 mm (high-resolution MR) to 20 mm (thick

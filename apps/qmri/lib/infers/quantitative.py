@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -26,7 +27,7 @@ from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from qmri.io.maps import QuantMap, requested_names, select_maps, write_maps
-from qmri.io.nifti_input import InputTooLarge, load_input_volume
+from qmri.io.nifti_input import InputTooLarge, check_nifti_header, load_input_volume
 from qmri.io.study import StudyError, read_sidecar, sidecar_path
 
 from ..server.policy import POLICY
@@ -44,6 +45,7 @@ class QuantitativeInferTask(InferTask):
         methods: selectable methods; the request parameter ``method`` picks one.
         default_method: used when the request names none.
         required_sidecar: sidecar keys the task cannot run without.
+        bytes_per_voxel: peak memory per voxel of the input grid (bytes) for the server's memory admission.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class QuantitativeInferTask(InferTask):
         default_method: str,
         required_sidecar: Sequence[str] = (),
         config: Dict[str, Any] | None = None,
+        bytes_per_voxel: float = 0.0,
     ):
         super().__init__(type=InferType.OTHERS, labels=None, dimension=3, description=description, config={"method": list(methods), **(config or {})})
         self.inputs = dict(inputs)
@@ -62,6 +65,7 @@ class QuantitativeInferTask(InferTask):
         self.methods = tuple(methods)
         self.default_method = default_method
         self.required_sidecar = tuple(required_sidecar)
+        self.bytes_per_voxel = float(bytes_per_voxel)
 
     def info(self) -> Dict[str, Any]:
         i = super().info()
@@ -74,6 +78,19 @@ class QuantitativeInferTask(InferTask):
     @abstractmethod
     def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, request: Dict[str, Any]) -> list[QuantMap]:
         """Return the result maps on the input grid, in physical units."""
+
+    def check_memory(self, path: str) -> None:
+        """Refuse (413) an input whose estimated peak memory exceeds the server's per-request budget,
+        from its header alone: voxels x the task's measured bytes per voxel."""
+        if not self.bytes_per_voxel:
+            return
+        info = check_nifti_header(path, max_bytes=POLICY.max_image_mb * 2**20)
+        need_mb = math.prod(info.shape[:3]) * self.bytes_per_voxel / 2**20
+        if need_mb > POLICY.infer_memory_mb:
+            raise InputTooLarge(
+                f"this input (shape {info.shape}) needs about {need_mb / 1024:.1f} GiB to compute, more than the server allows one request "
+                f"({POLICY.infer_memory_mb / 1024:.1f} GiB, QMRI_INFER_MEMORY_MB); crop it to the brain or use a coarser grid"
+            )
 
     def sidecar(self, image_path: str, request: Dict[str, Any]) -> Dict[str, Any]:
         """The study's sidecar: from the request (``sidecar`` parameter, for uploads) or beside the image."""
@@ -102,6 +119,7 @@ class QuantitativeInferTask(InferTask):
                 raise ValueError(f"unknown method '{method}'; choose from {', '.join(self.methods)}")
             requested_names(list(self.outputs), request.get("map"))  # refuse before any work
             path = request["image"]
+            self.check_memory(path)
             data, affine = load_input_volume(path, max_voxels=POLICY.max_voxels)
             meta = self.sidecar(path, request)
             maps = select_maps(self.compute(data, affine, meta, method, request), request.get("map"))

@@ -22,6 +22,7 @@ class TaskInfer(QuantitativeInferTask):
             methods=spec.methods,
             default_method=spec.default_method,
             required_sidecar=spec.required_sidecar,
+            bytes_per_voxel=spec.bytes_per_voxel,
         )
         self.spec = spec
 

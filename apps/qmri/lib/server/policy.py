@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import psutil
+
 
 def _flag(name: str, default: bool) -> bool:
     v = os.environ.get(name)
@@ -54,6 +56,9 @@ class ServerPolicy:
         infer_queue: inferences allowed to wait for a worker; one more is answered 429
             (``QMRI_INFER_QUEUE``).
         infer_timeout_s: seconds a client waits for its map before a 503 (``QMRI_INFER_TIMEOUT_S``).
+        infer_memory_mb: memory one inference may need, in MiB, estimated from the input's header and
+            the task's measured bytes per voxel; more is refused with 413 (``QMRI_INFER_MEMORY_MB``;
+            default: 80 % of this machine's memory shared by the workers).
         shutdown_grace_s: seconds SIGTERM waits for running requests before the process exits
             (``QMRI_SHUTDOWN_GRACE_S``).
         label_tags: label tags a client may store (``final`` only: the training targets).
@@ -69,12 +74,14 @@ class ServerPolicy:
     infer_workers: int = 2
     infer_queue: int = 8
     infer_timeout_s: int = 600
+    infer_memory_mb: int = 0  # 0: derived from the machine's memory and the workers (from_env)
     shutdown_grace_s: int = 5
     label_tags: tuple[str, ...] = field(default=("final",))
 
     @classmethod
     def from_env(cls) -> "ServerPolicy":
         d = cls()
+        workers = _int("QMRI_INFER_WORKERS", d.infer_workers, 1)
         return cls(
             cors_origins=_list("QMRI_CORS_ORIGINS"),
             enable_logs=_flag("QMRI_ENABLE_LOGS", d.enable_logs),
@@ -83,9 +90,10 @@ class ServerPolicy:
             max_upload_mb=_int("QMRI_MAX_UPLOAD_MB", d.max_upload_mb, 1),
             max_voxels=_int("QMRI_MAX_VOXELS", d.max_voxels, 1),
             max_image_mb=_int("QMRI_MAX_IMAGE_MB", d.max_image_mb, 1),
-            infer_workers=_int("QMRI_INFER_WORKERS", d.infer_workers, 1),
+            infer_workers=workers,
             infer_queue=_int("QMRI_INFER_QUEUE", d.infer_queue, 0),
             infer_timeout_s=_int("QMRI_INFER_TIMEOUT_S", d.infer_timeout_s, 1),
+            infer_memory_mb=_int("QMRI_INFER_MEMORY_MB", int(0.8 * psutil.virtual_memory().total / 2**20 / workers), 1),
             shutdown_grace_s=_int("QMRI_SHUTDOWN_GRACE_S", d.shutdown_grace_s, 0),
         )
 
