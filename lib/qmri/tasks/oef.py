@@ -121,7 +121,7 @@ def oef_spec(weights: Mapping[str, str | Path] | None = None) -> TaskSpec:
         default_method=methods[0],
         run=lambda image, affine, sidecar, method: run_oef(image, affine, sidecar, method, nets),
         required_sidecar=("echo_times_ms",),
-        bytes_per_voxel=2500,  # qmri bench memory: qq_fit 1991, LSTM 1864 (8 echoes + QSM)
+        bytes_per_voxel=2500,  # qmri bench memory, two runs: qq_fit 1938-1991, LSTM 1787-1864 (8 echoes + QSM)
     )
 
 

@@ -123,7 +123,7 @@ def pvc_spec(weights: dict[str, str | Path] | None = None, default: str = DEFAUL
         default_method=default if default in nets else "rbv",
         run=partial(run_pvc, nets=nets),
         required_sidecar=("psf_fwhm_mm",),
-        bytes_per_voxel=400,  # qmri bench memory: the PVC networks 326 (PET + 4 tissue channels)
+        bytes_per_voxel=400,  # qmri bench memory, two runs: the PVC networks 320-326 (PET + 4 tissue channels)
     )
 
 

@@ -157,7 +157,7 @@ def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
         default_method=methods[0],
         run=lambda image, affine, sidecar, method: run_qsm(image, affine, sidecar, method, net),
         required_sidecar=("B0_dir",),
-        bytes_per_voxel=1000,  # qmri bench memory: QSMnet 759, TV 666
+        bytes_per_voxel=1000,  # qmri bench memory, two runs: QSMnet 730-759, TV 530-666
     )
     raw = TaskSpec(
         name="qsm_raw",
@@ -168,6 +168,6 @@ def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
         default_method=methods[0],
         run=lambda image, affine, sidecar, method: run_qsm_raw(image, affine, sidecar, method, net),
         required_sidecar=("echo_times_ms", "B0_dir"),
-        bytes_per_voxel=1100,  # qmri bench memory: QSMnet after V-SHARP 886 (8 echoes + mask)
+        bytes_per_voxel=1200,  # qmri bench memory, two runs: QSMnet after V-SHARP 886-935 (8 echoes + mask)
     )
     return qsm, raw

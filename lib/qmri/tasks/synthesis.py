@@ -86,8 +86,8 @@ def run_synthetic_mr(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, A
     return [QuantMap("sMR", smr, "a.u.", (0.0, float(np.percentile(smr, 99.5))), f"synthetic T2-weighted MR ({method})")]
 
 
-#: Peak memory per voxel (bytes) of the most demanding method, from ``qmri bench memory``
-#: (scCycleGAN: 90 for sCT, 94 for sMR), rounded up.
+#: Peak memory per voxel (bytes) of the most demanding method, from ``qmri bench memory`` (two
+#: runs; scCycleGAN: 90 for sCT, 94-99 for sMR), rounded up.
 BYTES_PER_VOXEL = 120
 
 
