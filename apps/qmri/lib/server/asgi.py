@@ -46,6 +46,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.routing import Match
 
+from qmri.io.nifti_input import InputTooLarge
+
 from ..datastore import check_id, nifti_ext
 from ..trainers.network import SERVER_PID_ENV
 from .infer_pool import InferPool
@@ -113,6 +115,22 @@ async def _form(request: Request, files: set[str], fields: set[str]):
 POOL = InferPool(POLICY.infer_workers, POLICY.infer_queue, POLICY.infer_timeout_s)
 
 
+def _admit(instance, model: str, image: str) -> None:
+    """Before a worker is taken: a known study whose estimated memory fits (413 otherwise)."""
+    if not image:
+        return  # the app names the missing id
+    check_id(image)
+    uri = instance.datastore().get_image_uri(image)
+    task = instance._infers[model]
+    if uri and hasattr(task, "check_memory"):
+        try:
+            task.check_memory(uri)
+        except InputTooLarge as e:
+            raise HTTPException(status_code=413, detail=str(e)) from None
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
+
+
 async def infer(request: Request) -> Any:
     """``POST /infer/{model}?image=ID[&output=image|json|all]`` with form ``params`` (JSON object)."""
     model = request.path_params["model"]
@@ -129,6 +147,7 @@ async def infer(request: Request) -> Any:
     instance = app_instance()
     if model not in instance._infers:  # before taking a worker
         raise HTTPException(status_code=404, detail=f"unknown task {model[:60]!r}; available: {sorted(instance._infers)}")
+    await run_in_threadpool(_admit, instance, model, req["image"])
     background = BackgroundTasks()
 
     def compute():
