@@ -4,6 +4,7 @@ validation data, and checks a client's training parameters before anything start
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -147,3 +148,17 @@ def test_finished_tasks_are_kept_across_restarts(tmp_path):
     kept = json.loads((tmp_path / "train_tasks.json").read_text())
     assert [t["id"] for t in kept] == ["a"]  # only finished tasks are kept
     assert [t["id"] for t in finished_tasks(tmp_path, [])] == ["a"]  # after a restart: nothing live
+
+
+def test_parent_watch_only_in_a_training_process_of_a_guarded_server(monkeypatch):
+    """The watch that ends an orphaned training never starts in the server itself or without one
+    (in-process it would end this process); the SIGKILL test in test_server_hardening covers the rest."""
+    import lib.trainers.network as net
+
+    monkeypatch.setattr(net, "_PARENT", {"pid": None})
+    monkeypatch.delenv(net.SERVER_PID_ENV, raising=False)
+    net.stop_with_parent()
+    assert net._PARENT["pid"] is None and not net.parent_gone()
+    monkeypatch.setenv(net.SERVER_PID_ENV, str(os.getpid()))
+    net.stop_with_parent()
+    assert net._PARENT["pid"] is None and not net.parent_gone()

@@ -168,10 +168,12 @@ _PARENT = {"pid": None}
 def stop_with_parent(poll_s: float = 1.0) -> None:
     """In the training process MONAI Label starts: exit when the server process that started it
     is gone (killed), so that an orphaned training never publishes weights later. The server's pid
-    comes from the environment, since the server may die before this process gets here."""
-    if _PARENT["pid"] is not None:
+    comes from the environment, since the server may die before this process gets here. Nothing
+    is watched outside such a process (no guarded server, or the server process itself)."""
+    server = os.environ.get(SERVER_PID_ENV, "")
+    if _PARENT["pid"] is not None or not server.isdigit() or int(server) == os.getpid():
         return
-    _PARENT["pid"] = int(os.environ.get(SERVER_PID_ENV) or os.getppid())
+    _PARENT["pid"] = int(server)
 
     def watch():
         while not parent_gone():
