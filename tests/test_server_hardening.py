@@ -369,4 +369,4 @@ def test_server_killed_mid_training_leaves_weights_loadable_and_unchanged(own):
     child.wait(timeout=90)  # the training process notices (once its app is loaded) and ends without publishing
     assert weights.read_bytes() == before
     load_qsmnet(weights)
-    assert not list(weights.parent.glob("*.staged"))
+    assert not list(weights.parent.glob(".*.part"))  # no half-written file left

@@ -23,8 +23,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict
@@ -35,6 +33,7 @@ from fastapi import HTTPException
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 
+from qmri.io.atomic import atomic_copy, atomic_write_text
 from qmri.io.nifti_input import InputTooLarge, check_input_header, check_nifti_complete, check_nifti_header
 from qmri.io.study import NIFTI_EXTS
 
@@ -118,29 +117,6 @@ def check_upload(path: str, policy: ServerPolicy):
         raise HTTPException(status_code=422, detail=str(e)) from None
 
 
-def atomic_copy(src: str | Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` through a temporary file in ``dest``'s folder, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(text: str, dest: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class SidecarDatastore(LocalDatastore):
     def __init__(self, *args, policy: ServerPolicy = POLICY, **kwargs):
         super().__init__(*args, **kwargs)
@@ -162,7 +138,7 @@ class SidecarDatastore(LocalDatastore):
             if old is not None and old.image.ext != ext:  # the replaced image had the other extension
                 (folder / f"{image_id}{old.image.ext}").unlink(missing_ok=True)
             if sidecar is not None:
-                atomic_write_text(json.dumps(sidecar, indent=2), folder / f"{image_id}.json")
+                atomic_write_text(folder / f"{image_id}.json", json.dumps(sidecar, indent=2))
                 logger.info("sidecar of %s written from the upload's params", image_id)
             info = {"ts": int(time.time()), "name": dest.name, **({"user": image_info["user"]} if isinstance((image_info or {}).get("user"), str) else {})}
             self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext), labels=old.labels if old is not None else {})

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
+
+from qmri.io.atomic import atomic_write_text
 
 #: Bounds of the numeric parameters every trainer shares (inclusive).
 BOUNDS = {"max_epochs": (1, 10000), "steps_per_epoch": (1, 100000), "batch_size": (1, 256), "lr": (1e-8, 1.0), "patch": (8, 512), "crop": (8, 1024), "val_slices": (1, 4096)}
@@ -82,9 +82,6 @@ def finished_tasks(model_dir: Path, live: list[dict]) -> list[dict]:
     new = [t for t in live if t.get("id") not in known and t.get("status") in ("DONE", "ERROR", "STOPPED")]
     if new:
         kept = (kept + new)[-KEEP:]
-        fd, tmp = tempfile.mkstemp(prefix=f".{HISTORY}.", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(kept, f, indent=1, default=str)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(kept, indent=1, default=str))
     ids = {t.get("id") for t in kept}
     return kept + [t for t in live if t.get("id") not in ids]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 from monailabel.interfaces.datastore import Datastore
+
+from qmri.io.atomic import atomic_copy, atomic_write_text
 from monailabel.interfaces.tasks.train import TrainTask
 
 logger = logging.getLogger(__name__)
@@ -126,10 +127,8 @@ class NetworkTrainer(TrainTask):
                     raise RuntimeError("the server that started this training has stopped; the new weights are not published")
                 weights.parent.mkdir(parents=True, exist_ok=True)
                 if weights.exists():
-                    shutil.copy2(weights, weights.with_name(weights.stem + "_previous.pt"))
-                staged = weights.with_suffix(".staged")
-                shutil.copy2(out, staged)
-                os.replace(staged, weights)  # publish atomically
+                    atomic_copy(weights, weights.with_name(weights.stem + "_previous.pt"))
+                atomic_copy(out, weights)  # an infer task reloading the file never sees a part of it
         decision = (
             f"published: {metric} {new_score:.4g} is no worse than the served weights' {served_score:.4g} on the same validation data"
             if publish and served_score is not None
@@ -154,9 +153,7 @@ class NetworkTrainer(TrainTask):
             "history": res.get("history", []),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        tmp_stats = self.stats_path.with_suffix(".json.part")
-        tmp_stats.write_text(json.dumps(stats, indent=2))
-        os.replace(tmp_stats, self.stats_path)
+        atomic_write_text(self.stats_path, json.dumps(stats, indent=2))
         return stats
 
 
