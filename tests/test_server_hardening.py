@@ -8,6 +8,7 @@ parallel requests, and is stopped with SIGTERM and SIGKILL while it works.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -167,8 +168,8 @@ def own(tmp_path_factory):
     shutil.copytree(APP / "model" / "qsmnet", root / "model" / "qsmnet")
     started = []
 
-    def launch():
-        proc, url = start_server(root / "studies", root / "model", root / f"server{len(started)}.log", env=LIMITS, conf={"models": "qsm"})
+    def launch(**env):
+        proc, url = start_server(root / "studies", root / "model", root / f"server{len(started)}.log", env={**LIMITS, **env}, conf={"models": "qsm"})
         started.append(proc)
         return proc, url
 
@@ -337,10 +338,37 @@ def test_cancelled_training_leaves_weights_and_its_status_survives_a_restart(own
         stop_server(proc2)
 
 
+def test_enabled_delete_and_dataset_download_work(own, tmp_path):
+    """What is off by default works when a deployment enables it; the zip is not left on the server."""
+    import zipfile
+
+    root, launch = own
+    proc, url = launch(QMRI_ENABLE_DELETE="1", QMRI_ENABLE_DATASET_DOWNLOAD="1")
+    try:
+        tmp_before = set(Path(tempfile.gettempdir()).iterdir())
+        r = requests.get(f"{url}/datastore/dataset", timeout=120)
+        assert r.status_code == 200
+        (tmp_path / "d.zip").write_bytes(r.content)
+        names = zipfile.ZipFile(tmp_path / "d.zip").namelist()
+        assert any(n.endswith("sub-1000_qsm.nii.gz") for n in names)
+        time.sleep(0.5)  # the zip is removed after the answer is sent
+        assert not [p for p in set(Path(tempfile.gettempdir()).iterdir()) - tmp_before if p.is_file() and zipfile.is_zipfile(p)]
+        assert requests.delete(f"{url}/datastore/label", params={"id": "sub-1001_qsm", "tag": "final"}, timeout=30).ok
+        assert not (root / "studies" / "labels" / "final" / "sub-1001_qsm.nii.gz").exists()
+        r = requests.delete(f"{url}/datastore/image", params={"id": "../../x"}, timeout=30)
+        assert r.status_code == 422  # enabled, but still only datastore ids
+    finally:
+        stop_server(proc)
+
+
 def test_sigterm_stops_a_busy_server_within_seconds(own):
     _, launch = own
     proc, url = launch()
-    slow = threading.Thread(target=lambda: _infer(url, "tv"), daemon=True)
+    def slow_map():
+        with contextlib.suppress(requests.ConnectionError):  # the server goes away mid-request: expected
+            _infer(url, "tv")
+
+    slow = threading.Thread(target=slow_map, daemon=True)
     slow.start()
     time.sleep(2.0)  # the TV inversion (tens of seconds) is computing
     t = time.time()

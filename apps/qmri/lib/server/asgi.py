@@ -162,8 +162,8 @@ async def infer(request: Request) -> Any:
 
 
 # --- uploads ---------------------------------------------------------------------------------------
-async def _stored_upload(upload: Any, what: str) -> tuple[str, str]:
-    """Save a form's file to a private temporary file with a NIfTI suffix; (path, extension)."""
+async def _stored_upload(upload: Any, what: str) -> str:
+    """Save a form's file to a private temporary file with its NIfTI suffix; its path."""
     if not isinstance(upload, UploadFile):
         raise HTTPException(status_code=422, detail=f"form field '{what}' must be a file")
     ext = nifti_ext(upload.filename or "")
@@ -175,7 +175,7 @@ async def _stored_upload(upload: Any, what: str) -> tuple[str, str]:
     except BaseException:
         remove_file(path)
         raise
-    return path, ext
+    return path
 
 
 async def put_image(request: Request) -> Any:
@@ -189,7 +189,7 @@ async def put_image(request: Request) -> Any:
         name = upload.filename or ""
         image_id = name[: -len(nifti_ext(name))]
     check_id(image_id)
-    path, _ = await _stored_upload(upload, "file")
+    path = await _stored_upload(upload, "file")
     try:
         image_id = await run_in_threadpool(app_instance().datastore().add_image, image_id, path, params)
     finally:
@@ -204,7 +204,7 @@ async def put_label(request: Request) -> Any:
     params = _json_object(form.get("params"), "params")
     image_id = check_id(request.query_params.get("image"))
     tag = request.query_params.get("tag") or "final"
-    path, _ = await _stored_upload(form.get("label"), "label")
+    path = await _stored_upload(form.get("label"), "label")
     try:
         instance = app_instance()
         label_id = await run_in_threadpool(instance.datastore().save_label, image_id, path, tag, params)
@@ -242,7 +242,7 @@ async def dataset(request: Request) -> Any:
     """``GET /datastore/dataset``: a zip of every study, only when enabled; the zip is deleted once sent."""
     if not POLICY.enable_dataset_download:
         raise HTTPException(status_code=403, detail="dataset download is disabled on this server (QMRI_ENABLE_DATASET_DOWNLOAD=1 enables it)")
-    _only_query(request, {"limit_cases"})
+    _only_query(request, set())
     path = await run_in_threadpool(app_instance().datastore().get_dataset_archive, None)
     background = BackgroundTasks()
     background.add_task(remove_file, path)
