@@ -421,12 +421,29 @@ def _install_sigterm_deadline(grace_s: float) -> None:
 _monailabel_lifespan = monailabel_app.router.lifespan_context
 
 
+def _keep_training_history(stop: threading.Event, every_s: float = 5.0) -> None:
+    """Append finished training tasks to the model folder's history as they end, so that a restart
+    does not forget one that nobody polled."""
+    from monailabel.utils.async_tasks.task import AsyncTask
+
+    while not stop.wait(every_s):
+        try:
+            live, _ = AsyncTask.status("train", True, False)
+            if live:
+                finished_tasks(Path(app_instance().model_dir), live)
+        except Exception:  # a full disk must not end the server; the next round tries again
+            logger.exception("could not save the training history")
+
+
 @asynccontextmanager
 async def _lifespan(application):
     async with _monailabel_lifespan(application) as state:
         if threading.current_thread() is threading.main_thread():
             _install_sigterm_deadline(POLICY.shutdown_grace_s)
+        stop = threading.Event()
+        threading.Thread(target=_keep_training_history, args=(stop,), name="qmri-train-history", daemon=True).start()
         yield state
+        stop.set()
 
 
 def guard(monailabel_app):
