@@ -28,6 +28,7 @@ import requests
 
 from conftest import REPO, SAMPLE, start_server, stop_server
 from qmri.bench import hostile_requests as hc
+from qmri.bench.serve import answer_detail
 
 APP = REPO / "apps" / "qmri"
 
@@ -48,13 +49,6 @@ def stat_fingerprint(*roots: Path) -> dict:
 
 def sha_fingerprint(*roots: Path) -> dict:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(*roots)}
-
-
-def _detail(r: requests.Response) -> str:
-    try:
-        return str(r.json().get("detail", r.text))
-    except ValueError:
-        return r.text
 
 
 # --- the catalogue on the session server ----------------------------------------------------------
@@ -82,7 +76,7 @@ def test_bad_input_answered_and_nothing_changes(catalogue_server, model_dir, cas
     url, studies, roots, _, before = catalogue_server
     r = case.send(url)
     expected = case.status if isinstance(case.status, tuple) else (case.status,)
-    detail = _detail(r)
+    detail = answer_detail(r)
     assert r.status_code in expected, (r.status_code, detail)
     assert case.says in detail.lower(), detail
     for path in (str(studies), str(model_dir), str(REPO), tempfile.gettempdir() + "/qmri"):
@@ -238,9 +232,9 @@ def test_overflow_is_refused_and_slow_maps_time_out(limited):
     stop.set()
     poller.join()
     assert len(refused) == 4
-    assert all(r.headers.get("Retry-After") and "busy" in _detail(r) for r in refused)
+    assert all(r.headers.get("Retry-After") and "busy" in answer_detail(r) for r in refused)
     assert all(r.status_code in (200, 503) for r in slow + [f.result() for f in quick if f.result().status_code != 429])
-    assert any(r.status_code == 503 and "limit" in _detail(r) and r.headers.get("Retry-After") for r in slow), [(r.status_code, r.elapsed.total_seconds(), _detail(r)[:80]) for r in slow]
+    assert any(r.status_code == 503 and "limit" in answer_detail(r) and r.headers.get("Retry-After") for r in slow), [(r.status_code, r.elapsed.total_seconds(), answer_detail(r)[:80]) for r in slow]
     assert time.time() - t0 < 60
     assert max(worst) < 1.0, worst
     _wait_until_idle(url)
@@ -262,7 +256,7 @@ def test_header_bomb_refused_fast_without_memory(limited):
     t = time.time()
     r = requests.put(f"{url}/datastore/image", params={"image": "bomb"}, files={"file": ("bomb.nii.gz", hc.header_bomb(1200))}, data={"params": "{}"}, timeout=30)
     elapsed = time.time() - t
-    assert r.status_code == 413 and "limit" in _detail(r)
+    assert r.status_code == 413 and "limit" in answer_detail(r)
     assert elapsed < 1.0
     assert psutil.Process(proc.pid).memory_info().rss - rss < 100 * 2**20
 
@@ -284,7 +278,7 @@ def test_map_that_would_not_fit_in_memory_is_refused_before_work(limited):
     rss = psutil.Process(proc.pid).memory_info().rss
     t = time.time()
     r = _infer(url, "qsmnet", "big_field")
-    assert r.status_code == 413 and "QMRI_INFER_MEMORY_MB" in _detail(r) and "GiB" in _detail(r), _detail(r)
+    assert r.status_code == 413 and "QMRI_INFER_MEMORY_MB" in answer_detail(r) and "GiB" in answer_detail(r), answer_detail(r)
     assert time.time() - t < 5 and psutil.Process(proc.pid).memory_info().rss - rss < 200 * 2**20
     assert _infer(url, "l2").status_code == 200
 
@@ -293,7 +287,7 @@ def test_upload_over_the_body_limit_is_413(limited):
     _, url, _ = limited
     big = b"\x00" * (65 * 2**20)
     r = requests.put(f"{url}/datastore/image", params={"image": "too_big"}, files={"file": ("b.nii.gz", big)}, data={"params": "{}"}, timeout=60)
-    assert r.status_code == 413 and "64 MiB" in _detail(r)
+    assert r.status_code == 413 and "64 MiB" in answer_detail(r)
 
 
 def _wait_status(url, want, timeout_s=300):
@@ -362,8 +356,14 @@ def test_enabled_delete_and_dataset_download_work(own, tmp_path):
         (tmp_path / "d.zip").write_bytes(r.content)
         names = zipfile.ZipFile(tmp_path / "d.zip").namelist()
         assert any(n.endswith("sub-1000_qsm.nii.gz") for n in names)
-        time.sleep(0.5)  # the zip is removed after the answer is sent
-        assert not [p for p in set(Path(tempfile.gettempdir()).iterdir()) - tmp_before if p.is_file() and zipfile.is_zipfile(p)]
+        deadline = time.time() + 10  # the zip is removed after the answer is sent
+
+        def zips_left():
+            return [p for p in set(Path(tempfile.gettempdir()).iterdir()) - tmp_before if p.is_file() and zipfile.is_zipfile(p)]
+
+        while zips_left() and time.time() < deadline:
+            time.sleep(0.2)
+        assert not zips_left()
         assert requests.delete(f"{url}/datastore/label", params={"id": "sub-1001_qsm", "tag": "final"}, timeout=30).ok
         assert not (root / "studies" / "labels" / "final" / "sub-1001_qsm.nii.gz").exists()
         r = requests.delete(f"{url}/datastore/image", params={"id": "../../x"}, timeout=30)

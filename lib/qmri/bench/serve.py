@@ -85,7 +85,8 @@ def _sha(*roots: Path) -> dict:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for r in roots for p in sorted(Path(r).rglob("*")) if p.is_file()}
 
 
-def _detail(r) -> str:
+def answer_detail(r) -> str:
+    """An answer's ``detail`` (FastAPI's error field), else its text."""
     try:
         return str(r.json().get("detail", r.text))
     except ValueError:
@@ -102,7 +103,7 @@ def bad_inputs(url: str, studies: Path, roots: tuple[Path, ...]) -> list[dict]:
     for case in hc.cases(studies):
         t = time.time()
         r = case.send(url)
-        detail = _detail(r)
+        detail = answer_detail(r)
         expected = case.status if isinstance(case.status, tuple) else (case.status,)
         rows.append({
             "case": case.name, "expected": list(expected), "status": r.status_code, "seconds": round(time.time() - t, 3),
