@@ -169,8 +169,8 @@ def test_context_checkpoints_keep_the_feature_grid_they_were_trained_on(tmp_path
     save_checkpoint(tmp_path / "old.pt", old, {"arch": "setcontext", "arch_kwargs": {}, "echo_times_ms": te})
     assert load_oef_net(tmp_path / "old.pt").net.plan == [("fine", s) for s in oef_nets.CONTEXT_SIGMAS]
     rec = OEFRecipe("setcontext", [], [])
-    assert rec.config()["arch_kwargs"] == {"coarse_from": oef_nets.CONTEXT_COARSE_FROM, "hidden": list(oef_nets.CONTEXT_HIDDEN)}
-    save_checkpoint(tmp_path / "new.pt", oef_nets.SetContextNet(), {**rec.config(), "echo_times_ms": te})
+    assert rec.config()["arch_kwargs"] == {"coarse_from": oef_nets.CONTEXT_COARSE_FROM, "hidden": list(oef_nets.CONTEXT_HIDDEN), "uncertainty": True}
+    save_checkpoint(tmp_path / "new.pt", oef_nets.SetContextNet(uncertainty=True), {**rec.config(), "echo_times_ms": te})
     assert [k for k, _ in load_oef_net(tmp_path / "new.pt").net.plan] == ["fine", "fine", "coarse", "coarse", "coarse"]
     with pytest.raises(RuntimeError, match="size mismatch"):  # the two grids' kernels are not interchangeable
         oef_nets.SetContextNet(hidden=oef_nets.CONTEXT_HIDDEN).load_state_dict(old.state_dict())

@@ -164,6 +164,7 @@ CONTEXT_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)  # Gaussian sigmas in voxels (2-32 m
 CONTEXT_HIDDEN = (128, 128, 64)
 CONTEXT_COARSE_FROM = 4.0  # sigmas (voxels) at or above this (8, 16, 32 mm at 2 mm) are blurred on a 2x coarser grid
 HEAD_CHUNK = 4096  # voxels per head evaluation at inference (activations stay in cache: measured 0.21 s for 246k voxels on 2 threads, 0.40 s with 32768)
+LOG_SD_RANGE = (-6.0, 3.0)  # clamp of the uncertainty head's log sd of Y (normalised units: sd 0.00025..2 of Y)
 FEATURE_MARGIN = 2  # voxels around the brain's bounding box that the features are computed on
 FEATURES_VERSION = 3  # of the default context features (1: direct blurs; 2: sigma >= 8 voxels coarse; 3: sigma >= 4 coarse); names the cached feature banks
 
@@ -255,8 +256,9 @@ class ContextNet(nn.Module):
     on average (features of order 1), and the networks are trained on these features as computed.
     """
 
-    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, extra_inputs: int = 0, coarse_from: float = CONTEXT_COARSE_FROM):
+    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, extra_inputs: int = 0, coarse_from: float = CONTEXT_COARSE_FROM, uncertainty: bool = False):
         super().__init__()
+        self.uncertainty = bool(uncertainty)
         self.sigmas = tuple(float(x) for x in sigmas)
         self.plan = pyramid_plan(self.sigmas, coarse_from)
         for i, (_, sg) in enumerate(self.plan):
@@ -265,8 +267,12 @@ class ContextNet(nn.Module):
         layers, d = [], (self.n_features + extra_inputs,) + tuple(hidden)
         for i in range(len(hidden)):
             layers += [nn.Linear(d[i], d[i + 1]), nn.LeakyReLU(0.01)]
-        layers.append(nn.Linear(d[-1], N_PARAMS))
+        layers.append(nn.Linear(d[-1], N_PARAMS + int(self.uncertainty)))
         self.head = nn.Sequential(*layers)
+        # uncertainty: the head's 6th output is log sd of Y (normalised units); its calibration factor
+        # (fitted on validation phantoms after training, 1 until then) multiplies the sd
+        if self.uncertainty:
+            self.register_buffer("sd_scale", torch.ones(()))
         frac = (QQNET_MEAN - PARAM_LOWER) / (PARAM_UPPER - PARAM_LOWER)
         self.register_buffer("offset", torch.tensor([math.log(f / (1 - f)) for f in frac], dtype=torch.float32))
         self.register_buffer("lower", torch.tensor(PARAM_LOWER, dtype=torch.float32))
@@ -369,13 +375,22 @@ class ContextNet(nn.Module):
         return h
 
     def _bounded(self, h: torch.Tensor) -> torch.Tensor:
-        """The head's last-layer output -> normalised parameters squashed into the physical bounds."""
-        p = self.lower + self.span * torch.sigmoid(h + self.offset)
-        return (p - self.mean) / self.std
+        """The head's last-layer output -> normalised parameters squashed into the physical bounds
+        (N, 5), followed, for an uncertainty head, by the log sd of Y in normalised units (N, 6)."""
+        p = self.lower + self.span * torch.sigmoid(h[..., :N_PARAMS] + self.offset)
+        z = (p - self.mean) / self.std
+        if not self.uncertainty:
+            return z
+        return torch.cat([z, h[..., N_PARAMS:].clamp(LOG_SD_RANGE[0], LOG_SD_RANGE[1])], -1)
 
     def predict_brain(self, f: torch.Tensor, chunk: int = HEAD_CHUNK) -> torch.Tensor:
         """(N, n_features) features of one volume's brain voxels -> (N, 5) normalised parameters."""
-        return torch.cat([self.head_bounded(f[i : i + chunk]) for i in range(0, len(f), chunk)]) if len(f) else f.new_zeros((0, N_PARAMS))
+        return torch.cat([self.head_bounded(f[i : i + chunk]) for i in range(0, len(f), chunk)]) if len(f) else f.new_zeros((0, self.n_outputs))
+
+    @property
+    def n_outputs(self) -> int:
+        """5 normalised parameters, + the log sd of Y for an uncertainty head."""
+        return N_PARAMS + int(self.uncertainty)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
@@ -469,8 +484,8 @@ class SetContextNet(ContextNet):
     correlated and the subject-level signal is a small part of their spread.
     """
 
-    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, code=GLOBAL_CODE, coarse_from: float = CONTEXT_COARSE_FROM):
-        super().__init__(sigmas, hidden, extra_inputs=code, coarse_from=coarse_from)
+    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, code=GLOBAL_CODE, coarse_from: float = CONTEXT_COARSE_FROM, uncertainty: bool = False):
+        super().__init__(sigmas, hidden, extra_inputs=code, coarse_from=coarse_from, uncertainty=uncertainty)
         n = n_summary(self.n_features)
         self.register_buffer("summary_mean", torch.zeros(n))
         self.register_buffer("summary_std", torch.ones(n))
@@ -521,12 +536,12 @@ class SetContextNet(ContextNet):
 
     def predict_brain(self, f: torch.Tensor, chunk: int = HEAD_CHUNK) -> torch.Tensor:
         g = self.global_code(f)
-        return torch.cat([self.head_with_code(f[i : i + chunk], g) for i in range(0, len(f), chunk)]) if len(f) else f.new_zeros((0, N_PARAMS))
+        return torch.cat([self.head_with_code(f[i : i + chunk], g) for i in range(0, len(f), chunk)]) if len(f) else f.new_zeros((0, self.n_outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
         m = x[:, 0] > 0
-        out = torch.zeros((x.shape[0], N_PARAMS) + x.shape[2:], dtype=x.dtype, device=x.device)
+        out = torch.zeros((x.shape[0], self.n_outputs) + x.shape[2:], dtype=x.dtype, device=x.device)
         for b in range(x.shape[0]):
             fb = f[b].movedim(0, -1)
             out[b].movedim(0, -1)[m[b]] = self.predict_brain(fb[m[b]])
@@ -545,9 +560,9 @@ def build(arch: str, **kw) -> nn.Module:
     if arch == "unet":
         return BoundedUNet(kw.get("features", UNET_FEATURES))
     if arch == "context":
-        return ContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), coarse_from=kw.get("coarse_from", CONTEXT_COARSE_FROM))
+        return ContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), coarse_from=kw.get("coarse_from", CONTEXT_COARSE_FROM), uncertainty=kw.get("uncertainty", False))
     if arch == "setcontext":
-        return SetContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), kw.get("code", GLOBAL_CODE), kw.get("coarse_from", CONTEXT_COARSE_FROM))
+        return SetContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), kw.get("code", GLOBAL_CODE), kw.get("coarse_from", CONTEXT_COARSE_FROM), uncertainty=kw.get("uncertainty", False))
     raise ValueError(f"unknown OEF architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 

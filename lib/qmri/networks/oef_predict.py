@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..physics.qq import PARAM_LOWER, PARAM_NAMES, PARAM_UPPER, oef_from_y
+from ..physics.qq import PARAM_LOWER, PARAM_NAMES, PARAM_UPPER, QQNET_STD, YA, oef_from_y
 from ..training.loop import load_checkpoint
 from .oef_nets import CHI_INPUT_SCALE, N_ECHOES, UNET_DIVISOR, build, checkpoint_arch_kwargs, denormalise, is_voxelwise, uses_context_features
 
@@ -99,28 +99,45 @@ def predict_voxels(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.ndar
 
 
 def predict_normalised(net: torch.nn.Module, arch: str, x: np.ndarray, mask: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Network output (X, Y, Z, 5) in normalised units for a prepared input ``x`` (X, Y, Z, 9); 0 outside ``mask``."""
-    out = np.zeros(x.shape[:-1] + (5,), dtype=np.float32)
-    out[mask] = predict_voxels(net, arch, x, mask, device)
+    """Network output (X, Y, Z, 5) in normalised units for a prepared input ``x`` (X, Y, Z, 9), with a
+    6th channel (log sd of Y, normalised) for an uncertainty head; 0 outside ``mask``."""
+    z = predict_voxels(net, arch, x, mask, device)
+    out = np.zeros(x.shape[:-1] + (z.shape[-1],), dtype=np.float32)
+    out[mask] = z
     return out
+
+
+def oef_sd_percent(log_sd: np.ndarray, sd_scale: float) -> np.ndarray:
+    """OEF standard deviation (%-points) from the uncertainty head's log sd of Y (normalised units)
+    and its calibration factor: sd_Y = exp(log_sd) x sd_scale x QQNET_STD[Y]; OEF = 1 - Y/Ya."""
+    return 100.0 * np.exp(log_sd) * float(sd_scale) * float(QQNET_STD[2]) / YA
+
+
+def has_uncertainty(model: "OEFNet") -> bool:
+    """True when the network returns a per-voxel OEF sd (an uncertainty head)."""
+    return bool(getattr(model.net, "uncertainty", False))
 
 
 def predict_oef(model: OEFNet, mag: np.ndarray, chi: np.ndarray, mask: np.ndarray, te_ms, device: str = "cpu") -> dict[str, np.ndarray]:
     """QQ parameters and OEF inside ``mask`` from echo magnitudes (X, Y, Z, 8) and QSM (ppm).
 
-    Returns float32 maps: S0 (input units), R2 (1/s), Y, v (fractions), chi_nb (ppm), OEF (%),
-    each 0 outside the mask. Raises ValueError when ``te_ms`` differs from the training echo times.
+    Returns float32 maps: S0 (input units), R2 (1/s), Y, v (fractions), chi_nb (ppm), OEF (%), and
+    for a network with an uncertainty head OEF_sd (%-points, calibrated), each 0 outside the mask.
+    Raises ValueError when ``te_ms`` differs from the training echo times.
     """
     model.check_echo_times(te_ms)
     mask = np.asarray(mask, bool)
-    maps = {n: np.zeros(mask.shape, np.float32) for n in PARAM_NAMES + ("OEF",)}
+    names = PARAM_NAMES + ("OEF",) + (("OEF_sd",) if has_uncertainty(model) else ())
+    maps = {n: np.zeros(mask.shape, np.float32) for n in names}
     if not mask.any():
         return maps
     box = mask_bbox(mask)  # every network sees only this box of the brain
     mb = mask[box]
     x, s1 = prepare_input(np.asarray(mag)[box], np.asarray(chi)[box], mb)
     z = predict_voxels(model.net, model.arch, x, mb, device)
-    p = np.clip(denormalise(z), PARAM_LOWER, PARAM_UPPER)  # physical bounds (the U-Net is bounded already)
+    if "OEF_sd" in maps:
+        maps["OEF_sd"][box][mb] = oef_sd_percent(z[:, 5], float(model.net.sd_scale))
+    p = np.clip(denormalise(z[:, :5]), PARAM_LOWER, PARAM_UPPER)  # physical bounds (the U-Net is bounded already)
     p[:, 0] *= s1[mb]  # S0 relative to echo 1 -> the input's units
     for k, n in enumerate(PARAM_NAMES):
         maps[n][box][mb] = p[:, k]

@@ -14,14 +14,13 @@ Choices made here (documented in :data:`TISSUE_PRIORS`):
   nigra 35, dentate 30 1/s); v 0.03-0.035; Y as GM.
 * S0 (arbitrary units, proton-density-like): CSF 1.0, GM 0.85, deep GM 0.75-0.82, WM 0.75.
 
-Venous oxygenation Y is drawn from physiological spreads, not from the training prior's sd of 0.15
-(that prior is deliberately broad so that a network covers the parameter space; REFERENCE section 1
-reports subject-level cortical-GM OEF of 40.9+-2.4 % (QQ 2018), 32.7+-4.0 % (CAT 2020) and whole-
-brain 15O-PET 32.8+-6.7 %, i.e. a between-subject sd of 2-7 %-points, and healthy OEF is nearly
-uniform across GM and WM). Per subject, Y = 0.6 + a global offset shared by all tissues
-(sd :data:`Y_GLOBAL_SD`) + a tissue-specific offset (sd :data:`Y_TISSUE_SD`), plus a smooth spatial
-variation of sd :data:`Y_SPATIAL_SD`: OEF spreads about 5 %-points between subjects and 3 within
-one, and the lesions below carry the large focal deviations (5-15 % and 55-65 %).
+Venous oxygenation Y: per subject a whole-brain OEF level drawn uniformly from
+:data:`OEF_GLOBAL_RANGE` (22-52 %, so that subjects whose mean OEF spans 25-50 % lie inside the
+training prior; REFERENCE section 1 reports subject-level cortical-GM OEF of 40.9+-2.4 % (QQ 2018),
+32.7+-4.0 % (CAT 2020) and whole-brain 15O-PET 32.8+-6.7 %), a tissue-specific offset (Y sd
+:data:`Y_TISSUE_SD`, GM and WM differ) and a smooth spatial variation of sd :data:`Y_SPATIAL_SD`;
+then the focal and regional changes of :mod:`qmri.physics.oef_physiology` (infarct core, penumbra,
+one territory shifted by 8-15 %-points) carry the large deviations a clinician looks for.
 
 Every other parameter's value is ``subject-level tissue mean + smooth spatial variation``:
 the subject-level mean is drawn once per tissue, ``mean + SUBJECT_FRACTION * sd * N(0,1)``, and
@@ -31,15 +30,16 @@ shared across tissues (physiology is smooth across tissue borders). With both fr
 the marginal spread over subjects and voxels equals the prior sd. Values are clipped to the QQ-NET
 physical bounds (S0 only to be >= 0.05, because it is absolute here, not echo-1 normalised).
 
-Lesions (codes of qmri.anatomy.labels.LESIONS):
-* 1 infarct: low OEF, one draw OEF ~ U(5, 15) % per subject plus 1 %-point spatial variation
-  clipped to [5, 15] %, Y = Ya (1 - OEF); oedema: R2 x 0.75, S0 x 1.1.
+Lesions of the anatomy (codes of qmri.anatomy.labels.LESIONS):
+* 1 infarct: low OEF, one draw OEF ~ U(5, 20) % per subject plus 1 %-point spatial variation
+  clipped to [5, 20] %, Y = Ya (1 - OEF); v x U(0.3, 0.7) with probability 1/2; oedema: R2 x 0.75,
+  S0 x 1.1.
 * 2 haemorrhage: chi_nb ~ U(0.5, 1.0) ppm (blood products), R2 ~ U(50, 90) 1/s, S0 x 0.9.
 * 3 calcification: chi_nb ~ U(-0.6, -0.3) ppm (diamagnetic), R2 ~ U(40, 70) 1/s, S0 x 0.7.
 * 4 amyloid-positive cortex: no QQ change.
-* "misery perfusion" (not in the lesion map; placed here): a sphere of radius U(8, 14) mm
-  centred on a random cortical-GM voxel outside lesions, restricted to GM/WM/deep GM, with high
-  OEF ~ U(55, 65) % (+-1 %-point, clipped). Recorded in the returned ``regions`` dict.
+* with ``physiology`` (default): the infarct core, penumbra and territory of
+  :func:`qmri.physics.oef_physiology.draw_oef_regions`, recorded in the returned ``regions`` dict
+  with their contralateral references.
 
 With ``probseg`` (x, y, z, 15 partial volumes), tissue values are mixed voxelwise with the brain
 class weights (a parameter-level mixture: an approximation of a signal-level partial-volume mix).
@@ -53,18 +53,22 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from qmri.anatomy.labels import BRAIN_LABELS, LABEL, LESION_CODE, N_CLASSES
+from qmri.physics.oef_physiology import INFARCT_CORE_OEF, INFARCT_V_FACTOR, V_CHANGE_PROBABILITY, apply_oef_regions, draw_oef_regions
 from qmri.physics.qq import PARAM_BOUNDS, oef_from_y, y_from_oef
 
+PHANTOM_VERSION = 2  # 2: infarct core, penumbra and territory in every subject, whole-brain OEF U(22, 52) %; names cached training data
 SUBJECT_FRACTION = 1.0 / np.sqrt(2.0)
 SPATIAL_FRACTION = 1.0 / np.sqrt(2.0)
 S0_MIN = 0.05  # a.u., lower clip for absolute S0
 
-Y_GLOBAL_SD = 0.045  # subject-level Y offset shared by all tissues (OEF sd ~4.6 %-points)
+OEF_GLOBAL_RANGE = (0.22, 0.52)  # subject-level whole-brain OEF, drawn uniformly (fraction)
 Y_TISSUE_SD = 0.02  # subject-level Y offset per tissue (GM-WM OEF difference sd ~2.9 %-points)
 Y_SPATIAL_SD = 0.03  # smooth within-subject Y variation (OEF sd ~3 %-points)
-# total marginal sd of Y (what TISSUE_PRIORS records for it)
-Y_MEAN = 0.6  # population-mean venous oxygenation
-_Y = (Y_MEAN, float(np.sqrt(Y_GLOBAL_SD**2 + Y_TISSUE_SD**2 + Y_SPATIAL_SD**2)))
+# population-mean venous oxygenation (the mean of the OEF range: 37 % -> Y = 0.617)
+Y_MEAN = float(y_from_oef(0.5 * (OEF_GLOBAL_RANGE[0] + OEF_GLOBAL_RANGE[1])))
+# total marginal sd of Y (what TISSUE_PRIORS records for it); the global level is uniform
+_Y_GLOBAL_SD = 0.98 * (OEF_GLOBAL_RANGE[1] - OEF_GLOBAL_RANGE[0]) / np.sqrt(12.0)
+_Y = (Y_MEAN, float(np.sqrt(_Y_GLOBAL_SD**2 + Y_TISSUE_SD**2 + Y_SPATIAL_SD**2)))
 # tissue name -> parameter -> (mean, sd); S0 a.u., R2 1/s, Y and v fractions, chi_nb ppm
 TISSUE_PRIORS: dict[str, dict[str, tuple[float, float]]] = {
     "csf": {"S0": (1.0, 0.05), "R2": (3.0, 1.0), "Y": _Y, "v": (0.0, 0.0), "chi_nb": (0.0, 0.02)},
@@ -79,9 +83,7 @@ TISSUE_PRIORS: dict[str, dict[str, tuple[float, float]]] = {
     "dentate": {"S0": (0.78, 0.04), "R2": (30.0, 5.0), "Y": _Y, "v": (0.03, 0.015), "chi_nb": (0.14, 0.04)},
 }
 _PARAMS = ("S0", "R2", "Y", "v", "chi_nb")
-INFARCT_OEF = (0.05, 0.15)
-MISERY_OEF = (0.55, 0.65)
-MISERY_RADIUS_MM = (8.0, 14.0)
+INFARCT_OEF = INFARCT_CORE_OEF
 
 
 def _smooth_field(shape, sigma_vox, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +107,7 @@ def draw_qq_parameters(
     rng: np.random.Generator,
     probseg: np.ndarray | None = None,
     corr_mm: float = 4.0,
-    misery_perfusion: bool = True,
+    physiology: bool = True,
 ) -> dict:
     """Draw one subject's ground-truth QQ maps.
 
@@ -116,13 +118,15 @@ def draw_qq_parameters(
         rng: numpy Generator (same seed -> identical maps).
         probseg: optional (x, y, z, 15) partial volumes summing to 1.
         corr_mm: Gaussian sigma of the smooth spatial variation [mm].
-        misery_perfusion: place a high-OEF region in cortex (if the phantom has cortical GM).
+        physiology: place the infarct core, penumbra and territory of
+            :mod:`qmri.physics.oef_physiology` (if the phantom has brain tissue).
 
     Returns:
         dict with float32 maps ``S0`` (a.u.), ``R2`` (1/s), ``Y``, ``v``, ``OEF`` (fractions),
         ``chi_nb`` (ppm) - all 0 outside the brain - the boolean brain ``mask``, and ``regions``:
-        name -> {"mask": bool array, "oef": float, ...} for each lesion type present and for
-        "misery_perfusion" (with "centre_vox", "centre_mm" from voxel (0,0,0), "radius_mm").
+        name -> {"mask": bool array, "oef": float, ...} for each anatomy lesion present and, with
+        ``physiology``, "infarct_core", "penumbra" and "territory" (each with a "reference" mask
+        of matched contralateral tissue; see :func:`~qmri.physics.oef_physiology.draw_oef_regions`).
     """
     labels = np.asarray(labels)
     shape = labels.shape
@@ -137,9 +141,9 @@ def draw_qq_parameters(
         name: {p: m + SUBJECT_FRACTION * sd * rng.standard_normal() for p, (m, sd) in pri.items()}
         for name, pri in TISSUE_PRIORS.items()
     }
-    y_global = Y_GLOBAL_SD * rng.standard_normal()
+    y_global = y_from_oef(rng.uniform(*OEF_GLOBAL_RANGE))
     for name in TISSUE_PRIORS:
-        subj[name]["Y"] = Y_MEAN + y_global + Y_TISSUE_SD * rng.standard_normal()
+        subj[name]["Y"] = y_global + Y_TISSUE_SD * rng.standard_normal()
     spatial_sd = lambda name, p: Y_SPATIAL_SD if p == "Y" else SPATIAL_FRACTION * TISSUE_PRIORS[name][p][1]  # noqa: E731
     fields = {p: _smooth_field(shape, sigma_vox, rng) for p in _PARAMS}
 
@@ -176,9 +180,11 @@ def draw_qq_parameters(
         oef0 = rng.uniform(*INFARCT_OEF)
         oef = np.clip(oef0 + 0.01 * _smooth_field(shape, sigma_vox, rng), *INFARCT_OEF)
         maps["Y"][m] = y_from_oef(oef[m])
+        v_factor = rng.uniform(*INFARCT_V_FACTOR) if rng.uniform() < V_CHANGE_PROBABILITY else 1.0
+        maps["v"][m] *= v_factor
         maps["R2"][m] *= 0.75
         maps["S0"][m] *= 1.1
-        regions["infarct"] = {"mask": m, "oef": float(oef0)}
+        regions["infarct"] = {"mask": m, "oef": float(oef0), "v_factor": float(v_factor)}
     m = inside(LESION_CODE["haemorrhage"])
     if m.any():
         chi, r2 = rng.uniform(0.5, 1.0), rng.uniform(50.0, 90.0)
@@ -192,26 +198,12 @@ def draw_qq_parameters(
         maps["S0"][m] *= 0.7
         regions["calcification"] = {"mask": m, "chi_nb": float(chi), "R2": float(r2)}
 
-    # misery perfusion: high OEF sphere centred in cortical GM
-    cortex = (labels == LABEL["cortical_gm"]) & (lesions == 0)
-    if misery_perfusion and cortex.any():
-        cands = np.argwhere(cortex)
-        c = cands[rng.integers(len(cands))]
-        radius = rng.uniform(*MISERY_RADIUS_MM)
-        grids = np.meshgrid(*[(np.arange(n) - c[a]) * vs[a] for a, n in enumerate(shape)], indexing="ij")
-        ball = sum(g**2 for g in grids) <= radius**2
-        tissue = np.isin(labels, (LABEL["cortical_gm"], LABEL["wm"]) + tuple(range(LABEL["caudate"], LABEL["dentate"] + 1)))
-        m = ball & tissue & (lesions == 0) & mask
-        oef0 = rng.uniform(*MISERY_OEF)
-        oef = np.clip(oef0 + 0.01 * _smooth_field(shape, sigma_vox, rng), *MISERY_OEF)
-        maps["Y"][m] = y_from_oef(oef[m])
-        regions["misery_perfusion"] = {
-            "mask": m,
-            "oef": float(oef0),
-            "centre_vox": tuple(int(i) for i in c),
-            "centre_mm": tuple(float(i * s) for i, s in zip(c, vs)),
-            "radius_mm": float(radius),
-        }
+    # infarct core, penumbra, territory: drawn outside the anatomy's lesions, then written into Y and v
+    tissue = np.isin(labels, (LABEL["cortical_gm"], LABEL["wm"]) + tuple(range(LABEL["caudate"], LABEL["dentate"] + 1))) & (lesions == 0) & mask
+    if physiology and tissue.sum() > 100:
+        focal = draw_oef_regions(tissue, vs, rng)
+        apply_oef_regions(maps["Y"], maps["v"], focal, rng, sigma_vox)
+        regions.update(focal)
 
     out: dict = {}
     for p in _PARAMS:

@@ -80,6 +80,8 @@ def train_oef_model(model: str, out_dir: Path, train_seeds, val_seeds, epochs: i
     lr = lr or DEFAULTS[arch]["lr"]
     patience = max(1, (2 * CYCLE_STEPS) // steps) if arch == "cnn3d" else None
     res = train(recipe, cand, epochs=epochs, steps_per_epoch=steps, batch_size=batch, lr=lr, seed=seed, device=device, max_minutes=max_minutes, patience_epochs=patience, progress=False)
+    if arch in ("context", "setcontext"):  # uncertainty head: calibrate its sd on the validation phantoms
+        res["sd_scale"] = calibrate_checkpoint(cand, recipe)
     res["model"], res["arch"], res["train_seeds"], res["val_seeds"] = model, arch, list(train_seeds), list(val_seeds)
     res["epochs_requested"], res["steps_per_epoch"], res["batch_size"], res["lr"], res["draws"] = epochs, steps, batch, lr, draws
     if model == "best":
@@ -87,16 +89,39 @@ def train_oef_model(model: str, out_dir: Path, train_seeds, val_seeds, epochs: i
     return res
 
 
+def calibrate_checkpoint(path: Path, recipe) -> float:
+    """Fit the uncertainty head's sd calibration (:func:`~qmri.training.oef_train.calibrate_sd`) of the
+    checkpoint at ``path`` on ``recipe``'s validation volumes and save it back; returns the factor."""
+    from ..networks.oef_predict import load_oef_net
+    from .loop import load_checkpoint, save_checkpoint
+    from .oef_train import calibrate_sd
+
+    m = load_oef_net(path)
+    if not getattr(m.net, "uncertainty", False):
+        return 1.0
+    scale = calibrate_sd(m.net, m.arch, recipe.val)
+    _, cfg = load_checkpoint(path)
+    save_checkpoint(path, m.net, {**cfg, "sd_calibration": {"scale": scale, "coverage_2sd": 0.95, "data": ", ".join(v.name for v in recipe.val)}})
+    return scale
+
+
+#: The default network must show where OEF differs: only candidates whose validation OEF correlates
+#: with the truth at least this much (Pearson r over brain voxels; a constant map scores 0) compete
+#: on validation OEF RMSE (issue 24; the earlier rule, every parameter's RMSE at or below the 3D CNN's,
+#: let a near-constant map win).
+SELECT_MIN_R = 0.5
+
+
 def select_best(out_dir: Path, cand_path: Path, recipe: OEFRecipe) -> dict:
     """Copy to ``best.pt`` (config model='best') the candidate with the lowest validation OEF RMSE among
-    those whose validation RMSE of every parameter is at or below the 3D CNN's.
+    those whose validation OEF correlates with the truth (r >= :data:`SELECT_MIN_R`); if none does,
+    the one with the highest r.
 
     Every candidate (the new one, ``cnn3d.pt``, ``lstm.pt``) is scored on the same data: ``recipe``'s
     noisy validation volumes, on its fixed random voxel subsets (the LSTM is voxelwise and slow;
     the other networks predict the whole brain and are scored there), not on the numbers stored in
     each checkpoint, which come from each training run's own validation subjects."""
     from ..networks.oef_predict import load_oef_net
-    from ..physics.qq import PARAM_NAMES
     from .loop import load_checkpoint, save_checkpoint
     from .oef_train import evaluate
 
@@ -106,11 +131,8 @@ def select_best(out_dir: Path, cand_path: Path, recipe: OEFRecipe) -> dict:
         if path.exists():
             m = load_oef_net(path)
             scores[name] = evaluate(m.net, m.arch, recipe.val, subsets=recipe.val_sel)
-    # issue 6: the best model must match the 3D CNN on every parameter, so only candidates at or
-    # below the 3D CNN's validation RMSE on S0, R2, Y, v and chi_nb compete on OEF RMSE
-    ref = scores.get("cnn3d")
-    eligible = [n for n in scores if ref is None or all(scores[n][f"val_rmse_{p}"] <= ref[f"val_rmse_{p}"] for p in PARAM_NAMES)]
-    winner = min(eligible, key=lambda n: scores[n]["val_oef_rmse"])
+    eligible = [n for n in scores if scores[n]["val_oef_r"] >= SELECT_MIN_R]
+    winner = min(eligible, key=lambda n: scores[n]["val_oef_rmse"]) if eligible else max(scores, key=lambda n: scores[n]["val_oef_r"])
     src = cand_path if winner == ccfg["arch"] else out_dir / f"{winner}.pt"
     state, cfg = load_checkpoint(src)
     from ..networks.oef_nets import build, checkpoint_arch_kwargs

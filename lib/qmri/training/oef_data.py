@@ -21,7 +21,7 @@ import numpy as np
 from ..networks.oef_nets import FEATURES_VERSION, N_ECHOES, normalise_params
 from ..networks.oef_predict import mask_bbox, prepare_input
 from ..physics.qq import PARAM_NAMES, QQNET_TE_S, add_noise, qbold_magnitude, qq_susceptibility
-from ..physics.qq_phantom import draw_qq_parameters
+from ..physics.qq_phantom import PHANTOM_VERSION, draw_qq_parameters
 from ..simulate.driver import task_rng
 from ..simulate.oef import QSM_NOISE_PPM
 
@@ -80,7 +80,7 @@ def cached_phantom_volumes(seeds: Iterable[int], draws: int, cache_dir: str | Pa
     """:func:`phantom_volumes` for each seed, cached as ``.npz`` in ``cache_dir`` (None: no cache)."""
     out = []
     for seed in seeds:
-        f = Path(cache_dir) / f"oef_{seed}_{draws}_{voxel_size_mm:g}mm_{lesions}.npz" if cache_dir else None
+        f = Path(cache_dir) / f"oef{PHANTOM_VERSION}_{seed}_{draws}_{voxel_size_mm:g}mm_{lesions}.npz" if cache_dir else None
         if f is not None and f.exists():
             z = np.load(f)
             out += [OEFVolume(z[f"signal{d}"], z[f"chi{d}"], z[f"params{d}"], z[f"mask{d}"], True, f"oef-train-{seed}-draw{d}") for d in range(draws)]
@@ -199,7 +199,7 @@ def feature_bank(vol: OEFVolume, snr: float | None, rng: np.random.Generator, ma
 
 def _anatomy_banks(seed: int, draws: int, max_voxels: int, voxel_size_mm: float, cache_dir) -> list[FeatureBank]:
     """Banks of ``draws`` parameter draws on anatomy ``seed``, each noised at its own SNR ~ U(SNR_RANGE)."""
-    name = f"oefbank{FEATURES_VERSION}_{seed}_{draws}_{max_voxels}_{voxel_size_mm:g}mm.npz"  # the version: banks of older features are not reused
+    name = f"oefbank{FEATURES_VERSION}p{PHANTOM_VERSION}_{seed}_{draws}_{max_voxels}_{voxel_size_mm:g}mm.npz"  # the version: banks of older features are not reused
     f = Path(cache_dir) / name if cache_dir else None
     if f is not None and f.exists():
         z = np.load(f)

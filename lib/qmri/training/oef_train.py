@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ..networks.oef_nets import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, CONTEXT_HIDDEN, N_ECHOES, build, checkpoint_arch_kwargs, denormalise, is_voxelwise
-from ..networks.oef_predict import prepare_input, predict_normalised
-from ..physics.qq import PARAM_NAMES, oef_from_y, qbold_magnitude, qq_susceptibility
+from ..networks.oef_predict import oef_sd_percent, prepare_input, predict_normalised
+from ..physics.qq import PARAM_NAMES, QQNET_STD, oef_from_y, qbold_magnitude, qq_susceptibility
 from .oef_data import SNR_RANGE, TE_MS, OEFVolume, sample_patch, sample_voxels
 
 # Seed 000 schedule (CosineAnnealingWarmupRestarts). The seed gives no floor; 1 % of the peak is used.
@@ -53,6 +53,8 @@ VOXEL_BATCHED = ("lstm", "context", "setcontext")  # batch_size counts voxels
 BANKED = ("context", "setcontext")  # train on banked fixed context features
 BANK_REFRESH = 4  # context networks: training volumes re-noised (new SNR) and re-featurised per epoch
 LOSS_WEIGHTS = {"context": (1.0, 1.0, 2.0, 1.0, 1.0), "setcontext": (1.0, 1.0, 2.0, 1.0, 1.0)}  # Y (-> OEF) counts twice for the best candidates
+NLL_WEIGHT = 0.1  # uncertainty head: weight of the Gaussian negative log-likelihood of Y (its mean detached)
+SD_COVERAGE = 0.95  # calibration: the share of validation brain voxels with |OEF error| <= 2 OEF_sd
 SET_VOLUMES = 8  # setcontext: volumes (subjects) per step; batch_size voxels are split among them
 
 
@@ -109,7 +111,7 @@ class OEFRecipe:
     def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0, banks: list | None = None, arch_kwargs: dict | None = None):
         self.arch = arch
         # build() keywords, saved with the weights; context networks record their feature grid
-        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else ({"coarse_from": CONTEXT_COARSE_FROM, "hidden": list(CONTEXT_HIDDEN)} if arch in BANKED else {})
+        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else ({"coarse_from": CONTEXT_COARSE_FROM, "hidden": list(CONTEXT_HIDDEN), "uncertainty": True} if arch in BANKED else {})
         self.name = f"oef-{model or arch}"
         self.model = model or arch
         self.train = train
@@ -247,7 +249,13 @@ class OEFRecipe:
         else:
             pred = net.head_bounded(batch["f"])
             yv, xv = batch["y"], batch["x"]
-        loss = wmse(pred, yv)
+        if pred.shape[-1] > 5:  # uncertainty head: Gaussian NLL of Y with the mean detached (it only trains the sd)
+            log_sd = pred[:, 5]
+            loss_sd = 0.5 * ((pred[:, 2].detach() - yv[:, 2]) ** 2 * torch.exp(-2.0 * log_sd) + 2.0 * log_sd).mean()
+            pred = pred[:, :5]
+        else:
+            loss_sd = 0.0
+        loss = wmse(pred, yv) + NLL_WEIGHT * loss_sd
         if self.physics_weight > 0:  # voxels as (1, C, N): the residual takes any spatial layout
             loss = loss + self.physics_weight * physics_residual(pred.T[None], xv.T[None], torch.ones(1, 1, len(xv), device=xv.device))
         return loss
@@ -273,20 +281,45 @@ def evaluate(net, arch: str, vols: list[OEFVolume], device="cpu", subsets: list[
     predicts the subset only."""
     sq = {n: 0.0 for n in PARAM_NAMES + ("OEF",)}
     count = 0
+    est, true, covered = [], [], []
     for i, v in enumerate(vols):
         mask = v.mask if subsets is None else subsets[i]
         x, s1 = prepare_input(v.signal, v.chi, v.mask)
         z = predict_normalised(net, arch, x, mask if is_voxelwise(arch) else v.mask, device)
-        p = denormalise(z)[mask]
+        p = denormalise(z[..., :5])[mask]
         truth = v.params[mask]
         p[:, 0] *= s1[mask]
         for k, n in enumerate(PARAM_NAMES):
             sq[n] += float(np.sum((p[:, k] - truth[:, k]) ** 2))
-        sq["OEF"] += float(np.sum((100 * (oef_from_y(p[:, 2]) - oef_from_y(truth[:, 2]))) ** 2))
+        err = 100 * (oef_from_y(p[:, 2]) - oef_from_y(truth[:, 2]))
+        sq["OEF"] += float(np.sum(err**2))
         count += int(mask.sum())
+        est.append(oef_from_y(p[:, 2]))
+        true.append(oef_from_y(truth[:, 2]))
+        if z.shape[-1] > 5:
+            covered.append(np.abs(err) <= 2.0 * oef_sd_percent(z[..., 5][mask], float(net.sd_scale)))
     out = {f"val_rmse_{n}": math.sqrt(sq[n] / max(count, 1)) for n in PARAM_NAMES}
     out["val_oef_rmse"] = math.sqrt(sq["OEF"] / max(count, 1))
+    e, t = np.concatenate(est), np.concatenate(true)
+    out["val_oef_r"] = float(np.corrcoef(e, t)[0, 1]) if e.std() > 0 and t.std() > 0 else 0.0  # a constant map scores 0
+    if covered:
+        out["val_oef_coverage_2sd"] = float(np.concatenate(covered).mean())
     return out
+
+
+def calibrate_sd(net, arch: str, vols: list[OEFVolume], coverage: float = SD_COVERAGE, device="cpu") -> float:
+    """Set an uncertainty head's ``sd_scale`` so that ``coverage`` of the brain voxels of ``vols``
+    (noisy validation volumes, never the benchmark's) have |OEF error| <= 2 OEF_sd; returns it."""
+    ratios = []
+    for v in vols:
+        x, _ = prepare_input(v.signal, v.chi, v.mask)
+        z = predict_normalised(net, arch, x, v.mask, device)[v.mask]
+        err = np.abs(denormalise(z[:, :5])[:, 2] - v.params[v.mask][:, 2]) / float(QQNET_STD[2])
+        ratios.append(err / np.exp(z[:, 5]))
+    scale = float(np.quantile(np.concatenate(ratios), coverage)) / 2.0
+    with torch.no_grad():
+        net.sd_scale.fill_(scale)
+    return scale
 
 
 # ------------------------------------------------------------------------------------------------
