@@ -80,9 +80,9 @@ def test_upload_with_consent_then_infer_oef(server, tmp_path):
     client.grant_consent()
     res = run_task(client, "oef", f, "slicer_oef", {"sidecar": meta})
     assert (studies / "slicer_oef.nii.gz").exists()
-    assert res.map_names == ["OEF", "S0", "R2", "Y", "v", "chi_nb"]
+    assert res.map_names == ["OEF", "S0", "R2", "Y", "v", "chi_nb", "OEF_sd"]
     img = res.image()
-    assert img.shape == (*data.shape[:3], 6) and np.allclose(img.affine, aff)
+    assert img.shape == (*data.shape[:3], 7) and np.allclose(img.affine, aff)
     assert img.get_data_dtype() == np.float32
     oef = img.get_fdata()[..., 0]
     mask = data[..., -1] != 0

@@ -23,6 +23,7 @@ OEF_MAPS = [
     {"name": "Y", "units": "fraction", "display_range": [0, 1], "channel": 3},
     {"name": "v", "units": "fraction", "display_range": [0, 0.1], "channel": 4},
     {"name": "chi_nb", "units": "ppm", "display_range": [-0.2, 0.2], "channel": 5},
+    {"name": "OEF_sd", "units": "%", "display_range": [0, 20], "channel": 6},
 ]
 
 
@@ -70,9 +71,9 @@ def test_result_becomes_float_volume_with_nifti_geometry_and_values():
     assert node.GetAttribute("qmri.units") == "%" and node.GetVoxelValueUnits().GetCodeMeaning() == "%"
 
 
-def test_six_oef_maps_become_six_named_volumes_with_presets():
-    data = np.zeros((6, 6, 6, 6), np.float32)
-    data[1:5, 1:5, 1:5] = [35.0, 0.8, 18.0, 0.62, 0.03, -0.02]
+def test_seven_oef_maps_become_seven_named_volumes_with_presets():
+    data = np.zeros((6, 6, 6, 7), np.float32)
+    data[1:5, 1:5, 1:5] = [35.0, 0.8, 18.0, 0.62, 0.03, -0.02, 4.5]
     logic = MapSceneLogic()
     nodes = logic.load_result(nib.Nifti1Image(data, np.eye(4)), {"maps": OEF_MAPS, "method": "qq"}, "oef", "sub-1000")
     assert [n.GetName() for n in nodes] == [f"sub-1000 {m['name']}" for m in OEF_MAPS]
@@ -91,6 +92,11 @@ def test_six_oef_maps_become_six_named_volumes_with_presets():
     assert chi.GetColorNode().GetName() == "qmri DivergingBlueRed"
     assert (chi.GetWindowLevelMin(), chi.GetWindowLevelMax()) == pytest.approx((-0.2, 0.2))
     assert not chi.GetApplyThreshold()
+    # the uncertainty: a heat map of %-points over 0..20, transparent outside the brain
+    sd = nodes[6].GetDisplayNode()
+    assert sd.GetColorNode().GetID() == "vtkMRMLPETProceduralColorNodePET-Heat"
+    assert (sd.GetWindowLevelMin(), sd.GetWindowLevelMax()) == pytest.approx((0.0, 20.0))
+    assert sd.GetApplyThreshold() and nodes[6].GetAttribute("qmri.units") == "%"
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from .paths import MODEL_DIR_ENV, model_dir, shipped
 
 #: ``qmri bench classical --tasks`` = qmri.bench.classical.BENCHES; ``qmri bench oef --tasks`` =
 #: qmri.bench.oef.METHODS (kept here so that the parser builds without importing them; the tests check)
-BENCH_TASKS = {"classical": ("synth", "pvc", "qsm", "oef"), "oef": ("qq_fit", "lstm", "cnn3d", "best")}
+BENCH_TASKS = {"classical": ("synth", "pvc", "qsm", "oef"), "oef": ("qq_fit", "qq_spatial", "lstm", "cnn3d", "best")}
 #: suite -> its shipped network (qmri.paths); pvc: --weights replaces the served pvcnet_fwhm
 BENCH_NETWORK = {"qsm": "qsmnet", "synth": "synthnet", "pvc": "pvcnet_fwhm", "oef": "oefnet"}
 
@@ -130,11 +130,11 @@ def _check_bench(args: argparse.Namespace) -> None:
         if not wd.is_dir():
             raise UsageError(f"{where}: no such folder" + ("" if args.weights else f" (pass --weights, or set {MODEL_DIR_ENV})"))
         methods = tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"]
-        missing = [f"{m}.pt" for m in methods if m != "qq_fit" and not (wd / f"{m}.pt").is_file()]
+        missing = [f"{m}.pt" for m in methods if m not in ("qq_fit", "qq_spatial") and not (wd / f"{m}.pt").is_file()]
         if missing:
             raise UsageError(f"{where}: lacks {', '.join(missing)} (run `qmri train oef --model cnn3d|lstm|best`)")
         for m in methods:
-            if m != "qq_fit":
+            if m not in ("qq_fit", "qq_spatial"):
                 loadable_checkpoint("--weights", wd / f"{m}.pt")
         args.weights = str(wd)
     else:
@@ -169,7 +169,7 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.suite == "oef":
         from .bench.oef import run
 
-        run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, first_subject=args.first_subject, methods=tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"])
+        run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, first_subject=args.first_subject, methods=tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"], snrs=tuple(args.snrs), noise_draws=args.noise_draws)
     elif args.suite == "memory":
         from .bench.memory import run
 
@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef", "memory", "serve"), help="memory: peak memory per input value of every task and method (the server's memory admission); serve: the server on a copy of the sample studies, under bad input and load (see --bad-inputs, --concurrency)")
     p.add_argument("--weights", default=None, help=f"network weights file (oef: the folder with best/cnn3d/lstm.pt; default: the shipped ones in the app's model folder {model_dir()}, ${MODEL_DIR_ENV} overrides)")
     p.add_argument("--other-snr-subjects", type=nonneg_int, default=1, help="oef: subjects also run at SNR 50 and 200 (all run at 100)")
+    p.add_argument("--snrs", nargs="+", type=positive_float, default=[50.0, 100.0, 200.0], help="oef: echo-1 SNRs (100, the main one, on every subject; the others on --other-snr-subjects)")
+    p.add_argument("--noise-draws", type=positive_int, default=4, help="oef: noise draws of the first subject at SNR 100 (whole-brain mean spread; best, cnn3d)")
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
     p.add_argument("--tasks", nargs="*", choices=tuple(dict.fromkeys(BENCH_TASKS["classical"] + BENCH_TASKS["oef"])), metavar="TASK", help=f"classical: subset of tasks {' '.join(BENCH_TASKS['classical'])}; oef: subset of methods {' '.join(BENCH_TASKS['oef'])} (default all)")
     p.add_argument("--subjects", type=positive_int, default=2)
@@ -328,7 +330,9 @@ def _subparser(ap: argparse.ArgumentParser, command: str) -> argparse.ArgumentPa
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # long commands (training, benchmarks) report progress by default; the others only with -v
+    chatty = args.verbose or args.command in ("train", "bench")
+    logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     debug = args.debug or os.environ.get("QMRI_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)

@@ -164,9 +164,12 @@ CONTEXT_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)  # Gaussian sigmas in voxels (2-32 m
 CONTEXT_HIDDEN = (128, 128, 64)
 CONTEXT_COARSE_FROM = 4.0  # sigmas (voxels) at or above this (8, 16, 32 mm at 2 mm) are blurred on a 2x coarser grid
 HEAD_CHUNK = 4096  # voxels per head evaluation at inference (activations stay in cache: measured 0.21 s for 246k voxels on 2 threads, 0.40 s with 32768)
+N_PROFILE = 12 * 3  # profile features: len(qq_profile.OEF_GRID) x len(qq_profile.POOL_SIGMAS)
+PROFILE_TE_S = tuple(0.0045 + 0.005 * i for i in range(N_ECHOES))  # the networks' echo times (QQ-NET), s
 LOG_SD_RANGE = (-6.0, 3.0)  # clamp of the uncertainty head's log sd of Y (normalised units: sd 0.00025..2 of Y)
 FEATURE_MARGIN = 2  # voxels around the brain's bounding box that the features are computed on
-FEATURES_VERSION = 3  # of the default context features (1: direct blurs; 2: sigma >= 8 voxels coarse; 3: sigma >= 4 coarse); names the cached feature banks
+FEATURES_VERSION = 4  # of the default context features (1: direct blurs; 2: sigma >= 8 voxels coarse; 3: sigma >= 4 coarse; 4: + pooled profile likelihood); names the cached feature banks
+DEFAULT_FEATURES = {"profile": True}  # the feature options new networks (and the training banks) use
 
 
 def _gauss1d(sigma: float) -> torch.Tensor:
@@ -256,14 +259,16 @@ class ContextNet(nn.Module):
     on average (features of order 1), and the networks are trained on these features as computed.
     """
 
-    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, extra_inputs: int = 0, coarse_from: float = CONTEXT_COARSE_FROM, uncertainty: bool = False):
+    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, extra_inputs: int = 0, coarse_from: float = CONTEXT_COARSE_FROM, uncertainty: bool = False, profile: bool = False):
         super().__init__()
         self.uncertainty = bool(uncertainty)
+        self.profile = bool(profile)
         self.sigmas = tuple(float(x) for x in sigmas)
         self.plan = pyramid_plan(self.sigmas, coarse_from)
         for i, (_, sg) in enumerate(self.plan):
             self.register_buffer(f"g{i}", _gauss1d(sg))
-        self.n_features = N_INPUTS * (1 + len(self.sigmas)) + len(self.sigmas)
+        self.n_base = N_INPUTS * (1 + len(self.sigmas)) + len(self.sigmas)
+        self.n_features = self.n_base + (N_PROFILE if self.profile else 0)
         layers, d = [], (self.n_features + extra_inputs,) + tuple(hidden)
         for i in range(len(hidden)):
             layers += [nn.Linear(d[i], d[i + 1]), nn.LeakyReLU(0.01)]
@@ -350,6 +355,13 @@ class ContextNet(nn.Module):
             torch.div(v[:, :-1], safe, out=f[:, col + 1 : col + N_INPUTS])
             f[:, col + N_INPUTS] = den[:, 0]
             col += N_INPUTS + 1
+        if self.profile:  # pooled profile likelihood of OEF (fixed features; see qmri.classical.qq_profile)
+            from ..classical.qq_profile import pooled_profile_features
+
+            xn = xb.detach().cpu().numpy()
+            bm = brain[box].cpu().numpy()
+            pf = pooled_profile_features(np.moveaxis(xn[:N_ECHOES], 0, -1), xn[N_ECHOES] / CHI_INPUT_SCALE, bm, PROFILE_TE_S)
+            f[:, col:] = torch.from_numpy(pf).to(f.dtype)
         if torch.equal(brain, mask):
             return f
         out = f.new_zeros((int(mask.sum()), self.n_features))  # mask voxels without signal have zero features
@@ -484,8 +496,8 @@ class SetContextNet(ContextNet):
     correlated and the subject-level signal is a small part of their spread.
     """
 
-    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, code=GLOBAL_CODE, coarse_from: float = CONTEXT_COARSE_FROM, uncertainty: bool = False):
-        super().__init__(sigmas, hidden, extra_inputs=code, coarse_from=coarse_from, uncertainty=uncertainty)
+    def __init__(self, sigmas=CONTEXT_SIGMAS, hidden=CONTEXT_HIDDEN, code=GLOBAL_CODE, coarse_from: float = CONTEXT_COARSE_FROM, uncertainty: bool = False, profile: bool = False):
+        super().__init__(sigmas, hidden, extra_inputs=code, coarse_from=coarse_from, uncertainty=uncertainty, profile=profile)
         n = n_summary(self.n_features)
         self.register_buffer("summary_mean", torch.zeros(n))
         self.register_buffer("summary_std", torch.ones(n))
@@ -560,9 +572,9 @@ def build(arch: str, **kw) -> nn.Module:
     if arch == "unet":
         return BoundedUNet(kw.get("features", UNET_FEATURES))
     if arch == "context":
-        return ContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), coarse_from=kw.get("coarse_from", CONTEXT_COARSE_FROM), uncertainty=kw.get("uncertainty", False))
+        return ContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), coarse_from=kw.get("coarse_from", CONTEXT_COARSE_FROM), uncertainty=kw.get("uncertainty", False), profile=kw.get("profile", False))
     if arch == "setcontext":
-        return SetContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), kw.get("code", GLOBAL_CODE), kw.get("coarse_from", CONTEXT_COARSE_FROM), uncertainty=kw.get("uncertainty", False))
+        return SetContextNet(kw.get("sigmas", CONTEXT_SIGMAS), kw.get("hidden", CONTEXT_HIDDEN), kw.get("code", GLOBAL_CODE), kw.get("coarse_from", CONTEXT_COARSE_FROM), uncertainty=kw.get("uncertainty", False), profile=kw.get("profile", False))
     raise ValueError(f"unknown OEF architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 

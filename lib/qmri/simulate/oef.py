@@ -14,7 +14,15 @@ QSM_NOISE_PPM = 0.005  # sd of the Gaussian noise added to the QSM channel (ppm)
 
 
 def simulate_oef(subject: Subject, rng: np.random.Generator, snr: float | None = None, te_ms=None, B0_T: float = 3.0) -> list[SimStudy]:
-    """``<sub>_oef``: 4D (x, y, z, E+1) = E echo magnitudes (a.u., Rician noise) + QSM (ppm).
+    """``<sub>_oef`` (see :func:`simulate_oef_with_regions`)."""
+    return [simulate_oef_with_regions(subject, rng, snr, te_ms, B0_T)[0]]
+
+
+def simulate_oef_with_regions(subject: Subject, rng: np.random.Generator, snr: float | None = None, te_ms=None, B0_T: float = 3.0) -> tuple[SimStudy, dict]:
+    """``<sub>_oef`` and the phantom's ``regions`` (lesions, infarct core, penumbra, territory with
+    their contralateral references; :func:`qmri.physics.qq_phantom.draw_qq_parameters`).
+
+    The study: 4D (x, y, z, E+1) = E echo magnitudes (a.u., Rician noise) + QSM (ppm).
 
     Magnitudes are skull-stripped (0 outside the brain). The QSM channel is the QQ susceptibility
     plus Gaussian noise inside the brain and exactly 0 outside, as QSM pipelines write it; the OEF
@@ -44,4 +52,4 @@ def simulate_oef(subject: Subject, rng: np.random.Generator, snr: float | None =
         "qsm_noise_ppm": QSM_NOISE_PPM,
         "target": {"channels": list(PARAM_NAMES), "units": [PARAM_UNITS[n] for n in PARAM_NAMES], "description": "true QQ parameters"},
     }
-    return [SimStudy(f"{subject.subject_id}_oef", image, sidecar, target)]
+    return SimStudy(f"{subject.subject_id}_oef", image, sidecar, target), p["regions"]

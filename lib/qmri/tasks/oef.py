@@ -2,8 +2,13 @@
 
 Methods: the OEF networks (``best``, the default when weights are configured; ``cnn3d``, seed 000;
 ``lstm``, seed 001), trained for the QQ-NET echo times 4.5..39.5 ms (a study with other echo times
-gets a ValueError naming them, HTTP 422 in the app), and the classical voxelwise QQ fit
-``qq_fit`` for any echo times.
+gets a ValueError naming them, HTTP 422 in the app), the classical voxelwise QQ fit ``qq_fit`` and
+the spatially regularised QQ fit ``qq_spatial`` (QQ-CCTV's idea) for any echo times.
+
+Every method returns seven maps: OEF (%), S0, R2, Y, v, chi_nb and ``OEF_sd`` (%-points), the
+per-voxel standard deviation of the OEF estimate: from a network's calibrated uncertainty head, from
+the classical fits' Laplace (Gauss-Newton) approximation, and, for networks without such a head,
+the Cramer-Rao bound of the voxel's own data at the estimate (:func:`fisher_oef_sd`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, require_channels, voxel_size
 
 NETWORKS = ("best", "cnn3d", "lstm")
-CLASSICAL = ("qq_fit",)
+CLASSICAL = ("qq_fit", "qq_spatial")
 
 OUTPUTS = {
     "OEF": ("%", (0.0, 80.0), "oxygen extraction fraction"),
@@ -29,7 +34,9 @@ OUTPUTS = {
     "Y": ("fraction", (0.0, 1.0), "venous oxygenation"),
     "v": ("fraction", (0.0, 0.1), "venous blood volume fraction"),
     "chi_nb": ("ppm", (-0.2, 0.2), "non-blood susceptibility"),
+    "OEF_sd": ("%", (0.0, 20.0), "standard deviation of the OEF estimate (%-points)"),
 }
+OEF_SD_MAX = 100.0  # %-points: an sd map is clipped here (a voxel whose data carry no information)
 
 
 #: Largest accepted 99th percentile of |QSM| inside the brain (ppm). Tissue chi is -0.03..0.35 ppm,
@@ -81,6 +88,23 @@ def _network_maps(net: ReloadingWeights, mag, chi, mask, te_s, b0: float) -> dic
     return predict_oef(net.get(), mag, chi, mask, [1000.0 * t for t in te_s])
 
 
+def fisher_oef_sd(values: Mapping[str, np.ndarray], mag: np.ndarray, mask: np.ndarray, te_s: np.ndarray, b0: float) -> np.ndarray:
+    """OEF sd (%-points) from the Cramer-Rao bound of each voxel's own data at the estimate
+    (:func:`qmri.physics.qq_crb.oef_crb_voxel`, all five parameters free), with the echo noise
+    sigma estimated from the fit residual (median over the brain of the per-voxel RMS residual,
+    in the magnitudes' units) and 0.005 ppm QSM noise; clipped to :data:`OEF_SD_MAX`."""
+    from ..physics.qq import PARAM_NAMES, qbold_magnitude
+    from ..physics.qq_crb import oef_crb_voxel
+
+    p = np.stack([np.asarray(values[n], np.float64)[mask] for n in PARAM_NAMES], -1)
+    model = qbold_magnitude(p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4], te_s, b0)
+    sigma = float(np.median(np.sqrt(np.mean((np.asarray(mag, np.float64)[mask] - model) ** 2, -1))))
+    sd = oef_crb_voxel(p, te_s=tuple(te_s), sigma_signal=max(sigma, 1e-12), B0=b0)
+    out = np.zeros(mask.shape, np.float32)
+    out[mask] = np.minimum(np.nan_to_num(sd, nan=OEF_SD_MAX, posinf=OEF_SD_MAX), OEF_SD_MAX)
+    return out
+
+
 def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, nets: Mapping[str, ReloadingWeights] | None = None) -> list[QuantMap]:
     """OEF (%) and S0, R2, Y, v, chi_nb maps inside the brain mask by ``method`` (see the module doc)."""
     nets = nets or {}
@@ -89,12 +113,22 @@ def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     voxel_size(affine)  # the maps are written with this affine: refuse a singular or non-finite one
     mag, chi, mask, te = split_oef_input(image, sidecar)
     b0 = sv.field_strength_t(sidecar)
-    if method == "qq_fit":
-        r = fit_qq(mag, chi, te, mask, B0=b0, device="cpu")
+    if method in CLASSICAL:
+        if method == "qq_fit":
+            r = fit_qq(mag, chi, te, mask, B0=b0, device="cpu")
+        else:
+            from ..classical.qq_fit_spatial import fit_qq_spatial
+
+            r = fit_qq_spatial(mag, chi, te, mask, B0=b0, voxel_size_mm=voxel_size(affine), device="cpu")
         values = {"OEF": 100.0 * r["OEF"], "S0": r["S0"], "R2": r["R2"], "Y": r["Y"], "v": r["v"], "chi_nb": r["chi_nb"]}
+        if "OEF_sd" in r:  # the fit's Laplace approximation (fraction)
+            values["OEF_sd"] = 100.0 * r["OEF_sd"]
     else:
         values = _network_maps(nets[method], mag, chi, mask, te, b0)
-    label = "classical QQ fit" if method == "qq_fit" else f"{method} network"
+    if "OEF_sd" not in values:
+        values["OEF_sd"] = fisher_oef_sd(values, mag, mask, te, b0)
+    values["OEF_sd"] = np.minimum(values["OEF_sd"], OEF_SD_MAX)
+    label = {"qq_fit": "classical QQ fit", "qq_spatial": "spatially regularised QQ fit"}.get(method, f"{method} network")
     maps = []
     for name, (units, rng, desc) in OUTPUTS.items():
         data = np.where(mask, values[name], 0.0).astype(np.float32)

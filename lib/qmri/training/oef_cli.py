@@ -41,7 +41,7 @@ DESCRIPTION = {
     "cnn3d": "seed-000 3D CNN: 4 Conv3D (9 -> 16 -> 32 -> 64 -> 5, 3x3x3), LeakyReLU after the first three, no BN/dropout",
     "lstm": "seed-001 voxelwise LSTM: 9 inputs as 5 steps (sliding window of 5), LSTM 512-256-128-64 (last returns the final step), Dense 64-32-16 LeakyReLU(0.01), 5 outputs",
     "context": "multi-scale context network: the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2, 4, 8, 16, 32 mm (normalised convolution, fixed) + local brain fractions (59 features) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
-    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm, the 8, 16 and 32 mm ones on a grid of 2x2x2 means, + local brain fractions) + a 9-dim whole-brain code (ridge regression, fitted in closed form on the training subjects, from 138 brain statistics of the log echo decay and the QSM to the brain-mean S0, R2, Y, v, chi_nb and the mean Y in 4 QSM bands) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds; loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
+    "setcontext": "set-context network: the context network's 59 voxel features (the voxel's 9 inputs + brain-masked Gaussian averages at sigma 2-32 mm, the 8, 16 and 32 mm ones on a grid of 2x2x2 means, + local brain fractions) + a 9-dim whole-brain code (ridge regression, fitted in closed form on the training subjects, from 138 brain statistics of the log echo decay and the QSM to the brain-mean S0, R2, Y, v, chi_nb and the mean Y in 4 QSM bands) -> MLP 128-128-64 LeakyReLU(0.01) -> 5 outputs squashed into the QQ-NET physical bounds (+ the log sd of Y for an uncertainty head, trained by a Gaussian negative log-likelihood with the mean detached, weight 0.1); loss MSE (Y weighted x2) + 0.1 x physics consistency (re-simulated echoes and QSM)",
     "unet": "bounded 3D U-Net (MONAI BasicUNet, features 16-16-32-64-96-16, instance norm, LeakyReLU), sigmoid outputs inside the QQ-NET physical bounds, MSE + 0.1 x physics consistency (re-simulated echoes and QSM)",
 }
 
@@ -153,7 +153,12 @@ def _card_section(h: dict) -> str:
     sel = ""
     if "selection" in h:
         c = h["selection"]["candidates"]
-        sel = f"- **Selection**: `best.pt` = the {h['selection']['winner']} network (OEF RMSE on the same validation voxels: " + ", ".join(f"{k} {v['val_oef_rmse']:.2f}" for k, v in c.items()) + " %-points)\n"
+        sel = f"- **Selection**: `best.pt` = the {h['selection']['winner']} network (lowest validation OEF RMSE among networks with validation r >= {SELECT_MIN_R}; on the same validation voxels: " + ", ".join(f"{k} RMSE {v['val_oef_rmse']:.2f} %-points, r {v.get('val_oef_r', float('nan')):.2f}" for k, v in c.items()) + ")\n"
+    extra = ""
+    if "val_oef_r" in best:
+        extra += f"; validation OEF r {best['val_oef_r']:.2f}"
+    if "sd_scale" in h:
+        extra += f"; OEF_sd calibrated on the validation phantoms (factor {h['sd_scale']:.3f}: 95 % of their brain voxels within 2 sd)"
     head = f"`{model}.pt` ({arch})"
     if "selection" in h:
         head = f"`best.pt`: shipped = the {h['selection']['winner']} network; candidate trained by this command: {arch}"
@@ -164,36 +169,29 @@ def _card_section(h: dict) -> str:
 - **Network{' (candidate)' if 'selection' in h else ''}**: {DESCRIPTION[arch]}; {h.get('parameters', 0) / 1e6:.2f} M parameters
 - **Optimisation**: {optim_text(arch)}; {len(h['history'])} epochs run of {h['epochs_requested']} x {h['steps_per_epoch']} steps, batch {h['batch_size']}, seed {h['config'].get('seed')}
 - **Data**: {h['config'].get('data')}; Rician noise at echo-1 SNR U{tuple(SNR_RANGE)} and 0.005 ppm QSM noise, {'once per training volume' if arch == 'setcontext' else 'drawn afresh per example'}; echo times {list(TE_MS)} ms
-- **Best epoch{' (candidate)' if 'selection' in h else ''}**: {best.get('epoch')}: validation OEF RMSE {best.get('val_oef_rmse', float('nan')):.2f} %-points; RMSE {rm} (S0 a.u., R2 1/s, Y, v, chi_nb ppm)
+- **Best epoch{' (candidate)' if 'selection' in h else ''}**: {best.get('epoch')}: validation OEF RMSE {best.get('val_oef_rmse', float('nan')):.2f} %-points; RMSE {rm} (S0 a.u., R2 1/s, Y, v, chi_nb ppm){extra}
 {sel}- Curve: `training_curve_{model}.png`; history: `training_history_{model}.json`
 """
 
 
+NOTES_FILE = "model_notes.md"
+
+
 def write_model_card(out_dir: Path) -> Path:
-    """README.md with one section per trained model found in ``out_dir``."""
+    """README.md: a fixed header, the folder's hand-written :data:`NOTES_FILE` (status and measured
+    results, if present) and one generated section per trained model found in ``out_dir``."""
     from .oef_data import TE_MS
 
     parts = [
         "# OEF networks (QQ model: S0, R2, Y, v, chi_nb from 8 echo magnitudes + QSM)\n",
         f"Input: the 8 echo magnitudes at TE {list(TE_MS)} ms divided by echo 1 (QQ-NET) + QSM (ppm); a study with other echo times is refused (HTTP 422) and the classical `qq_fit` remains available for it. "
-        "Output: S0 (input units), R2 (1/s), Y, v (fractions), chi_nb (ppm) and OEF = 1 - Y/0.98 (%), inside the brain mask. "
+        "Output: S0 (input units), R2 (1/s), Y, v (fractions), chi_nb (ppm), OEF = 1 - Y/0.98 (%) and, from networks with an uncertainty head, OEF_sd (%-points, calibrated), inside the brain mask. "
         "Weights: checkpoints of `qmri.training.loop.save_checkpoint` (state_dict + JSON config with the echo times); load with `qmri.networks.oef_predict.load_oef_net`. "
         "Benchmark on held-out phantoms (seeds 5300..): `qmri bench oef`.\n",
-        "**Status (measured, read before use)**: `best.pt` is the set-context network (retrained 2026-12-01): the context network's "
-        "voxel features (brain-masked Gaussian averages at 2-32 mm; the 8, 16 and 32 mm ones blurred on the grid of 2x2x2 means) "
-        "plus a whole-brain code, a closed-form ridge regression (scikit-learn RidgeCV) from 138 brain statistics of the log echo "
-        "decay and the QSM to the subject-level parameters, fitted on 384 training volumes (24 anatomies x 16 parameter draws; "
-        "building their feature banks took about 20 min on 2 CPU workers before the 6 min of training); the head trains on "
-        "out-of-fold codes. One voxel's data inform Y too weakly at SNR 100, so the earlier networks (`cnn3d`, `lstm`, unchanged "
-        "since 2026-11-22) output nearly the population-mean OEF; the code carries the subject's oxygenation level, which all its "
-        "voxels share. On the held-out benchmark (bench-results/bench_oef.md, 4 subjects, SNR 100) the OEF RMSE is 3.72 %-points "
-        "for best against 5.53 for the classical fit (33 % below; goal 30 %), 4.27 for the 3D CNN, 4.32 for the LSTM and 4.30 "
-        "for a constant population-mean map; every parameter's RMSE is at or below the 3D CNN's; the GM / WM mean OEF over the "
-        "four subjects is within 0.9 / 0.1 %-points of the truth, but single subjects' means are off by up to 3.9 (GM) and 2.0 "
-        "(WM) %-points; 0.83 s per volume in the benchmark (2 CPU threads) against 117 s for the classical fit in the same run: "
-        "141x faster (goal 100x; since 2026-12-02 the features are computed as exact per-axis matrix products, the same values "
-        "to 5e-7, and the head runs in cache-sized chunks; the weights are unchanged).\n",
     ]
+    notes = out_dir / NOTES_FILE  # hand-written, measured notes: kept as data, never generated
+    if notes.exists():
+        parts.append(notes.read_text().strip() + "\n")
     for model in MODELS:
         f = out_dir / f"training_history_{model}.json"
         if f.exists():

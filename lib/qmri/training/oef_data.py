@@ -188,8 +188,10 @@ def feature_bank(vol: OEFVolume, snr: float | None, rng: np.random.Generator, ma
 
     sig, chi = noisy_patch(vol, (slice(None),) * 3, snr, rng)
     x, s1 = prepare_input(sig, chi, vol.mask)
+    from ..networks.oef_nets import DEFAULT_FEATURES
+
     with torch.no_grad():
-        f = ContextNet(**(feature_kwargs or {})).brain_features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None], torch.from_numpy(vol.mask)).numpy()
+        f = ContextNet(**(DEFAULT_FEATURES if feature_kwargs is None else feature_kwargs)).brain_features(torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None], torch.from_numpy(vol.mask)).numpy()
     y, xv = targets(vol.params, s1, vol.mask)[vol.mask], x[vol.mask]
     if max_voxels is not None and len(f) > max_voxels:
         keep = np.sort(rng.choice(len(f), size=max_voxels, replace=False))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..networks.oef_nets import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, CONTEXT_HIDDEN, N_ECHOES, build, checkpoint_arch_kwargs, denormalise, is_voxelwise
+from ..networks.oef_nets import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, CONTEXT_HIDDEN, DEFAULT_FEATURES, N_ECHOES, build, checkpoint_arch_kwargs, denormalise, is_voxelwise
 from ..networks.oef_predict import oef_sd_percent, prepare_input, predict_normalised
 from ..physics.qq import PARAM_NAMES, QQNET_STD, oef_from_y, qbold_magnitude, qq_susceptibility
 from .oef_data import SNR_RANGE, TE_MS, OEFVolume, sample_patch, sample_voxels
@@ -111,7 +111,7 @@ class OEFRecipe:
     def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0, banks: list | None = None, arch_kwargs: dict | None = None):
         self.arch = arch
         # build() keywords, saved with the weights; context networks record their feature grid
-        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else ({"coarse_from": CONTEXT_COARSE_FROM, "hidden": list(CONTEXT_HIDDEN), "uncertainty": True} if arch in BANKED else {})
+        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else ({"coarse_from": CONTEXT_COARSE_FROM, "hidden": list(CONTEXT_HIDDEN), "uncertainty": True, **DEFAULT_FEATURES} if arch in BANKED else {})
         self.name = f"oef-{model or arch}"
         self.model = model or arch
         self.train = train
@@ -171,7 +171,7 @@ class OEFRecipe:
         else:
             todo = rng.choice(len(self.train), size=min(BANK_REFRESH, len(self.train)), replace=False)
         for j in todo:
-            self._bank[j] = feature_bank(self.train[j], rng.uniform(*SNR_RANGE), rng, feature_kwargs={k: v for k, v in self.arch_kwargs.items() if k in ("sigmas", "coarse_from")})
+            self._bank[j] = feature_bank(self.train[j], rng.uniform(*SNR_RANGE), rng, feature_kwargs={k: v for k, v in self.arch_kwargs.items() if k in ("sigmas", "coarse_from", "profile")})
 
     def batches(self, rng: np.random.Generator, steps: int, batch_size: int):
         if self.arch in BANKED:

@@ -78,6 +78,7 @@ _CURATED: dict[tuple[str, str], Preset] = {
     ("oef", "Y"): Preset((QMRI_RAINBOW, RAINBOW), (0.0, 1.0), 1e-4, "fraction", "Y venous oxygenation (fraction)"),
     ("oef", "v"): Preset((QMRI_RAINBOW, RAINBOW), (0.0, 0.1), 1e-6, "fraction", "v venous blood volume (fraction)"),
     ("oef", "chi_nb"): Preset((SLICER_DIVERGING, QMRI_DIVERGING, GREY), (-0.2, 0.2), None, "ppm", "chi_nb (ppm)"),
+    ("oef", "OEF_sd"): Preset((PET_HEAT,), (0.0, 20.0), 1e-3, "%", "OEF sd (%-points)"),
     ("qsm", "chi"): Preset((SLICER_DIVERGING, QMRI_DIVERGING, GREY), (-0.2, 0.2), None, "ppm", "chi (ppm)"),
     ("qsm_raw", "chi"): Preset((SLICER_DIVERGING, QMRI_DIVERGING, GREY), (-0.2, 0.2), None, "ppm", "chi (ppm)"),
     ("qsm_raw", "local_field"): Preset((SLICER_DIVERGING, QMRI_DIVERGING, GREY), (-0.05, 0.05), None, "ppm", "local field (ppm)"),
