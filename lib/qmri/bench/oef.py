@@ -103,9 +103,9 @@ def run(out_dir: str, weights_dir: str | Path | None = None, subjects: int = 6, 
             draws = noise_draws if (snr == MAIN_SNR and i == 0) else 1
             for draw in range(draws):
                 if draw == 0:
-                    st, regions = simulate_oef_with_regions(s, task_rng("oef", seed), snr=snr)
+                    st, regions = first = simulate_oef_with_regions(s, task_rng("oef", seed), snr=snr)
                 else:  # the same phantom (parameters), a new noise draw
-                    st, regions = _same_phantom_new_noise(s, seed, snr, draw)
+                    st, regions = _same_phantom_new_noise(*first, seed, snr, draw)
                 truth, mask = _truth(st)
                 base = {"subject": s.subject_id, "SNR": snr, "draw": draw, "resolution_mm": resolution_mm}
                 trivial = {"constant": np.where(mask, PRIOR_OEF, 0.0), "oracle_constant": np.where(mask, truth[mask].mean(), 0.0)}
@@ -133,27 +133,22 @@ def run(out_dir: str, weights_dir: str | Path | None = None, subjects: int = 6, 
     return md
 
 
-def _same_phantom_new_noise(s, seed: int, snr: float, draw: int):
-    """The draw-0 phantom of ``seed`` (same parameter draw: the same rng stream up to the noise) with
-    noise drawn from another stream: the parameters are drawn first from ``task_rng("oef", seed)``,
-    then the noise from a draw-specific stream."""
-    from ..physics.qq import PARAM_NAMES, add_noise, qbold_magnitude, qq_susceptibility
-    from ..physics.qq_phantom import draw_qq_parameters
+def _same_phantom_new_noise(st0, regions: dict, seed: int, snr: float, draw: int):
+    """Study ``st0`` (draw 0) with a new noise draw: echoes and QSM re-simulated from its true
+    parameters (its target) with noise from a draw-specific stream; the regions are the same."""
+    from ..physics.qq import add_noise, qbold_magnitude, qq_susceptibility
     from ..simulate import SimStudy
-    from ..simulate.oef import QSM_NOISE_PPM, simulate_oef_with_regions
+    from ..simulate.oef import QSM_NOISE_PPM
 
-    st0, regions = simulate_oef_with_regions(s, task_rng("oef", seed), snr=snr)
-    p = draw_qq_parameters(s.labels, s.lesions, s.voxel_size_mm, task_rng("oef", seed), probseg=s.probseg)
-    mask = p["mask"]
+    p = [st0.target[..., k].astype(np.float64) for k in range(5)]  # S0, R2, Y, v, chi_nb
+    mask = st0.image[..., -1] != 0
     te = np.asarray(st0.sidecar["echo_times_ms"]) / 1000.0
     rng = task_rng(f"oef-noise{draw}", seed)
-    mag = qbold_magnitude(p["S0"], p["R2"], p["Y"], p["v"], p["chi_nb"], te, st0.sidecar["B0_T"])
-    mag = add_noise(np.asarray(mag, dtype=np.float64), snr, rng, kind="rician", mask=mask)
+    mag = add_noise(np.asarray(qbold_magnitude(*p, te, st0.sidecar["B0_T"]), dtype=np.float64), snr, rng, kind="rician", mask=mask)
     mag[~mask] = 0.0
-    chi = np.where(mask, np.asarray(qq_susceptibility(p["Y"], p["v"], p["chi_nb"])) + rng.normal(0, QSM_NOISE_PPM, mask.shape), 0.0)
+    chi = np.where(mask, np.asarray(qq_susceptibility(p[2], p[3], p[4])) + rng.normal(0, QSM_NOISE_PPM, mask.shape), 0.0)
     image = np.concatenate([mag, chi[..., None]], axis=-1).astype(np.float32)
-    target = np.stack([p[n] for n in PARAM_NAMES], axis=-1).astype(np.float32)
-    return SimStudy(st0.study_id, image, st0.sidecar, target), p["regions"]
+    return SimStudy(st0.study_id, image, st0.sidecar, st0.target), regions
 
 
 def _fmt(v, digits=2):
