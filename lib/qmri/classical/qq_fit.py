@@ -136,6 +136,27 @@ class _Problem:
         self.oef_wb = (1.0 - Y / YA).mean()
 
 
+class LogLinearFit:
+    """S0 and R2 [1/s] of N voxels from a weighted log-linear fit of ``log s_e + d_e = log S0 - R2 t_e``
+    (``d_e`` = v f_s(dw t_e) for a given Y and v), weights ``s_e^2`` (~ 1/var(log s_e)); R2 clipped to
+    its physical bounds. The voxel sums that do not depend on ``d`` are computed once, in ``__init__``
+    (``s`` (N, E) magnitudes, ``t`` (E,) echo times [s])."""
+
+    def __init__(self, s: torch.Tensor, t: torch.Tensor):
+        self.logs = torch.log(s.clamp_min(1e-6))
+        self.w = s.clamp_min(1e-6) ** 2
+        self.sw = self.w.sum(1)
+        self.tm = (self.w * t).sum(1) / self.sw
+        self.dt = t - self.tm[:, None]
+        self.den = (self.w * self.dt**2).sum(1)
+
+    def __call__(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        yy = self.logs + d
+        ym = (self.w * yy).sum(1) / self.sw
+        R2 = (-(self.w * self.dt * (yy - ym[:, None])).sum(1) / self.den).clamp(*PARAM_BOUNDS["R2"])
+        return torch.exp(ym + R2 * self.tm), R2
+
+
 def _grid_init(prob: _Problem, y_grid, v_grid, chunk: int = 65536):
     """Best (Y, v) grid point per voxel with chi_nb from QSM and (S0, R2) from log-linear LS."""
     s, chi, t = prob.s, prob.chi, prob.t
@@ -143,21 +164,14 @@ def _grid_init(prob: _Problem, y_grid, v_grid, chunk: int = 65536):
     lo, hi = prob.lo, prob.hi
     best_q = torch.zeros_like(lo)
     best_c = torch.full((N,), float("inf"), dtype=s.dtype, device=s.device)
-    logs = torch.log(s.clamp_min(1e-6))
-    wts = s.clamp_min(1e-6) ** 2  # log-domain weights ~ 1/var(log s) ~ s^2
-    sw = wts.sum(1)
-    tm = (wts * t).sum(1) / sw
+    loglin = LogLinearFit(s, t)
     for Y in y_grid:
         for v in v_grid:
             Yt = torch.full((N,), float(Y), dtype=s.dtype, device=s.device)
             vt = torch.full_like(Yt, float(v))
             cnb = ((chi - _blood_chi(Yt) * vt) / (1.0 - vt / ALPHA)).clamp(*PARAM_BOUNDS["chi_nb"])
             dw = prob.c * (HCT * DCHI0 * (1.0 - Yt) + CHI_BA - cnb).abs()
-            yy = logs + vt[:, None] * fs(dw[:, None] * t)
-            ym = (wts * yy).sum(1) / sw
-            slope = (wts * (t - tm[:, None]) * (yy - ym[:, None])).sum(1) / (wts * (t - tm[:, None]) ** 2).sum(1)
-            R2 = (-slope).clamp(*PARAM_BOUNDS["R2"])
-            S0 = torch.exp(ym + R2 * tm)
+            S0, R2 = loglin(vt[:, None] * fs(dw[:, None] * t))
             p = torch.stack([S0, R2, Yt, vt, cnb], 1)
             q = ((p - lo) / (hi - lo)).clamp(0.0, 1.0)
             c = (prob.residual(q, jac=False)[0] ** 2).sum(1)

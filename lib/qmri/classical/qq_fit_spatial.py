@@ -76,7 +76,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from qmri.classical.qq_fit import W_DEFAULT, Y_GRID, V_GRID, _blood_chi, _grid_init, _lm, _Problem
+from qmri.classical.qq_fit import W_DEFAULT, Y_GRID, V_GRID, LogLinearFit, _blood_chi, _grid_init, _lm, _Problem
 from qmri.physics.qq import (
     ALPHA,
     CHI_BA,
@@ -405,15 +405,7 @@ def _closed_form(model: _Model, Y, v):
     s, chi, t = model.s, model.chi, model.t
     cnb = ((chi - _blood_chi(Y) * v) / (1.0 - v / ALPHA)).clamp(*PARAM_BOUNDS["chi_nb"])
     dw = model.c * (HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb).abs()
-    logs = torch.log(s.clamp_min(1e-6))
-    wts = s.clamp_min(1e-6) ** 2
-    sw = wts.sum(1)
-    tm = (wts * t).sum(1) / sw
-    yy = logs + v[:, None] * _chunked(fs, dw[:, None] * t)
-    ym = (wts * yy).sum(1) / sw
-    slope = (wts * (t - tm[:, None]) * (yy - ym[:, None])).sum(1) / (wts * (t - tm[:, None]) ** 2).sum(1)
-    R2 = (-slope).clamp(*PARAM_BOUNDS["R2"])
-    S0 = torch.exp(ym + R2 * tm)
+    S0, R2 = LogLinearFit(s, t)(v[:, None] * _chunked(fs, dw[:, None] * t))
     p = torch.stack([S0, R2, Y, v, cnb], 1)
     return ((p - model.lo) / (model.hi - model.lo)).clamp(0.0, 1.0)
 

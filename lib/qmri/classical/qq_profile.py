@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from .qq_fit import LogLinearFit
 from ..physics.qq import ALPHA, CHI_BA, DCHI0, DCHI_HB, GAMMA, HCT, PSI_HB, YA, fs
 
 OEF_GRID = tuple(float(x) for x in np.linspace(0.04, 0.81, 12))  # fraction
@@ -47,12 +48,7 @@ def profile_sse(s: torch.Tensor, chi: torch.Tensor, te_s: Sequence[float], oef_g
     s = s.to(torch.float64)
     chi = chi.to(torch.float64)
     t = torch.as_tensor(np.asarray(te_s, dtype=np.float64), device=s.device)
-    logs = torch.log(s.clamp_min(1e-6))
-    w = s.clamp_min(1e-6) ** 2
-    sw = w.sum(1)
-    tm = (w * t).sum(1) / sw
-    dt = t - tm[:, None]
-    den = (w * dt**2).sum(1)
+    loglin = LogLinearFit(s, t)
     c = GAMMA * B0 / 3.0
     out = torch.empty((s.shape[0], len(oef_grid)), dtype=torch.float64, device=s.device)
     for i, oef in enumerate(oef_grid):
@@ -62,10 +58,7 @@ def profile_sse(s: torch.Tensor, chi: torch.Tensor, te_s: Sequence[float], oef_g
         for v in v_grid:
             cnb = (chi - bchi * v) / (1.0 - v / ALPHA)
             F = fs((c * (HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb).abs())[:, None] * t)
-            yy = logs + v * F
-            ym = (w * yy).sum(1) / sw
-            R2 = (-(w * dt * (yy - ym[:, None])).sum(1) / den).clamp(2.0, 190.0)
-            S0 = torch.exp(ym + R2 * tm)
+            S0, R2 = loglin(v * F)
             sse = ((S0[:, None] * torch.exp(-R2[:, None] * t - v * F) - s) ** 2).sum(1)
             best = torch.minimum(best, sse)
         out[:, i] = best
