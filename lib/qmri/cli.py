@@ -20,7 +20,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from .cli_args import PathError, device_name, existing_file, int_list, nonneg_int, positive_float, positive_int, readable_file, writable_dir, writable_file
+from .cli_args import PathError, device_name, existing_file, int_list, nonneg_int, positive_float, positive_int, readable_file, unit_fraction, writable_dir, writable_file
 from .paths import MODEL_DIR_ENV, model_dir, shipped
 
 #: ``qmri bench classical --tasks`` = qmri.bench.classical.BENCHES; ``qmri bench oef --tasks`` =
@@ -119,6 +119,8 @@ def _check_bench(args: argparse.Namespace) -> None:
         bad = [t for t in args.tasks if t not in BENCH_TASKS[suite]]
         if bad or not args.tasks:
             raise UsageError(f"argument --tasks: bench {suite} takes {', '.join(BENCH_TASKS[suite])}, got {' '.join(args.tasks) or 'none'}")
+    if args.ood != "yes" and suite != "qsm":
+        raise UsageError(f"argument --ood: not used by bench {suite}")
     if suite == "oef" and args.first_subject >= args.subjects:
         raise UsageError(f"argument --first-subject: must be below --subjects ({args.subjects}), got {args.first_subject}")
     if suite not in BENCH_NETWORK:  # classical (and any suite without a network)
@@ -153,9 +155,14 @@ def _bench(args: argparse.Namespace) -> int:
 
         run(args.out, subjects=args.subjects, resolution_mm=args.resolution, tasks=tuple(args.tasks) if args.tasks else None)
     elif args.suite == "qsm":
-        from .bench.qsm import run
+        if args.ood != "only":
+            from .bench.qsm import run
 
-        run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution)
+            run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution)
+        if args.ood != "no":
+            from .bench.qsm_ood import run as run_ood
+
+            run_ood(args.out, args.weights, subjects=1)
     elif args.suite == "pvc":
         from .bench.pvc import run
 
@@ -280,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=positive_int, default=None, help="pvc: patch edge in voxels (default 64)")
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="pvc: RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="pvc: give the network the PSF FWHM as a second input channel")
-    p.add_argument("--init", type=existing_file, default=None, help="pvc, synth: weights to fine-tune from (same architecture)")
+    p.add_argument("--init", type=existing_file, default=None, help="pvc, synth, qsm: weights to fine-tune from (same architecture)")
+    p.add_argument("--randomised", type=unit_fraction, default=0.0, help="qsm: fraction of each batch drawn from domain-randomised examples (random tissue values, shapes, textures, voxel sizes 0.6-2 mm, tilt up to 45 deg, noise, mask errors; default 0)")
     p.add_argument("--residual", choices=("additive", "multiplicative"), default=None, help="pvc: output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
     p.add_argument("--channels", type=int_list, default=None, help="pvc: U-Net channels per level, comma-separated (default 16,32,64,128)")
     p.add_argument("--workers", type=positive_int, default=None, help="pvc, oef best: processes generating the phantoms (default 1)")
@@ -298,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--other-snr-subjects", type=nonneg_int, default=1, help="oef: subjects also run at SNR 50 and 200 (all run at 100)")
     p.add_argument("--snrs", nargs="+", type=positive_float, default=[50.0, 100.0, 200.0], help="oef: echo-1 SNRs (100, the main one, on every subject; the others on --other-snr-subjects)")
     p.add_argument("--noise-draws", type=positive_int, default=4, help="oef: noise draws of the first subject at SNR 100 (whole-brain mean spread; best, cnn3d)")
+    p.add_argument("--ood", choices=("yes", "no", "only"), default="yes", help="qsm: also run the out-of-distribution cases (qsm-forward fields, independent tissue model, 1 mm, 1x1x3 mm, cylinders; bench_qsm_ood.md; minutes at 1 mm), skip them, or run only them (default yes)")
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
     p.add_argument("--tasks", nargs="*", choices=tuple(dict.fromkeys(BENCH_TASKS["classical"] + BENCH_TASKS["oef"])), metavar="TASK", help=f"classical: subset of tasks {' '.join(BENCH_TASKS['classical'])}; oef: subset of methods {' '.join(BENCH_TASKS['oef'])} (default all)")
     p.add_argument("--subjects", type=positive_int, default=2)

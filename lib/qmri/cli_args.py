@@ -55,6 +55,8 @@ positive_float = _bounded(float, "a positive number", lambda v: v > 0)
 nonneg_float = _bounded(float, "a non-negative number", lambda v: v >= 0)
 #: decay factors
 unit_interval = _bounded(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+#: fractions of a batch
+unit_fraction = _bounded(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 
 
 def int_list(s: str) -> str:

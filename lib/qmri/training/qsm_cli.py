@@ -15,6 +15,8 @@ from .qsm_train import save_training_curve, train_qsm
 
 TRAIN_SEED0 = 20000  # training phantoms: seeds 20000.. ; validation 21000.. ; benchmarks use 5000..
 VAL_SEED0 = 21000
+RANDOM_SEED0 = 22000  # base brains of the domain-randomised examples: 22000.. training, 23000.. validation
+RANDOM_VAL_SEED0 = 23000
 
 
 def default_out() -> Path:
@@ -26,7 +28,10 @@ def train_qsm_command(args) -> dict:
     out = Path(args.out) if args.out else default_out()
     train = list(range(TRAIN_SEED0, TRAIN_SEED0 + args.train_subjects))
     val = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))
-    res = train_qsm(out, train, val, resolution_mm=getattr(args, "resolution", 2.0), epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=getattr(args, "lr", None) or 1e-3, seed=args.seed, device=args.device, world_size=getattr(args, "world_size", 1))
+    frac = getattr(args, "randomised", 0.0) or 0.0
+    random_train = list(range(RANDOM_SEED0, RANDOM_SEED0 + args.train_subjects)) if frac > 0 else []
+    random_val = list(range(RANDOM_VAL_SEED0, RANDOM_VAL_SEED0 + args.val_subjects)) if frac > 0 else []
+    res = train_qsm(out, train, val, resolution_mm=getattr(args, "resolution", 2.0), randomised=frac, random_train=random_train, random_val=random_val, init=getattr(args, "init", None), max_minutes=getattr(args, "max_minutes", None), epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=getattr(args, "lr", None) or 1e-3, seed=args.seed, device=args.device, world_size=getattr(args, "world_size", 1))
     save_training_curve(res["history"], out.parent / "training_curve.png")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]
