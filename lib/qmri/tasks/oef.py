@@ -80,12 +80,25 @@ def split_oef_input(image: np.ndarray, sidecar: dict[str, Any]) -> tuple[np.ndar
     return mag, chi, mask, te
 
 
-def _network_maps(net: ReloadingWeights, mag, chi, mask, te_s, b0: float) -> dict[str, np.ndarray]:
+#: Voxel size (mm) of the phantoms every shipped OEF network was trained on (their checkpoints do not
+#: record it); other voxel sizes are resampled to it and back (:class:`qmri.networks.grid.NetworkGrid`).
+NETWORK_VOXEL_MM = 2.0
+
+
+def _network_maps(net: ReloadingWeights, mag, chi, mask, te_s, b0: float, voxel_mm) -> dict[str, np.ndarray]:
+    from ..networks.grid import NetworkGrid
     from ..networks.oef_predict import predict_oef
 
     if abs(b0 - 3.0) > 1e-3:
         raise ValueError(f"the OEF networks were trained at B0 = 3 T; this study has B0_T = {b0:g}: use method 'qq_fit'")
-    return predict_oef(net.get(), mag, chi, mask, [1000.0 * t for t in te_s])
+    grid = NetworkGrid(mask.shape, voxel_mm, NETWORK_VOXEL_MM, "the OEF network")
+    if grid.identity:
+        return predict_oef(net.get(), mag, chi, mask, [1000.0 * t for t in te_s])
+    m = grid.mask_to_network(mask)
+    if not m.any():
+        raise ValueError(f"the brain mask has no voxel left on the OEF network's {NETWORK_VOXEL_MM:g} mm grid: send a whole-brain study")
+    out = predict_oef(net.get(), grid.masked_to_network(mag, mask, m), grid.masked_to_network(chi, mask, m), m, [1000.0 * t for t in te_s])
+    return {k: grid.masked_to_input(v, m, mask) for k, v in out.items()}
 
 
 def fisher_oef_sd(values: Mapping[str, np.ndarray], mag: np.ndarray, mask: np.ndarray, te_s: np.ndarray, b0: float) -> np.ndarray:
@@ -124,7 +137,7 @@ def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
         if "OEF_sd" in r:  # the fit's Laplace approximation (fraction)
             values["OEF_sd"] = 100.0 * r["OEF_sd"]
     else:
-        values = _network_maps(nets[method], mag, chi, mask, te, b0)
+        values = _network_maps(nets[method], mag, chi, mask, te, b0, voxel_size(affine))
     if "OEF_sd" not in values:
         values["OEF_sd"] = fisher_oef_sd(values, mag, mask, te, b0)
     values["OEF_sd"] = np.minimum(values["OEF_sd"], OEF_SD_MAX)
