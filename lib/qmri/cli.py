@@ -171,8 +171,10 @@ def _bench(args: argparse.Namespace) -> int:
         run(args.out, {DEFAULT_NETWORK: args.weights} if args.weights else None, subjects=args.subjects, resolution_mm=args.resolution)
     elif args.suite == "synth":
         from .bench.synth import run
+        from .bench.synth_ood import run as run_ood
 
         run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution)
+        run_ood(args.out, args.weights, subjects=1)  # 1 mm, other bias field, other noise (bench_synth_ood.md)
     elif args.suite == "oef":
         from .bench.oef import run
 

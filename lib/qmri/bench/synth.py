@@ -14,6 +14,8 @@ mask): sCT MAE (HU), PSNR (dB) and SSIM on [-1024, 3000] HU (data range 4024 HU)
 >= 300 HU; sMR PSNR and SSIM after normalising by the reference's 99.5th percentile; wall seconds
 per volume on this machine. Writes ``bench_synth.md``, ``.json`` and ``.png`` (MR, CT truth, sCT,
 |sCT - CT|; CT, MR truth, sMR, |sMR - MR| on the middle axial slice of the first subject).
+``qmri bench synth`` then runs the out-of-distribution cases (1 mm, another bias field, another
+noise level) through the served tasks: :mod:`qmri.bench.synth_ood`, ``bench_synth_ood.md``.
 """
 
 from __future__ import annotations

@@ -418,6 +418,7 @@ def t2w_mr(
     te_ms: float = TE_MS,
     scale: float = T2W_SCALE,
     bias_amplitude: float = 0.15,
+    bias_order: int = 2,
     mr_cv: float = 0.03,
     skin_mm: float = 2.0,
     fat_fraction: float = 0.5,
@@ -430,7 +431,9 @@ def t2w_mr(
     Compartment signal ``scale * PD * (1 - exp(-TR/T1)) * exp(-TE/T2)`` (TR/TE in ms, default
     4000/90 ms) with PD/T1/T2 of :data:`TISSUE_PROPERTIES` jittered per subject by ``mr_cv``;
     partial volumes add signals; lesion voxels take the lesion signal. ``bias_field`` multiplies
-    by :func:`polynomial_bias_field` (order 2, +-``bias_amplitude``). Rician noise: Gaussian noise
+    by :func:`polynomial_bias_field` (polynomial order ``bias_order``, default 2; +-``bias_amplitude``,
+    default 15 %; a higher order varies on a shorter spatial scale and draws more coefficients
+    from ``rng``, so it also changes the noise that follows). Rician noise: Gaussian noise
     of sd ``sigma`` on both quadrature channels, magnitude taken, with ``sigma = mean WM signal /
     snr`` (mean over voxels with WM fraction >= 0.5, bias included; mean head signal if the
     phantom has no WM); ``snr=None`` gives a noiseless image. ``return_all=True`` returns a
@@ -443,7 +446,7 @@ def t2w_mr(
     tissue, frac = _tissue_image(labels, probseg, lesions, sig, voxel_size_mm, skin_mm, fat_fraction, table_mm, device)
 
     if bias_field:
-        bias = polynomial_bias_field(labels.shape, rng, bias_amplitude, device=frac.device)
+        bias = polynomial_bias_field(labels.shape, rng, bias_amplitude, bias_order, device=frac.device)
     else:
         bias = torch.ones_like(tissue)
     noiseless = tissue * bias
