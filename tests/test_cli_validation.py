@@ -181,6 +181,9 @@ def test_parser_constants_match_the_modules_and_build_without_torch():
 
     assert cli.BENCH_TASKS == {"classical": tuple(classical.BENCHES), "oef": tuple(oef.METHODS)}
     assert cli.BENCH_NETWORK["pvc"] == DEFAULT_NETWORK
+    from qmri.tasks.registry import TASKS
+
+    assert cli.INFER_TASKS == TASKS
     assert synth_cli.HYBRID_BRAIN == tuple(synth_train.HYBRID_BRAIN)
     assert synth_cli.SSIM_WIN == SSIM_WIN
     code = "import sys, qmri.cli; qmri.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'"

@@ -25,6 +25,8 @@ from .paths import MODEL_DIR_ENV, model_dir, shipped
 
 #: ``qmri bench classical --tasks`` = qmri.bench.classical.BENCHES; ``qmri bench oef --tasks`` =
 #: qmri.bench.oef.METHODS (kept here so that the parser builds without importing them; the tests check)
+#: = qmri.tasks.registry.TASKS (kept here so that the parser builds without importing it; the tests check)
+INFER_TASKS = ("oef", "qsm", "qsm_raw", "pvc", "synthetic_ct", "synthetic_mr")
 BENCH_TASKS = {"classical": ("synth", "pvc", "qsm", "oef"), "oef": ("qq_fit", "qq_spatial", "lstm", "cnn3d", "best")}
 #: suite -> its shipped network (qmri.paths); pvc: --weights replaces the served pvcnet_fwhm
 BENCH_NETWORK = {"qsm": "qsmnet", "synth": "synthnet", "pvc": "pvcnet_fwhm", "oef": "oefnet"}
@@ -106,6 +108,21 @@ def _simulate(args: argparse.Namespace) -> int:
 
     for p in simulate(args.task, args.out, subjects=args.subjects, seed=args.seed, resolution_mm=args.resolution, compact=args.compact):
         print(p)
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    image = input_file("INPUT", args.input)
+    sidecar = input_file("--sidecar", args.sidecar) if args.sidecar else None
+    out = output_dir("--out", args.out)
+    if args.model_dir is not None and not Path(args.model_dir).expanduser().is_dir():
+        raise UsageError(f"argument --model-dir: {args.model_dir}: no such folder")
+    from .infer_cli import infer
+
+    path, result = infer(args.task, image, out, sidecar=sidecar, method=args.method, maps=args.map, model_dir=args.model_dir, overwrite=args.overwrite)
+    for m in result["maps"]:
+        print(f"{m['name']} ({m['units']}): channel {m['channel']}")
+    print(f"{result['task']} by {result['method']} in {result['seconds']:.1f} s -> {path}")
     return 0
 
 
@@ -271,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="studies folder to write into")
     p.add_argument("--compact", action="store_true", help="store floats as scaled int16 (about 3x smaller)")
     p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("infer", help="one task's maps from a NIfTI file, without a server (the server's task code)")
+    p.add_argument("task", choices=INFER_TASKS)
+    p.add_argument("input", help="input NIfTI (the task's layout: see the README's task table)")
+    p.add_argument("--sidecar", default=None, help="JSON sidecar (default: the .json beside the input)")
+    p.add_argument("--method", default=None, help="method (default: the task's default; an unknown one lists the choices)")
+    p.add_argument("--map", nargs="+", default=None, help="only these output maps (default: all)")
+    p.add_argument("--out", default=".", help="output folder (default: the working directory)")
+    p.add_argument("--model-dir", default=None, help=f"folder of the network weights (default {model_dir()}, ${MODEL_DIR_ENV} overrides)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same input, task and method")
+    p.set_defaults(func=_infer)
 
     p = sub.add_parser("train", help="train a task's network on phantoms and write shipped weights + model card")
     p.add_argument("task", choices=("qsm", "pvc", "synth", "oef"))

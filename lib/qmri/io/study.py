@@ -71,6 +71,28 @@ def read_sidecar(image_path: str | Path, required: tuple[str, ...] = ()) -> dict
     return meta
 
 
+def resolve_sidecar(image_path: str | Path, given: Any = None, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A study's sidecar for inference: ``given`` (a dict or its JSON text, e.g. from a request or
+    ``--sidecar``) or else the JSON beside the image (none beside it: ``{}`` for a task that requires
+    no key). Raises :class:`StudyError` / ValueError naming what is wrong or missing."""
+    meta = given
+    if isinstance(meta, (str, bytes)):
+        try:
+            meta = json.loads(meta)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the sidecar is not valid JSON: {e}") from None
+    if meta is None:
+        if not sidecar_path(image_path).exists() and not required:
+            return {}
+        meta = read_sidecar(image_path)
+    if not isinstance(meta, dict):
+        raise ValueError("the sidecar must be a JSON object")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise StudyError(f"sidecar lacks required key(s): {', '.join(missing)}")
+    return meta
+
+
 def task_studies(pairs, task: str):
     """Yield ``(image, label, sidecar)`` for the (image, label) path pairs whose sidecar names
     ``task``; studies without a readable sidecar or of other tasks are skipped (a datastore holds

@@ -1,10 +1,11 @@
 """OEF and QQ parameters from mGRE magnitude + QSM: the OEF networks (best by default), the classical QQ fit, and their trainer."""
 
-import os
 
 from monailabel.interfaces.config import TaskConfig
 
-from qmri.tasks.oef import NETWORKS, oef_spec
+from qmri.tasks import registry
+
+from qmri.tasks.oef import oef_spec
 from qmri.training.oef_train import TRAINER_DEFAULTS, fit_from_studies, studies_to_volumes
 
 from ..infers.task_infer import TaskInfer
@@ -15,7 +16,7 @@ class OxygenExtraction(TaskConfig):
     def init(self, name, model_dir, conf, planner, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
         # the trainer trains "best" unless the request's "network" names cnn3d or lstm
-        self.weights = {k: os.path.join(model_dir, "oefnet", f"{k}.pt") for k in NETWORKS}
+        self.weights = {k: str(p) for k, p in registry.weights("oef", model_dir).items()}
 
     def infer(self):
         spec = oef_spec(self.weights)

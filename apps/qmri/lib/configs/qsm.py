@@ -1,8 +1,9 @@
 """QSM from a local field map and from raw multi-echo phase; QSMnet and its trainer."""
 
-import os
 
 from monailabel.interfaces.config import TaskConfig
+
+from qmri.tasks import registry
 
 from qmri.tasks.qsm import qsm_specs
 
@@ -13,7 +14,7 @@ from ..trainers.qsmnet import qsmnet_trainer
 class Susceptibility(TaskConfig):
     def init(self, name, model_dir, conf, planner, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        self.weights = os.path.join(model_dir, "qsmnet", "qsmnet.pt")
+        self.weights = str(registry.weights("qsm", model_dir))
 
     def infer(self):
         qsm, raw = qsm_specs(self.weights)

@@ -1,9 +1,10 @@
 """Synthetic CT (HU) from T2w MR; the scCycleGAN trainer (its checkpoint serves both synthesis tasks)."""
 
 import logging
-import os
 
 from monailabel.interfaces.config import TaskConfig
+
+from qmri.tasks import registry
 
 from qmri.tasks.synthesis import synthesis_specs
 from qmri.training.synth_data import volumes_from_studies
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def synthnet_weights(model_dir) -> str:
     """The one scCycleGAN checkpoint used by both synthetic_ct and synthetic_mr."""
-    return os.path.join(model_dir, "synthnet", "synthnet.pt")
+    return str(registry.weights("synthetic_ct", model_dir))
 
 
 def _volumes(datalist, p):

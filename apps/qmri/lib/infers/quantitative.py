@@ -13,7 +13,6 @@ changed by a failed request.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from qmri.io.maps import QuantMap, requested_names, select_maps, write_maps
 from qmri.io.nifti_input import InputTooLarge, check_nifti_header, load_input_volume
-from qmri.io.study import StudyError, read_sidecar, sidecar_path
+from qmri.io.study import resolve_sidecar
 
 from ..server.policy import POLICY
 
@@ -94,22 +93,7 @@ class QuantitativeInferTask(InferTask):
 
     def sidecar(self, image_path: str, request: Dict[str, Any]) -> Dict[str, Any]:
         """The study's sidecar: from the request (``sidecar`` parameter, for uploads) or beside the image."""
-        meta = request.get("sidecar")
-        if isinstance(meta, str):
-            try:
-                meta = json.loads(meta)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"request parameter 'sidecar' is not valid JSON: {e}") from None
-        if meta is None:
-            if not sidecar_path(image_path).exists() and not self.required_sidecar:
-                return {}
-            meta = read_sidecar(image_path)
-        if not isinstance(meta, dict):
-            raise ValueError("request parameter 'sidecar' must be a JSON object")
-        missing = [k for k in self.required_sidecar if k not in meta]
-        if missing:
-            raise StudyError(f"sidecar lacks required key(s): {', '.join(missing)}")
-        return meta
+        return resolve_sidecar(image_path, request.get("sidecar"), self.required_sidecar)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         t0 = time.time()

@@ -1,0 +1,53 @@
+"""``qmri infer TASK INPUT``: one task's maps from a NIfTI file, without a server.
+
+Runs the same validated task code as the MONAI Label server (:mod:`qmri.tasks.registry`: the same
+:class:`~qmri.tasks.spec.TaskSpec`, input reader, sidecar rules and float-map writer), so a bad
+input gets the message the server answers with HTTP 4xx. Writes ``<input>_<task>_<method>.nii.gz``
+(float32 maps on the input grid, several maps as channels) and the result JSON beside it (map
+names, units, display ranges, method, seconds and the weights' sha256). An existing output is
+kept unless ``--overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def output_paths(image: Path, task: str, method: str, out_dir: Path) -> tuple[Path, Path]:
+    stem = image.name[: -len(".nii.gz")] if image.name.endswith(".nii.gz") else image.stem
+    base = out_dir / f"{stem}_{task}_{method}"
+    return base.with_name(base.name + ".nii.gz"), base.with_name(base.name + ".json")
+
+
+def infer(task: str, image: str | Path, out_dir: str | Path, sidecar: str | Path | None = None, method: str | None = None, maps=None, model_dir=None, overwrite: bool = False, max_voxels: int | None = None) -> tuple[Path, dict]:
+    """Run ``task`` on ``image``; returns (maps file, result JSON). ValueError names bad input."""
+    from .io.atomic import atomic_write_text
+    from .io.maps import requested_names, select_maps, write_maps
+    from .io.nifti_input import DEFAULT_MAX_VOXELS, load_input_volume
+    from .io.study import resolve_sidecar
+    from .tasks.registry import method_weights, task_spec, weights_identity
+
+    t0 = time.time()
+    spec = task_spec(task, model_dir)
+    method = method or spec.default_method
+    if method not in spec.methods:
+        raise ValueError(f"unknown method '{method}' for {task}; choose from {', '.join(spec.methods)}")
+    requested_names(list(spec.outputs), maps)  # refuse an unknown map name before any work
+    image = Path(image)
+    nii, js = output_paths(image, task, method, Path(out_dir))
+    if not overwrite and (nii.exists() or js.exists()):
+        raise FileExistsError(f"{nii} already exists: pass --overwrite to replace it, or choose another --out")
+    given = Path(sidecar).read_text() if sidecar is not None else None
+    data, affine = load_input_volume(image, max_voxels=max_voxels or DEFAULT_MAX_VOXELS)
+    meta = resolve_sidecar(image, given, spec.required_sidecar)
+    result_maps = select_maps(spec.run(data, affine, meta, method), maps)
+    primary, result = write_maps(result_maps, affine, data.shape[:3], nii)
+    result.update({"task": task, "method": method, "input": image.name, "weights": weights_identity(method_weights(task, method, model_dir)), "seconds": round(time.time() - t0, 3)})
+    atomic_write_text(js, json.dumps(result, indent=1))
+    log.info("%s %s: %d map(s) in %.1f s -> %s", task, method, len(result_maps), result["seconds"], primary)
+    return Path(primary), result
