@@ -57,6 +57,10 @@ def test_info_lists_tasks_with_methods_and_units(server):
         assert m["methods"] and m["default_method"] in m["methods"]
         assert m["description"] and m["inputs"] and m["outputs"]
         assert all("units" in o for o in m["outputs"].values())
+    # the weights each network method runs with, by sha256; none for classical methods
+    w = models["qsm"]["weights"]
+    assert set(w) == {"qsmnet", "qsmnet_direct"} and w["qsmnet"]["file"] == "qsmnet.pt" and len(w["qsmnet"]["sha256"]) == 64
+    assert set(models["oef"]["weights"]) == {"best", "cnn3d", "lstm"} and "rbv" not in models["pvc"]["weights"]
 
 
 def test_synthetic_ct_bulk_density(server):
@@ -278,6 +282,11 @@ def test_qsm_local_field_inversions(server, method, bound):
     mask = ref.get_fdata() != 0
     assert _nrmse(chi, tgt, mask) < bound
     assert np.all(chi[~mask] == 0)
+    if method.startswith("qsmnet"):
+        info = requests.get(f"{url}/info/", timeout=30).json()["models"]["qsm"]["weights"][method]
+        assert meta["weights"] == info
+    else:
+        assert meta["weights"] is None
 
 
 @pytest.mark.parametrize("method", ["l2", "qsmnet"])

@@ -20,7 +20,7 @@ class OxygenExtraction(TaskConfig):
 
     def infer(self):
         spec = oef_spec(self.weights)
-        return {spec.name: TaskInfer(spec)}
+        return {spec.name: TaskInfer(spec, self.model_dir)}
 
     def trainer(self):
         return NetworkTrainer(

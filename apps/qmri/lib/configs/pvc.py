@@ -19,7 +19,7 @@ class PartialVolumeCorrection(TaskConfig):
 
     def infer(self):
         spec = pvc_spec(self.weights)
-        return {spec.name: TaskInfer(spec)}
+        return {spec.name: TaskInfer(spec, self.model_dir)}
 
     def trainer(self):
         return pvcnet_trainer(self.weights)

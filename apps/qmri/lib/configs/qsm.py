@@ -18,7 +18,7 @@ class Susceptibility(TaskConfig):
 
     def infer(self):
         qsm, raw = qsm_specs(self.weights)
-        return {qsm.name: TaskInfer(qsm), raw.name: TaskInfer(raw)}
+        return {qsm.name: TaskInfer(qsm, self.model_dir), raw.name: TaskInfer(raw, self.model_dir)}
 
     def trainer(self):
         return qsmnet_trainer(self.weights)

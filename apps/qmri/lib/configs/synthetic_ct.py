@@ -56,7 +56,7 @@ class SyntheticCT(TaskConfig):
 
     def infer(self):
         sct, _ = synthesis_specs(self.weights)
-        return {sct.name: TaskInfer(sct)}
+        return {sct.name: TaskInfer(sct, self.model_dir)}
 
     def trainer(self):
         return NetworkTrainer(

@@ -15,7 +15,7 @@ class SyntheticMR(TaskConfig):
 
     def infer(self):
         _, smr = synthesis_specs(self.weights)
-        return {smr.name: TaskInfer(smr)}
+        return {smr.name: TaskInfer(smr, self.model_dir)}
 
     def trainer(self):
         return None  # the synthetic_ct config registers the one scCycleGAN trainer for both tasks

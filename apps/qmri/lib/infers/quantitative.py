@@ -68,8 +68,13 @@ class QuantitativeInferTask(InferTask):
 
     def info(self) -> Dict[str, Any]:
         i = super().info()
-        i.update({"inputs": self.inputs, "outputs": self.outputs, "methods": list(self.methods), "default_method": self.default_method})
+        weights = {m: w for m in self.methods if (w := self.weights_identity(m))}
+        i.update({"inputs": self.inputs, "outputs": self.outputs, "methods": list(self.methods), "default_method": self.default_method, "weights": weights})
         return i
+
+    def weights_identity(self, method: str) -> Dict[str, str] | None:
+        """``{"file", "sha256"}`` of the weights ``method`` runs with (None: a classical method)."""
+        return None
 
     def is_valid(self) -> bool:
         return True
@@ -116,6 +121,6 @@ class QuantitativeInferTask(InferTask):
         except ValueError as e:  # includes StudyError; the message names the problem
             logger.warning("rejected request: %s", e)
             raise HTTPException(status_code=422, detail=str(e)) from None
-        result.update({"method": method, "latency_s": round(time.time() - t0, 3)})
+        result.update({"method": method, "weights": self.weights_identity(method), "latency_s": round(time.time() - t0, 3)})
         logger.info("%s finished in %.2f s", method, result["latency_s"])
         return str(primary), result

@@ -6,6 +6,7 @@ from typing import Any, Dict
 
 import numpy as np
 
+from qmri.tasks import registry
 from qmri.tasks.spec import TaskSpec
 
 from .quantitative import QuantitativeInferTask
@@ -14,7 +15,7 @@ from .quantitative import QuantitativeInferTask
 class TaskInfer(QuantitativeInferTask):
     """Runs ``spec.run`` on the request's image and returns its float maps."""
 
-    def __init__(self, spec: TaskSpec):
+    def __init__(self, spec: TaskSpec, model_dir: str | None = None):
         super().__init__(
             description=spec.description,
             inputs=spec.inputs,
@@ -25,6 +26,10 @@ class TaskInfer(QuantitativeInferTask):
             bytes_per_voxel=spec.bytes_per_voxel,
         )
         self.spec = spec
+        self.model_dir = model_dir
+
+    def weights_identity(self, method: str):
+        return registry.weights_identity(registry.method_weights(self.spec.name, method, self.model_dir))
 
     def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, request: Dict[str, Any]):
         return self.spec.run(image, affine, sidecar, method)
