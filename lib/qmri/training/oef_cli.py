@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..cli_args import positive_int
 from ..paths import shipped
+from . import model_card
 
 # torch, the networks and the data are imported inside the functions that use them: ``qmri``'s
 # parser (which calls add_missing_arguments) must build without them
@@ -174,31 +175,28 @@ def _card_section(h: dict) -> str:
 """
 
 
-NOTES_FILE = "model_notes.md"
+TITLE = "OEF networks (QQ model: S0, R2, Y, v, chi_nb from 8 echo magnitudes + QSM)"
 
 
-def write_model_card(out_dir: Path) -> Path:
-    """README.md: a fixed header, the folder's hand-written :data:`NOTES_FILE` (status and measured
-    results, if present) and one generated section per trained model found in ``out_dir``."""
+def summary() -> str:
     from .oef_data import TE_MS
 
-    parts = [
-        "# OEF networks (QQ model: S0, R2, Y, v, chi_nb from 8 echo magnitudes + QSM)\n",
+    return (
         f"Input: the 8 echo magnitudes at TE {list(TE_MS)} ms divided by echo 1 (QQ-NET) + QSM (ppm); a study with other echo times is refused (HTTP 422) and the classical `qq_fit` remains available for it. "
         "Output: S0 (input units), R2 (1/s), Y, v (fractions), chi_nb (ppm), OEF = 1 - Y/0.98 (%) and, from networks with an uncertainty head, OEF_sd (%-points, calibrated), inside the brain mask. "
         "Weights: checkpoints of `qmri.training.loop.save_checkpoint` (state_dict + JSON config with the echo times); load with `qmri.networks.oef_predict.load_oef_net`. "
-        "Benchmark on held-out phantoms (seeds 5300..): `qmri bench oef`.\n",
-    ]
-    notes = out_dir / NOTES_FILE  # hand-written, measured notes: kept as data, never generated
-    if notes.exists():
-        parts.append(notes.read_text().strip() + "\n")
-    for model in MODELS:
-        f = out_dir / f"training_history_{model}.json"
-        if f.exists():
-            parts.append(_card_section(json.loads(f.read_text())))
-    path = out_dir / "README.md"
-    path.write_text("\n".join(parts))
-    return path
+        "Benchmark on held-out phantoms (seeds 5300..): `qmri bench oef`."
+    )
+
+
+def write_model_card(out_dir: Path, model: str) -> Path:
+    """Record ``model``'s card (from its ``training_history_<model>.json``) in the folder's
+    ``metadata.json`` and re-render ``README.md`` (:mod:`qmri.training.model_card`); the other
+    models' entries and the hand-written ``NOTES.md`` are kept."""
+    h = json.loads((out_dir / f"training_history_{model}.json").read_text())
+    fields = {k: v for k, v in model_card.fields_from_card(_card_section(h)).items() if k not in ("Command", "Date")}
+    weights = out_dir / ("best.pt" if model == "best" else f"{model}.pt")
+    return model_card.record(weights, TITLE, fields, h, command=h.get("command", ""), summary=summary(), date=str(h.get("date", ""))[:10] or None)
 
 
 def add_missing_arguments(p) -> None:
@@ -238,6 +236,6 @@ def train_oef_command(args) -> dict:
     res["parameters"] = int(sum(v.numel() for k, v in state.items() if hasattr(v, "numel") and k.split(".")[-1] not in ("offset", "lower", "span", "mean", "std")))
     save_training_curve(res["history"], out_dir / f"training_curve_{model}.png", f"OEF {model}", "val_oef_rmse", "validation OEF RMSE (%-points)")
     (out_dir / f"training_history_{model}.json").write_text(json.dumps(res, indent=2))
-    card = write_model_card(out_dir)
+    card = write_model_card(out_dir, model)
     print(card.read_text())
     return res

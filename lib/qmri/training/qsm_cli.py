@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import platform
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..paths import shipped
+from . import model_card
 from .loop import training_command
 from .qsm_train import save_training_curve, train_qsm
 
@@ -37,26 +37,27 @@ def train_qsm_command(args) -> dict:
     device = res["device"]
     if device.startswith("cuda"):
         device += f" ({torch.cuda.get_device_name(0)})"
-    card = f"""# QSMnet weights (`{out.name}`)
-
-- **Command**: `{training_command('qsm')}`
-- **Date**: {datetime.date.today().isoformat()}
-- **Network**: MONAI BasicUNet (QSMnet design: 2 convs per level, BN, leaky ReLU 0.1, 4 max-pools, 4 deconvs, 19 convs), features {res['config']['features']}, {sum(p.numel() for p in torch.load(out, weights_only=True)['state_dict'].values() if hasattr(p, 'numel')) / 1e6:.2f} M parameters
-- **Input / output**: local field (ppm) x {res['config']['field_scale']} inside the brain mask -> susceptibility (ppm) x {res['config']['chi_scale']}; B0 along array z (other directions are rotated to z at inference)
-- **Data**: phantom brains from MNI152 (qmri.anatomy) at {res['config']['voxel_size_mm']} mm, every training subject with a haemorrhage (+0.6..+1.4 ppm) and a calcification (-1.4..-0.6 ppm); training seeds {train[0]}..{train[-1]} ({len(train)} subjects), validation seeds {val[0]}..{val[-1]} ({len(val)} subjects), never trained on; benchmark seeds 5200.. are disjoint from both
-- **Augmentation**: each epoch every brain rotated by a random angle in [-30, 30] deg about x or y and re-convolved with the dipole (B0 along z), 0.001 ppm field noise
-- **Training**: {args.epochs} epochs x {args.steps} steps, batch {args.batch}, patches {res['config']['patch']}^3, Adam lr 1e-3 cosine-decayed to 5e-5, loss L1 + 0.5 model (dipole) + 0.1 gradient, seed {args.seed}
-- **Device**: {device}; {platform.processor() or platform.machine()}; training took {res['seconds'] / 60:.1f} min
-- **Best epoch**: {res['best'].get('epoch')} with validation NRMSE {res['best'].get('val_nrmse', float('nan')):.3f} (whole-brain, demeaned, vs true chi, network output alone)
-- **Served as**: method `qsmnet` = this network followed by a support-constrained data-consistency step
-  (`qmri.classical.qsm.masked_cg` started from the network output, iteration count set from the field's
-  noise), which restores the edges and contrast of small structures the network smooths (the deep-grey
-  nuclei read 0.008-0.02 ppm low without it), at the price of some noise texture; `qsmnet_direct` is the
-  network output alone
-
-Curve: `training_curve.png`; per-epoch history: `training_history.json`. Benchmarks against TKD, L2, TV
-and masked CG on held-out phantoms: `qmri bench qsm` (`bench-results/bench_qsm.md`).
-"""
-    (out.parent / "README.md").write_text(card)
-    print(card)
+    lr = getattr(args, "lr", None) or 1e-3
+    cfg = res["config"]
+    n_params = sum(p.numel() for p in torch.load(out, weights_only=True)["state_dict"].values() if hasattr(p, "numel"))
+    randomised = (
+        f"; a fraction {frac:g} of every batch domain-randomised (qmri.training.qsm_random: random tissue values, textures, geometric sources, "
+        f"voxel sizes 0.6-2 mm, head tilt up to 45 deg, noise, mask errors, background residuals) from base brains {random_train[0]}..{random_train[-1]}, "
+        f"validated also on fixed randomised patches of {random_val[0]}..{random_val[-1]}"
+        if frac > 0
+        else ""
+    )
+    fields = {
+        "Network": f"MONAI BasicUNet (QSMnet design: 2 convs per level, BN, leaky ReLU 0.1, 4 max-pools, 4 deconvs, 19 convs), features {cfg['features']}, {n_params / 1e6:.2f} M parameters",
+        "Input / output": f"local field (ppm) x {cfg['field_scale']} inside the brain mask -> susceptibility (ppm) x {cfg['chi_scale']}; B0 along array z (other directions are rotated to z at inference); anisotropic voxels are resampled to isotropic",
+        "Data": f"phantom brains from MNI152 (qmri.anatomy) at {cfg['voxel_size_mm']} mm, every training subject with a haemorrhage (+0.6..+1.4 ppm) and a calcification (-1.4..-0.6 ppm); training seeds {train[0]}..{train[-1]} ({len(train)} subjects), validation seeds {val[0]}..{val[-1]} ({len(val)} subjects), never trained on; benchmark seeds 5200.. (and the out-of-distribution 5250..) are disjoint from both{randomised}",
+        "Augmentation": "each epoch every brain rotated by a random angle in [-30, 30] deg about x or y and re-convolved with the dipole (B0 along z), 0.001 ppm field noise",
+        "Training": f"{'fine-tuned from `' + str(args.init) + '`; ' if getattr(args, 'init', None) else ''}{len(res['history'])} epochs (of {args.epochs} planned) x {args.steps} steps, batch {args.batch}, patches {cfg['patch']}^3, Adam lr {lr:g} cosine-decayed, loss L1 + 0.5 model (dipole) + 0.1 gradient, seed {args.seed}",
+        "Device": f"{device}; {platform.processor() or platform.machine()}; training took {res['seconds'] / 60:.1f} min",
+        "Best epoch": f"{res['best'].get('epoch')} with validation NRMSE {res['best'].get('val_nrmse', float('nan')):.3f} (whole-brain, demeaned, vs true chi, network output alone{'; mean of the brains and the randomised patches' if frac > 0 else ''})",
+        "Served as": "method `qsmnet` = this network followed by a support-constrained data-consistency step (`qmri.classical.qsm.masked_cg` started from the network output, iteration count set from the field's noise); `qsmnet_direct` is the network output alone",
+        "Files": "curve `training_curve.png`, per-epoch history `training_history.json`; benchmarks: `qmri bench qsm` (`bench-results/bench_qsm.md`, `bench_qsm_ood.md`)",
+    }
+    card = model_card.record(out, "QSMnet: susceptibility (ppm) from a local field map", fields, res, command=training_command("qsm"))
+    print(card.read_text())
     return res

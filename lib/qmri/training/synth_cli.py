@@ -1,7 +1,8 @@
 """``qmri train synth``: train the scCycleGAN (MR <-> CT) on unpaired phantom slices.
 
-Writes the weights (both generators and both discriminators in one checkpoint), a model card
-README.md, training_curve.png and training_history.json beside them.
+Writes the weights (both generators and both discriminators in one checkpoint), the model card
+(metadata.json, README.md rendered from it: :mod:`qmri.training.model_card`), training_curve.png and
+training_history.json beside them.
 :func:`add_arguments` declares the options (``add_missing_arguments`` adds only those the shared
 ``qmri train`` parser lacks); :func:`train_synth_command` runs them.
 """
@@ -9,7 +10,6 @@ README.md, training_curve.png and training_history.json beside them.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import platform
 import time
@@ -91,6 +91,7 @@ def add_missing_arguments(p: argparse.ArgumentParser) -> None:
 def train_synth_command(args) -> dict:
     import torch
 
+    from . import model_card
     from .loop import save_training_curve, training_command
     from .synth_data import CT_SEED, MR_SEED, VAL_SEED, make_volume
     from .synth_train import DEFAULT_WEIGHTS, train_synth
@@ -144,24 +145,19 @@ def train_synth_command(args) -> dict:
             if cfg.get("hybrid_brain") == "drawn_mixture":
                 bt_text += "; the hybrid's brain from venous blood-WM-GM-CSF mixtures of the T2w signal with per-image CT numbers drawn from the phantom's between-subject distributions"
 
-    card = f"""# scCycleGAN: synthetic CT from T2w MR and synthetic T2w MR from CT (`{out.name}`)
-
-- **Command**: `{command.strip()}`
-- **Date**: {datetime.date.today().isoformat()}
-- **Networks** (one checkpoint, {out.stat().st_size / 1e6:.1f} MB): two ResNet generators (seed 004 / CycleGAN: 7x7 conv, {net['n_down']} stride-2 downsamplings, {net['n_blocks']} residual blocks, upsamplings, 7x7 conv + tanh, instance norm; width {net['width']}; {n_gen / 2e6:.2f} M parameters each): `g_mr2ct` (T2w MR -> CT) and `g_ct2mr` (CT -> T2w MR); two MONAI PatchDiscriminators ({net['d_layers']} layers, width {net['d_width']}, {n_dis / 2e6:.2f} M parameters each), kept for fine-tuning.
-- **Intensities**: CT [-1024, 3000] HU and T2w MR [0, 800] a.u. (units of qmri.physics.ct_mr.t2w_mr: 1000 a.u. per unit PD, TR/TE 4000/90 ms; CSF ~580 a.u.) mapped linearly to [-1, 1]; outputs map back with the same fixed ranges.
-- **Data (unpaired)**: 2D axial slices (head >= 5 % of the slice) of phantom heads (qmri.anatomy, MNI152-based) at {args.resolution:g} mm: MR from seeds {mr_seeds[0]}..{mr_seeds[-1]} ({cfg['n_mr_slices']} slices), CT from the different subjects {ct_seeds[0]}..{ct_seeds[-1]} ({cfg['n_ct_slices']} slices); random {cfg['crop']}x{cfg['crop']} crops, left-right flips. Validation: co-registered MR + CT of seeds {val_seeds[0]}..{val_seeds[-1]} (pairing used only for scoring; {args.val_slices or 'all'} central axial slices per subject). Benchmark seeds 5600.. are disjoint.
-- **Losses**: {unused}LSGAN adversarial x {w['adv']:g}, cycle L1 x {w['cyc']:g}, the seed's discriminator-weighted pixel L1 (on the cycle reconstructions, unpaired) x {w['pix']:g}, identity L1 x {w['idt']:g}, spatially-correlative structural loss (fixed NCC-patch features, qmri.networks.sc_loss) x {w['str']:g} ({'the seed' + "'" + 's adv/pix/str weights' if (w['adv'], w['pix'], w['str']) == (1.0, 100.0, 10.0) else 'adv/pix/str differ from the seed' + "'" + 's 1/100/10, see the measured comparison below'}).
-- **Pretraining**: {'none' if not cfg.get('pretrain_steps') else f"the first {cfg['pretrain_steps']} steps train only the generators, L1 to the classical sCT of each training MR ({PSEUDO_NAMES[cfg.get('pseudo_sct', 'bulk_density')]}) and the bulk sMR of each training CT (qmri.classical.bulk_density.synthetic_mr_bulk; no ground truth, training stays unpaired), Adam lr {cfg['pretrain_lr']:g}{bt_text}{then_gan}"}
-- **Warm start**: {'none' if not cfg.get('warm_steps') else f"for the first {cfg['warm_steps']} steps an extra L1 pulls G(MR) towards the bulk-density sCT of the same training MR and F(CT) towards the bulk sMR of the same training CT (qmri.classical.bulk_density; no ground truth involved, training stays unpaired), weight {cfg['warm_weight']:g} ramped linearly to 0; afterwards pure scCycleGAN losses"}
-- **Initial weights**: {f"`{args.init}` (fine-tuned)" if args.init else "random (seed below)"}
-- **Training**: {len(res['history'])} epochs (of {args.epochs} planned) x {args.steps} steps, batch {args.batch} MR + {args.batch} CT crops, {optimiser}, seed {args.seed}{f"; the validated and saved weights are their exponential moving average, decay {cfg['ema_decay']:g} per step (torch.optim.swa_utils.AveragedModel)" if cfg.get('ema_decay') else ""}
-- **Device**: {device}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s); training took {res['seconds'] / 60:.1f} min (plus {prep_s / 60:.1f} min loading/simulating phantoms)
-- **Best epoch** (selected by val_score = MAE/60 HU + (1 - SSIM_sMR)/0.10): {best.get('epoch')}: sCT MAE {best.get('val_sct_mae_hu', float('nan')):.1f} HU, bone Dice {best.get('val_sct_bone_dice', float('nan')):.3f}, sCT SSIM {best.get('val_sct_ssim', float('nan')):.3f}; sMR SSIM {best.get('val_smr_ssim', float('nan')):.3f}, PSNR {best.get('val_smr_psnr_db', float('nan')):.1f} dB (SynthRAD2023 convention, head mask)
-
-Curve: `training_curve.png`; per-epoch history: `training_history.json`. Benchmark against the
-bulk-density baseline on held-out phantoms: `qmri bench synth`.
-"""
-    (out.parent / "README.md").write_text(card)
-    print(card)
+    fields = {
+        "Networks": f"""(one checkpoint, {out.stat().st_size / 1e6:.1f} MB): two ResNet generators (seed 004 / CycleGAN: 7x7 conv, {net['n_down']} stride-2 downsamplings, {net['n_blocks']} residual blocks, upsamplings, 7x7 conv + tanh, instance norm; width {net['width']}; {n_gen / 2e6:.2f} M parameters each): `g_mr2ct` (T2w MR -> CT) and `g_ct2mr` (CT -> T2w MR); two MONAI PatchDiscriminators ({net['d_layers']} layers, width {net['d_width']}, {n_dis / 2e6:.2f} M parameters each), kept for fine-tuning.""",
+        "Intensities": """CT [-1024, 3000] HU and T2w MR [0, 800] a.u. (units of qmri.physics.ct_mr.t2w_mr: 1000 a.u. per unit PD, TR/TE 4000/90 ms; CSF ~580 a.u.) mapped linearly to [-1, 1]; outputs map back with the same fixed ranges.""",
+        "Data (unpaired)": f"""2D axial slices (head >= 5 % of the slice) of phantom heads (qmri.anatomy, MNI152-based) at {args.resolution:g} mm: MR from seeds {mr_seeds[0]}..{mr_seeds[-1]} ({cfg['n_mr_slices']} slices), CT from the different subjects {ct_seeds[0]}..{ct_seeds[-1]} ({cfg['n_ct_slices']} slices); random {cfg['crop']}x{cfg['crop']} crops, left-right flips. Validation: co-registered MR + CT of seeds {val_seeds[0]}..{val_seeds[-1]} (pairing used only for scoring; {args.val_slices or 'all'} central axial slices per subject). Benchmark seeds 5600.. are disjoint.""",
+        "Losses": f"""{unused}LSGAN adversarial x {w['adv']:g}, cycle L1 x {w['cyc']:g}, the seed's discriminator-weighted pixel L1 (on the cycle reconstructions, unpaired) x {w['pix']:g}, identity L1 x {w['idt']:g}, spatially-correlative structural loss (fixed NCC-patch features, qmri.networks.sc_loss) x {w['str']:g} ({'the seed' + "'" + 's adv/pix/str weights' if (w['adv'], w['pix'], w['str']) == (1.0, 100.0, 10.0) else 'adv/pix/str differ from the seed' + "'" + 's 1/100/10, see the measured comparison below'}).""",
+        "Pretraining": f"""{'none' if not cfg.get('pretrain_steps') else f"the first {cfg['pretrain_steps']} steps train only the generators, L1 to the classical sCT of each training MR ({PSEUDO_NAMES[cfg.get('pseudo_sct', 'bulk_density')]}) and the bulk sMR of each training CT (qmri.classical.bulk_density.synthetic_mr_bulk; no ground truth, training stays unpaired), Adam lr {cfg['pretrain_lr']:g}{bt_text}{then_gan}"}""",
+        "Warm start": f"""{'none' if not cfg.get('warm_steps') else f"for the first {cfg['warm_steps']} steps an extra L1 pulls G(MR) towards the bulk-density sCT of the same training MR and F(CT) towards the bulk sMR of the same training CT (qmri.classical.bulk_density; no ground truth involved, training stays unpaired), weight {cfg['warm_weight']:g} ramped linearly to 0; afterwards pure scCycleGAN losses"}""",
+        "Initial weights": f"""{f"`{args.init}` (fine-tuned)" if args.init else "random (seed below)"}""",
+        "Training": f"""{len(res['history'])} epochs (of {args.epochs} planned) x {args.steps} steps, batch {args.batch} MR + {args.batch} CT crops, {optimiser}, seed {args.seed}{f"; the validated and saved weights are their exponential moving average, decay {cfg['ema_decay']:g} per step (torch.optim.swa_utils.AveragedModel)" if cfg.get('ema_decay') else ""}""",
+        "Device": f"""{device}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s); training took {res['seconds'] / 60:.1f} min (plus {prep_s / 60:.1f} min loading/simulating phantoms)""",
+        "Best epoch": f"""(selected by val_score = MAE/60 HU + (1 - SSIM_sMR)/0.10): {best.get('epoch')}: sCT MAE {best.get('val_sct_mae_hu', float('nan')):.1f} HU, bone Dice {best.get('val_sct_bone_dice', float('nan')):.3f}, sCT SSIM {best.get('val_sct_ssim', float('nan')):.3f}; sMR SSIM {best.get('val_smr_ssim', float('nan')):.3f}, PSNR {best.get('val_smr_psnr_db', float('nan')):.1f} dB (SynthRAD2023 convention, head mask)""",
+        "Files": """Curve: `training_curve.png`; per-epoch history: `training_history.json`. Benchmark against the bulk-density baseline on held-out phantoms: `qmri bench synth`.""",
+    }
+    card = model_card.record(out, f"""scCycleGAN: synthetic CT from T2w MR and synthetic T2w MR from CT (`{out.name}`)""", fields, res, command=command)
+    print(card.read_text())
     return res
