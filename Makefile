@@ -30,6 +30,7 @@ serve: $(STAMP)
 	PYTHONPATH=$(CURDIR)/apps/qmri $(VENV)/bin/python -m monailabel.main start_server --app apps/qmri --studies $(STUDIES) --host $(HOST) --port $(PORT) --uvicorn_app lib.server.asgi:app
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check lib apps tests slicer_extension
 	$(VENV)/bin/python -m pytest
 
 clean-env:

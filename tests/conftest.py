@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,3 +59,18 @@ def served_weights_moved_aside(weights: Path):
         yield weights
     finally:
         os.replace(aside, weights)
+
+
+# -- markers: `pytest -m "not server"` is the quick subset (no MONAI Label server started) ------------
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server: uses the real MONAI Label server on a copy of the sample studies (started once per session)")
+    config.addinivalue_line("markers", "weights: loads the shipped network weights of apps/qmri/model")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "server" in names:
+            item.add_marker(pytest.mark.server)
+        if "model_dir" in names or "WEIGHTS" in getattr(item.module, "__dict__", {}):
+            item.add_marker(pytest.mark.weights)

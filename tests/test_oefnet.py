@@ -340,7 +340,7 @@ def test_mismatched_echo_times_are_refused_by_the_networks_only():
 
 
 def test_mismatched_echo_study_gets_4xx_over_rest(server, tmp_path):
-    from test_tasks_rest import _oef_block, infer, train_and_wait, upload
+    from test_tasks_rest import _oef_block, infer, upload
 
     url, _ = server
     data, aff, meta, _ = _oef_block(4)

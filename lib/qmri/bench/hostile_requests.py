@@ -9,7 +9,6 @@ a word the answer's message must contain (the problem, named). No case may chang
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import struct
 from dataclasses import dataclass, field

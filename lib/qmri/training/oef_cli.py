@@ -12,10 +12,14 @@ import datetime
 import json
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cli_args import positive_int
 from ..paths import shipped
 from . import model_card
+
+if TYPE_CHECKING:  # annotation only: importing oef_train loads torch, which the parser must not
+    from .oef_train import OEFRecipe
 
 # torch, the networks and the data are imported inside the functions that use them: ``qmri``'s
 # parser (which calls add_missing_arguments) must build without them

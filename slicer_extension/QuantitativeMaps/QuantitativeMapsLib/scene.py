@@ -14,7 +14,7 @@ arrays are (i, j, k) in numpy; vtkImageData stores i fastest, i.e. numpy Fortran
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import vtk
