@@ -124,3 +124,24 @@ def test_metrics_closed_forms():
     assert sm.psnr_mr(1.1 * mr, mr) == pytest.approx(10 * math.log10(1.0 / np.mean((t - pr) ** 2)))
     with pytest.raises(ValueError, match="shapes"):
         sm.mae_hu(truth, truth[:-1])
+
+
+def test_head_mask_closing_is_in_mm_so_1mm_images_keep_the_skull():
+    """A 1 mm head whose scalp has a 3 mm equatorial gap over a dark skull: the closing (2 mm, in mm)
+    seals the gap and the hole filling recovers the skull; a one-voxel closing left the skull outside
+    (the 1 mm phantom lost a third of its head that way)."""
+    from qmri.classical.bulk_density import head_mask_from_mr
+
+    n = 100
+    r = np.sqrt(((np.indices((n, n, n)) - n / 2) ** 2).sum(0))
+    img = np.full((n, n, n), 1.0, np.float32)  # air: noise floor
+    img[r < 45] = 600.0  # scalp
+    img[r < 40] = 1.2  # skull: as dark as air in T2w
+    img[r < 35] = 500.0  # brain
+    img[(r >= 40) & (np.abs(np.indices((n, n, n))[2] - n / 2) <= 1.5)] = 1.0  # 3 mm band without scalp
+    skull = (r >= 35.5) & (r < 39.5)
+    band = skull & (np.abs(np.indices((n, n, n))[2] - n / 2) <= 1.5)
+    head = head_mask_from_mr(img, threshold=100.0, voxel_size_mm=1.0)
+    assert head[skull].mean() > 0.99 and head[band].mean() > 0.95 and head[r < 35].all()
+    one_voxel = head_mask_from_mr(img, threshold=100.0, voxel_size_mm=2.0)  # 3x3x3 once: what 1 mm images got before
+    assert one_voxel[band].mean() < 0.5

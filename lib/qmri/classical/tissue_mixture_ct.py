@@ -90,7 +90,7 @@ def _regions(s: np.ndarray, head: np.ndarray, voxel_size_mm) -> tuple[np.ndarray
 def inside_skull_mask(t2w: np.ndarray, head_mask: np.ndarray | None = None, *, voxel_size_mm: float | tuple[float, float, float] = 2.0) -> np.ndarray:
     """Voxels (bool) that :func:`synthetic_ct_tissue_mixture` treats as inside the skull (brain, CSF,
     vessels): head voxels that are neither skull nor scalp. ``t2w`` in the phantom's units (a.u.)."""
-    s, head = mr_with_head(t2w, head_mask)
+    s, head = mr_with_head(t2w, head_mask, voxel_size_mm)
     return _regions(s, head, voxel_size_mm)[2]
 
 
@@ -109,7 +109,7 @@ def synthetic_ct_tissue_mixture(
     floor: the magnitude of a zero signal (a.u.; default :func:`noise_floor`); skull_smooth_vox:
     sd (voxels) of the normalised Gaussian averaging of the skull signal (0: none).
     """
-    s, head = mr_with_head(t2w, head_mask)
+    s, head = mr_with_head(t2w, head_mask, voxel_size_mm)
     tp = TISSUE_PROPERTIES
     sig = {k: tissue_t2w_intensity(k) for k in ("diploe", "wm", "cortical_gm", "csf", "skin_muscle", "fat")}
     skull, scalp, brain = _regions(s, head, voxel_size_mm)

@@ -67,29 +67,32 @@ def _model(net: ReloadingWeights | None, method: str, methods: tuple[str, ...]):
 NETWORK_VOXEL_MM = 2.0
 
 
-def _on_network_grid(translate, image: np.ndarray, voxel_mm) -> np.ndarray:
-    """``translate`` (a generator's whole-volume translation) run on the generators' 2 mm grid."""
+def _on_network_grid(translate, image: np.ndarray, voxel_mm) -> tuple[np.ndarray, str]:
+    """``translate`` (a generator's whole-volume translation) run on the generators' 2 mm grid ->
+    (map on the input grid, a note for the map's description when it was resampled)."""
     from ..networks.grid import NetworkGrid
 
     grid = NetworkGrid(image.shape, voxel_mm, NETWORK_VOXEL_MM, "the scCycleGAN generator")
     if grid.identity:
-        return translate(image)
-    return grid.to_input(translate(grid.to_network(image)))
+        return translate(image), ""
+    note = f"; computed on the generators' {NETWORK_VOXEL_MM:g} mm grid and interpolated to {tuple(round(v, 2) for v in voxel_mm)} mm: no detail finer than {NETWORK_VOXEL_MM:g} mm"
+    return grid.to_input(translate(grid.to_network(image))), note
 
 
 def run_synthetic_ct(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
     t2w = require_3d(image, "the T2w MR")
     vs = voxel_size(affine)  # also refuses a singular or non-finite affine, which the map is written with
     model = _model(net, method, ((NETWORK,) if net else ()) + CLASSICAL_SCT)
+    note = ""
     if model is not None:
         _check_mr(np.asarray(t2w, np.float32))
-        sct = _on_network_grid(lambda x: synthetic_ct(model, x), t2w, vs)
+        sct, note = _on_network_grid(lambda x: synthetic_ct(model, x), t2w, vs)
     elif method == "tissue_mixture":
         _check_mr(np.asarray(t2w, np.float32))  # it reads the phantom's T2w units, as the network does
         sct = synthetic_ct_tissue_mixture(t2w, voxel_size_mm=vs)
     else:
         sct = synthetic_ct_bulk_density(t2w, voxel_size_mm=vs)
-    return [QuantMap("sCT", sct, "HU", (-160.0, 240.0), f"synthetic CT ({method}; brain window; bone window 300..1800 HU)")]
+    return [QuantMap("sCT", sct, "HU", (-160.0, 240.0), f"synthetic CT ({method}; brain window; bone window 300..1800 HU{note})")]
 
 
 def run_synthetic_mr(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None) -> list[QuantMap]:
@@ -97,8 +100,8 @@ def run_synthetic_mr(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, A
     voxel_size(affine)  # the map is written with this affine: refuse a singular or non-finite one
     model = _model(net, method, ((NETWORK,) if net else ()) + CLASSICAL)
     _check_ct(ct)
-    smr = _on_network_grid(lambda x: synthetic_mr(model, x), ct, voxel_size(affine)) if model is not None else synthetic_mr_bulk(ct)
-    return [QuantMap("sMR", smr, "a.u.", (0.0, float(np.percentile(smr, 99.5))), f"synthetic T2-weighted MR ({method})")]
+    smr, note = _on_network_grid(lambda x: synthetic_mr(model, x), ct, voxel_size(affine)) if model is not None else (synthetic_mr_bulk(ct), "")
+    return [QuantMap("sMR", smr, "a.u.", (0.0, float(np.percentile(smr, 99.5))), f"synthetic T2-weighted MR ({method}{note})")]
 
 
 #: Peak memory per voxel (bytes) of the most demanding method, from ``qmri bench memory`` (two
