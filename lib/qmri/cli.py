@@ -93,7 +93,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
 def _sample_data(args: argparse.Namespace) -> int:
     output_dir("--out", args.out)
-    from .anatomy.sample_data import write_anatomy_studies, write_task_studies
+    from .simulate.sample_data import write_anatomy_studies, write_task_studies
 
     for p in write_anatomy_studies(args.out, subjects=args.subjects, seed=args.seed, resolution_mm=args.resolution):
         print(p)

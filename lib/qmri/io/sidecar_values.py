@@ -200,3 +200,18 @@ def expect_units(sidecar: Mapping[str, Any], allowed: tuple[str, ...], what: str
     u = units_label(sidecar, "", key=key, channel=channel)
     if u and u.strip().lower() not in {a.lower() for a in allowed}:
         raise ValueError(f"{what} must be in {' or '.join(allowed)}; the sidecar's {key} say {show(u)}")
+
+
+#: The last echo of a multi-echo GRE must lie in this range (ms): echo times given in seconds
+#: (last echo < 1) or in microseconds (> 200) are refused rather than fitted.
+GRE_LAST_ECHO_MS = (1.0, 200.0)
+
+
+def echo_times_s(sidecar: dict[str, Any], min_count: int = 3) -> np.ndarray:
+    """The sidecar's ``echo_times_ms`` (at least ``min_count``, positive, strictly increasing, last
+    echo within :data:`GRE_LAST_ECHO_MS`) converted to seconds."""
+    te = echo_times_ms(sidecar, min_count=min_count)
+    lo, hi = GRE_LAST_ECHO_MS
+    if not lo <= te[-1] <= hi:
+        raise ValueError(f"echo_times_ms {te.tolist()} are not plausible GRE echo times in ms (the last echo must be {lo:g}..{hi:g} ms)")
+    return te / 1000.0

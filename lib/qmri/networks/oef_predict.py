@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..physics.qq import PARAM_LOWER, PARAM_NAMES, PARAM_UPPER, QQNET_STD, YA, oef_from_y
-from ..training.loop import load_checkpoint
+from .checkpoint import load_checkpoint
 from .oef_nets import CHI_INPUT_SCALE, N_ECHOES, UNET_DIVISOR, build, checkpoint_arch_kwargs, denormalise, is_voxelwise, uses_context_features
 
 TE_TOLERANCE_MS = 0.05

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.loop import load_checkpoint
+from .checkpoint import load_checkpoint
 from .pvcnet import DIVISOR, Scaling, fwhm_channel, pvcnet
 
 

@@ -22,6 +22,11 @@ import torch
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
+#: CT window (HU) mapped to the network's [-1, 1].
+HU_RANGE = (-1024.0, 3000.0)
+#: T2w MR window (a.u. of qmri.physics.ct_mr.t2w_mr) mapped to the network's [-1, 1].
+MR_RANGE = (0.0, 800.0)
+
 
 class ResidualBlock(nn.Module):
     """x + conv3x3-IN-ReLU-conv3x3-IN(x), reflect padding (CycleGAN's ResnetBlock)."""
@@ -73,9 +78,7 @@ class ResnetGenerator(nn.Module):
 
 
 def hu_window_to_unit(window_hu: tuple[float, float]) -> tuple[float, float]:
-    """A (lo, hi) HU window in the network units of the CT (qmri.networks.synth_predict.HU_RANGE)."""
-    from .synth_predict import HU_RANGE
-
+    """A (lo, hi) HU window in the network units of the CT (:data:`HU_RANGE` -> [-1, 1])."""
     lo, hi = HU_RANGE
     return tuple(2.0 * (float(h) - lo) / (hi - lo) - 1.0 for h in window_hu)
 

@@ -25,11 +25,8 @@ import numpy as np
 import torch
 
 from ..classical.bulk_density import check_volume
+from .synth_nets import HU_RANGE, MR_RANGE  # noqa: F401  (the network's units; re-exported)
 
-#: CT window (HU) mapped to [-1, 1].
-HU_RANGE = (-1024.0, 3000.0)
-#: T2w MR window (a.u. of qmri.physics.ct_mr.t2w_mr) mapped to [-1, 1].
-MR_RANGE = (0.0, 800.0)
 #: Slices are padded to a multiple of this (two stride-2 downsamplings in the generator).
 PAD_MULTIPLE = 4
 #: Overlap of the sliding windows (fraction of the tile).
@@ -192,7 +189,7 @@ def synthetic_mr(model, ct_hu, batch: int = 16, device="cpu", flip_average: bool
 
 def load_synthnet(path: str | Path):
     """(SynthCycleGAN in eval mode, config) from a checkpoint of ``qmri train synth``."""
-    from ..training.loop import load_checkpoint
+    from .checkpoint import load_checkpoint
     from .synth_nets import SynthCycleGAN
 
     state, cfg = load_checkpoint(path)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..classical.qq_fit import fit_qq
 from ..io import sidecar_values as sv
+from ..io.sidecar_values import echo_times_s
 from ..io.maps import QuantMap
 from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, require_channels, voxel_size
@@ -43,21 +44,6 @@ OEF_SD_MAX = 100.0  # %-points: an sd map is clipped here (a voxel whose data ca
 #: haemorrhage/calcification ~+-1.4 ppm; the sample OEF study's QSM channel has 0.37 ppm (max 0.62).
 #: A map in ppb (x 1000) is far above.
 QSM_P99_MAX_PPM = 3.0
-
-#: The last echo of a multi-echo GRE must lie in this range (ms): echo times given in seconds
-#: (last echo < 1) or in microseconds (> 200) are refused rather than fitted.
-GRE_LAST_ECHO_MS = (1.0, 200.0)
-
-
-def echo_times_s(sidecar: dict[str, Any], min_count: int = 3) -> np.ndarray:
-    """The sidecar's ``echo_times_ms`` (at least ``min_count``, positive, strictly increasing, last
-    echo within :data:`GRE_LAST_ECHO_MS`) converted to seconds."""
-    te = sv.echo_times_ms(sidecar, min_count=min_count)
-    lo, hi = GRE_LAST_ECHO_MS
-    if not lo <= te[-1] <= hi:
-        raise ValueError(f"echo_times_ms {te.tolist()} are not plausible GRE echo times in ms (the last echo must be {lo:g}..{hi:g} ms)")
-    return te / 1000.0
-
 
 def split_oef_input(image: np.ndarray, sidecar: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Echo magnitudes (x,y,z,E), QSM (ppm), brain mask (QSM != 0) and echo times (s)."""

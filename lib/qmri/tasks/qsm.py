@@ -13,7 +13,7 @@ from ..io.maps import QuantMap
 from ..networks.qsm_predict import load_qsmnet, predict_chi
 from ..networks.weights import ReloadingWeights
 from ..physics.dipole import GAMMA_BAR_MHZ_PER_T
-from .oef import echo_times_s
+from ..io.sidecar_values import echo_times_s
 from .spec import TaskSpec, real_volume, require_3d, voxel_size
 
 CLASSICAL = ("l2", "tkd", "tv", "cg")

@@ -21,7 +21,6 @@ from ..networks.synth_predict import MR_RANGE, load_synthnet, synthetic_ct, synt
 from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, require_3d, voxel_size
 
-CT_RANGE = (-1024.0, 3000.0)
 NETWORK = "sccyclegan"
 CLASSICAL = ("bulk_density",)
 #: Classical methods of the synthetic CT only (MR -> CT).

@@ -11,9 +11,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..io.study import write_study
-from .labels import TISSUES
-from .montage import save_montage
-from .phantom import make_subject
+from ..anatomy.labels import TISSUES
+from ..anatomy.montage import save_montage
+from ..anatomy.phantom import make_subject
 
 SAMPLE_SEED = 1000  # sample subjects are sub-1000, sub-1001, sub-1002
 
@@ -44,8 +44,8 @@ def write_anatomy_studies(out: str | Path, subjects: int = 3, seed: int = SAMPLE
 
 def write_task_studies(out: str | Path, seed: int = SAMPLE_SEED, resolution_mm: float = 2.0) -> list[Path]:
     """A couple of studies per task (compact int16 storage), all from the sample subjects."""
-    from ..simulate.driver import simulate
-    from ..simulate.qsm import tilted_b0
+    from .driver import simulate
+    from .qsm import tilted_b0
 
     studies = Path(out) / "studies"
     kw = {"resolution_mm": resolution_mm, "compact": True, "progress": False}
