@@ -51,6 +51,25 @@ def _rois(est, ref, labels, mask):
     return out
 
 
+def invert(method: str, net, field, mask, vs, b0) -> np.ndarray:
+    """chi (ppm, 0 outside ``mask``) of ``field`` by a benched method (:data:`METHODS`)."""
+    if method == "qsmnet":
+        est = predict_chi(net, field, mask, vs, b0_dir=b0)
+    elif method == "qsmnet_direct":
+        est = predict_chi(net, field, mask, vs, b0_dir=b0, refine_iterations=0)
+    elif method == "cg":
+        est = np.asarray(cq.masked_cg(field, mask, vs, b0))
+    elif method == "tkd":
+        est = np.asarray(cq.tkd(field, mask, vs, b0))
+    elif method == "l2":
+        est = np.asarray(cq.closed_form_l2(field, mask, vs, b0))
+    elif method == "tv":
+        est = np.asarray(cq.tv_inversion(field, mask, vs, b0))
+    else:
+        raise ValueError(f"unknown QSM bench method {method!r}")
+    return np.where(mask, est, 0.0)
+
+
 def run(out_dir: str, weights: str | Path | None = None, subjects: int = 2, resolution_mm: float = 2.0, tilt_deg: float = 20.0):
     weights = weights if weights is not None else shipped("qsmnet")  # the app's model folder (qmri.paths)
     net, cfg = load_qsmnet(weights)
@@ -69,19 +88,7 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 2, reso
             results = {}
             for m in METHODS:
                 with Timer() as t:
-                    if m == "qsmnet":
-                        est = predict_chi(net, field, mask, vs, b0_dir=b0)
-                    elif m == "qsmnet_direct":
-                        est = predict_chi(net, field, mask, vs, b0_dir=b0, refine_iterations=0)
-                    elif m == "cg":
-                        est = np.asarray(cq.masked_cg(field, mask, vs, b0))
-                    elif m == "tkd":
-                        est = np.asarray(cq.tkd(field, mask, vs, b0))
-                    elif m == "l2":
-                        est = np.asarray(cq.closed_form_l2(field, mask, vs, b0))
-                    else:
-                        est = np.asarray(cq.tv_inversion(field, mask, vs, b0))
-                est = np.where(mask, est, 0.0)
+                    est = invert(m, net, field, mask, vs, b0)
                 results[m] = est
                 rois = _rois(est, chi, labels, mask)
                 roi_err = max(abs(a - b) for a, b in rois.values())

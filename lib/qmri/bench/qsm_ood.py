@@ -31,11 +31,12 @@ from scipy import ndimage
 from ..anatomy.labels import DEEP_GM_LABELS, LABEL, LESION_CODE, NAMES
 from ..anatomy.phantom import make_subject
 from ..classical import qsm as cq
-from ..networks.qsm_predict import load_qsmnet, predict_chi
+from ..networks.qsm_predict import load_qsmnet
 from ..paths import shipped
 from ..simulate.driver import crop_box
 from ..simulate.qsm import tilted_b0
 from .classical import qsm_metrics
+from .qsm import invert
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
@@ -167,18 +168,8 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 1, tilt
                 if m == "l2_tuned":
                     best = min(((cq.nrmse(np.asarray(cq.closed_form_l2(field, mask, vs, b0, beta=b)), chi, mask), b) for b in L2_GRID))
                     est, beta = np.asarray(cq.closed_form_l2(field, mask, vs, b0, beta=best[1])), best[1]
-                elif m == "qsmnet":
-                    est = predict_chi(net, field, mask, vs, b0_dir=b0)
-                elif m == "qsmnet_direct":
-                    est = predict_chi(net, field, mask, vs, b0_dir=b0, refine_iterations=0)
-                elif m == "cg":
-                    est = np.asarray(cq.masked_cg(field, mask, vs, b0))
-                elif m == "tkd":
-                    est = np.asarray(cq.tkd(field, mask, vs, b0))
-                elif m == "l2":
-                    est = np.asarray(cq.closed_form_l2(field, mask, vs, b0))
                 else:
-                    est = np.asarray(cq.tv_inversion(field, mask, vs, b0))
+                    est = invert(m, net, field, mask, vs, b0)
             est = np.where(mask, est, 0.0)
             e, r = est[les] - est[mask].mean(), chi[les] - chi[mask].mean()
             slope = float(np.polyfit(r, e, 1)[0]) if les.sum() > 3 and np.ptp(r) > 0 else float("nan")
