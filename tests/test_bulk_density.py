@@ -12,7 +12,7 @@ import pytest
 from qmri.anatomy.labels import LABEL
 from qmri.classical import bulk_density as bd
 from qmri.physics import ct_mr
-from qmri.physics import synth_metrics as sm
+from qmri.metrics import synthrad as sm
 
 # The nested-ellipsoid head phantom is defined once, in test_ct_mr.py.
 _spec = importlib.util.spec_from_file_location("_ct_mr_phantom", Path(__file__).with_name("test_ct_mr.py"))

@@ -175,7 +175,7 @@ def test_every_default_weights_path_comes_from_the_model_folder(monkeypatch, tmp
 def test_parser_constants_match_the_modules_and_build_without_torch():
     from qmri import cli
     from qmri.bench import classical, oef
-    from qmri.physics.synth_metrics import SSIM_WIN
+    from qmri.metrics.synthrad import SSIM_WIN
     from qmri.tasks.pvc import DEFAULT_NETWORK
     from qmri.training import synth_cli, synth_train
 

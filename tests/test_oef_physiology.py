@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qmri.anatomy.labels import LABEL
-from qmri.bench import oef_metrics as om
+from qmri.metrics import oef as om
 from qmri.physics import oef_physiology as ph
 from qmri.physics.qq_phantom import draw_qq_parameters
 

@@ -295,7 +295,7 @@ def test_shipped_best_shows_a_24mm_infarct_with_a_calibrated_sd():
     shows it lower than the mirror-image tissue (a constant map scores C = 0). Measured C = 0.10:
     issue 24's C >= 0.5 is NOT met by the shipped weights (see the model card); this asserts what
     they do. Its OEF_sd covers the error of most brain voxels at 2 sd."""
-    from qmri.bench.oef_metrics import contrast_recovery, coverage
+    from qmri.metrics.oef import contrast_recovery, coverage
     from qmri.physics.oef_physiology import midline_index, mirror_lr
     from qmri.physics.qq import add_noise, qbold_magnitude, qq_susceptibility
 

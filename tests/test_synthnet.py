@@ -94,7 +94,7 @@ def held_out():
 
 def test_shipped_weights_beat_bulk_density(held_out):
     from qmri.classical.bulk_density import synthetic_ct_bulk_density
-    from qmri.physics.synth_metrics import evaluate_sct
+    from qmri.metrics.synthrad import evaluate_sct
 
     mr, ct, head = held_out
     net, cfg = load_synthnet(WEIGHTS)

@@ -226,7 +226,7 @@ def test_oef_default_network_shows_the_infarct_with_a_calibrated_sd_over_rest(se
     than its contralateral tissue (measured C = 0.19: below 20 mm the shipped network recovers
     little of the contrast; tests/test_oefnet.py checks a 24 mm one), and OEF_sd calibrated
     (about 95 % of the brain voxels within 2 sd)."""
-    from qmri.bench.oef_metrics import contrast_recovery, coverage, pearson_r
+    from qmri.metrics.oef import contrast_recovery, coverage, pearson_r
 
     url, _ = server
     st = nib.load(STUDIES / "sub-1000_oef.nii.gz")

@@ -12,7 +12,7 @@ from qmri.anatomy.labels import LABEL
 from qmri.classical import bulk_density as bd
 from qmri.classical.tissue_mixture_ct import inside_skull_mask, outside_skull, synthetic_ct_tissue_mixture
 from qmri.physics import ct_mr
-from qmri.physics import synth_metrics as sm
+from qmri.metrics import synthrad as sm
 from qmri.physics.ct_mr import TISSUE_PROPERTIES as TP
 from qmri.physics.ct_mr import tissue_t2w_intensity as sig
 

@@ -9,21 +9,16 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 from ..anatomy.phantom import make_subject
-from ..physics import synth_metrics as sm
+from ..metrics import synthrad as sm
+from ..metrics.maps import qsm_metrics, ssim
 from ..physics.pet import cerebellar_gm_mask, suvr
 from ..simulate.driver import task_rng
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
 BENCH_SEED = 5000
-
-
-def _ssim(a, b, mask, data_range):
-    _, full = structural_similarity(a, b, data_range=data_range, full=True)
-    return float(full[mask].mean())
 
 
 def bench_synthesis(subjects: int, resolution_mm: float):
@@ -83,31 +78,13 @@ def bench_pvc(subjects: int, resolution_mm: float, fwhms=(5.0, 6.5, 8.0)):
                             "method": m,
                             "seconds": 0.0 if m == "input" else t.seconds,
                             "RMSE_SUV": float(np.sqrt(np.mean((out - act)[judged] ** 2))),
-                            "SSIM": _ssim(out.astype(np.float64), act.astype(np.float64), judged, rng_),
+                            "SSIM": ssim(out, act, judged, rng_)[0],
                             "composite_SUVR": est,
                             "true_SUVR": true_suvr,
                             "SUVR_error_%": 100 * (est - true_suvr) / true_suvr,
                         }
                     )
     return rows, ["subject", "amyloid", "FWHM_mm", "method", "seconds", "RMSE_SUV", "SSIM", "composite_SUVR", "true_SUVR", "SUVR_error_%"]
-
-
-def hfen(est, ref, mask, sigma_vox: float = 1.5) -> float:
-    """High-frequency error norm: NRMSE of Laplacian-of-Gaussian filtered maps (sigma 1.5 voxels, Ravishankar 2011)."""
-    from scipy.ndimage import gaussian_laplace
-
-    e = gaussian_laplace(np.where(mask, est, 0.0).astype(np.float64), sigma_vox)
-    r = gaussian_laplace(np.where(mask, ref, 0.0).astype(np.float64), sigma_vox)
-    return float(np.linalg.norm((e - r)[mask]) / np.linalg.norm(r[mask]))
-
-
-def qsm_metrics(chi, ref, mask) -> dict:
-    from ..classical.qsm import nrmse
-
-    c = np.where(mask, chi - chi[mask].mean(), 0.0)
-    r = np.where(mask, ref - ref[mask].mean(), 0.0)
-    lo, hi = np.percentile(r[mask], [0.5, 99.5])
-    return {"NRMSE": nrmse(chi, ref, mask), "HFEN": hfen(c, r, mask), "SSIM": _ssim(np.clip(c, lo, hi), np.clip(r, lo, hi), mask, hi - lo)}
 
 
 def bench_qsm(subjects: int, resolution_mm: float):

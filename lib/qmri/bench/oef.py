@@ -10,7 +10,7 @@ runs through the task's ``run_oef`` (the server's path) and is timed per 2 mm vo
 Rows: two trivial maps that every goal must beat (``constant``: the population-mean OEF
 everywhere; ``oracle_constant``: the subject's true brain-mean OEF everywhere, a level no method
 knows), the voxelwise classical fit, the spatially regularised classical fit, and the networks.
-Metrics (:mod:`qmri.bench.oef_metrics`): per lesion type the contrast recovery C against matched
+Metrics (:mod:`qmri.metrics.oef`): per lesion type the contrast recovery C against matched
 contralateral tissue and the ROI-mean error (the goals use lesions >= 20 mm), Pearson r with the
 truth at native resolution and after a 6 mm FWHM Gaussian, the territory asymmetry, the whole-brain
 mean error, RMSE, and the coverage of the OEF_sd map. The Cramer-Rao bound of a region's OEF for
@@ -33,7 +33,7 @@ from ..physics.qq_phantom import Y_MEAN
 from ..simulate.driver import task_rng
 from ..simulate.oef import simulate_oef_with_regions
 from ..tasks.oef import oef_spec
-from . import oef_metrics as om
+from ..metrics import oef as om
 from .classical import BENCH_SEED
 from .report import Timer, device_label, save_report
 

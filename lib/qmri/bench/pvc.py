@@ -31,9 +31,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 from ..classical.pvc import rbv
+from ..metrics.maps import rmse, ssim
 from ..networks.pvc_predict import load_pvcnet, predict_pvc
 from ..paths import shipped
 from ..physics.pet import cerebellar_gm_mask, suvr
@@ -61,16 +61,6 @@ WITHIN_IDEAL_RBV = 0.10
 def shipped_weights() -> dict[str, Path]:
     """Network name -> the shipped checkpoint in the app's model folder (:mod:`qmri.paths`)."""
     return {m: shipped(m) for m in NETWORKS}
-
-
-def ssim(a, b, mask, data_range) -> tuple[float, float]:
-    """(mean SSIM over ``mask``, mean SSIM over the whole volume)."""
-    _, full = structural_similarity(np.asarray(a, np.float64), np.asarray(b, np.float64), data_range=data_range, full=True)
-    return float(full[mask].mean()), float(full.mean())
-
-
-def _rmse(a, b, m) -> float:
-    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - b)[m] ** 2)))
 
 
 def run(out_dir: str, weights: dict | None = None, subjects: int = 2, resolution_mm: float = 2.0, fwhms=FWHMS, device=None):
@@ -120,8 +110,8 @@ def run(out_dir: str, weights: dict | None = None, subjects: int = 2, resolution
                     rows.append({
                         "subject": v.subject, "amyloid": "pos" if pos else "neg", "FWHM_mm": fwhm, "method": LABEL[m],
                         "segmentation": which or "none", "seconds": 0.0 if m == "input" else t.seconds,
-                        "RMSE_vs_RBV": _rmse(out, target, judged), "SSIM_vs_RBV": s_b, "SSIM_volume_vs_RBV": s_v,
-                        "RMSE_vs_truth": _rmse(out, act, judged), "SSIM_vs_truth": a_b, "SSIM_volume_vs_truth": a_v,
+                        "RMSE_vs_RBV": rmse(out, target, judged), "SSIM_vs_RBV": s_b, "SSIM_volume_vs_RBV": s_v,
+                        "RMSE_vs_truth": rmse(out, act, judged), "SSIM_vs_truth": a_b, "SSIM_volume_vs_truth": a_v,
                         "composite_SUVR": est, "SUVR_RBV": suvr_rbv, "SUVR_true": suvr_true,
                         "SUVR_err_vs_RBV_%": 100 * (est - suvr_rbv) / suvr_rbv, "SUVR_err_vs_true_%": 100 * (est - suvr_true) / suvr_true,
                     })

@@ -27,7 +27,7 @@ from ..physics.qsm_phantom import susceptibility_map
 from ..physics.rotation import rotation_about
 from ..simulate.driver import crop_box, task_rng
 from ..training.qsm_data import local_field
-from .classical import qsm_metrics
+from ..metrics.maps import qsm_metrics
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)

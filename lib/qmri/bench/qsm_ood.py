@@ -35,7 +35,7 @@ from ..networks.qsm_predict import load_qsmnet
 from ..paths import shipped
 from ..simulate.driver import crop_box
 from ..simulate.qsm import tilted_b0
-from .classical import qsm_metrics
+from ..metrics.maps import qsm_metrics
 from .qsm import invert
 from .report import Timer, device_label, save_report
 

@@ -9,7 +9,7 @@ CT 50500..) and validation (51000..). Each subject gives a co-registered T2w MR 
 (:mod:`qmri.classical.bulk_density`) translate whole volumes the way the server does; the network
 also without its test-time offset averaging (:data:`NETWORK_SETTINGS`).
 
-Metrics (SynthRAD2023 convention, :mod:`qmri.physics.synth_metrics`, inside the phantom's head
+Metrics (SynthRAD2023 convention, :mod:`qmri.metrics.synthrad`, inside the phantom's head
 mask): sCT MAE (HU), PSNR (dB) and SSIM on [-1024, 3000] HU (data range 4024 HU), bone Dice/IoU at
 >= 300 HU; sMR PSNR and SSIM after normalising by the reference's 99.5th percentile; wall seconds
 per volume on this machine. Writes ``bench_synth.md``, ``.json`` and ``.png`` (MR, CT truth, sCT,
@@ -30,7 +30,7 @@ from ..classical.bulk_density import synthetic_ct_bulk_density, synthetic_mr_bul
 from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
 from ..networks.synth_predict import SHIFT_AVERAGE, load_synthnet, synthetic_ct, synthetic_mr
 from ..paths import shipped
-from ..physics import synth_metrics as sm
+from ..metrics import synthrad as sm
 from ..training.synth_data import make_volume
 from .report import Timer, device_label, save_report
 

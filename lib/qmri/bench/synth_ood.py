@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..paths import shipped
-from ..physics import synth_metrics as sm
+from ..metrics import synthrad as sm
 from ..physics.ct_mr import CT_NOISE_SD_HU
 from ..simulate.synthesis import T2W_BIAS_AMPLITUDE, T2W_BIAS_ORDER, T2W_SNR
 from ..networks.grid import NetworkGrid

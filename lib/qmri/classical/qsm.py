@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..metrics.maps import nrmse  # noqa: F401  (re-exported: the inversions' tests and benches use it)
+
 from qmri.physics.dipole import (
     GAMMA_BAR_MHZ_PER_T,
     crop_to,
@@ -90,20 +92,6 @@ def _grad(x: torch.Tensor) -> torch.Tensor:
 def _grad_adj(g: torch.Tensor) -> torch.Tensor:
     """Adjoint of :func:`_grad` (minus the backward-difference divergence)."""
     return sum(torch.roll(g[..., i, :, :, :], 1, d) - g[..., i, :, :, :] for i, d in enumerate(_DIMS))  # type: ignore
-
-
-def nrmse(estimate, reference, mask, demean: bool = True) -> float:
-    """Normalised RMSE ``||x - y|| / ||y||`` over ``mask`` (fraction, not %).
-
-    ``demean=True`` subtracts each map's mean over the mask first (QSM is relative).
-    """
-    m = np.asarray(mask, bool)
-    x = np.asarray(estimate, dtype=np.float64)[m]
-    y = np.asarray(reference, dtype=np.float64)[m]
-    if demean:
-        x = x - x.mean()
-        y = y - y.mean()
-    return float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12))
 
 
 def _prep_inversion(field, mask, voxel_size, b0_dir, pad, device):

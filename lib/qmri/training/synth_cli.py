@@ -22,7 +22,7 @@ from ..paths import shipped
 # (which calls add_missing_arguments) must build without them
 #: = qmri.training.synth_train.HYBRID_BRAIN (tests/test_cli_validation.py checks they agree)
 HYBRID_BRAIN = ("tissue_mixture", "drawn_mixture")
-#: = qmri.physics.synth_metrics.SSIM_WIN: the validation SSIM needs this many slices
+#: = qmri.metrics.synthrad.SSIM_WIN: the validation SSIM needs this many slices
 SSIM_WIN = 7
 
 

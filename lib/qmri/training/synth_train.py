@@ -86,7 +86,7 @@ with left-right flip averaging but without the server's in-plane offset averagin
 1, :func:`qmri.networks.synth_predict.translate_slices`), which would make each validation 4x
 slower (it raised the stage-10 weights' validation sMR SSIM by 0.005); metrics are the
 sCT MAE (HU) inside the head, the sCT bone Dice (>= 300 HU) and the sMR SSIM (SynthRAD convention,
-:mod:`qmri.physics.synth_metrics`). The selection metric ``val_score`` = MAE / 60 HU +
+:mod:`qmri.metrics.synthrad`). The selection metric ``val_score`` = MAE / 60 HU +
 (1 - SSIM_sMR) / 0.10, each term 1 at the project's goal (60 HU, SSIM 0.90), lower is better.
 """
 
@@ -101,7 +101,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..networks.sc_loss import spatially_correlative_loss
 from ..networks.synth_nets import SynthCycleGAN, hu_window_to_unit, realness_map
 from ..networks.synth_predict import HU_RANGE, MR_RANGE, synthetic_ct, synthetic_mr, to_unit
-from ..physics import synth_metrics as sm
+from ..metrics import synthrad as sm
 from ..physics.ct_mr import TISSUE_PROPERTIES, tissue_t2w_intensity
 from .synth_data import SynthVolume, head_slices, random_crops
 
