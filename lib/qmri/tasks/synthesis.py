@@ -64,6 +64,10 @@ def _model(net: ReloadingWeights | None, method: str, methods: tuple[str, ...]):
 #: Voxel size (mm) of the phantoms the shipped generators were trained on (the checkpoint does not
 #: record it); other voxel sizes are resampled to it and back (:class:`qmri.networks.grid.NetworkGrid`).
 NETWORK_VOXEL_MM = 2.0
+#: Finest voxel size (mm, every axis) the sCT generator is run for: on a 1 mm T2w its 2 mm map scores
+#: sCT MAE 155 HU against the 1 mm truth (a perfect 2 mm map: 145 HU; the tissue mixture at 1 mm:
+#: 34 HU; bench_synth_ood.md), so finer inputs are refused with a pointer to tissue_mixture.
+SCT_NETWORK_MIN_VOXEL_MM = 1.5
 
 
 def _on_network_grid(translate, image: np.ndarray, voxel_mm) -> tuple[np.ndarray, str]:
@@ -85,6 +89,11 @@ def run_synthetic_ct(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, A
     note = ""
     if model is not None:
         _check_mr(np.asarray(t2w, np.float32))
+        if min(vs) < SCT_NETWORK_MIN_VOXEL_MM:
+            raise ValueError(
+                f"method '{NETWORK}' computes sCT on a {NETWORK_VOXEL_MM:g} mm grid; this T2w has {[round(v, 3) for v in vs]} mm voxels (finer than "
+                f"{SCT_NETWORK_MIN_VOXEL_MM:g} mm), where it loses the bone detail (sCT MAE 155 HU at 1 mm on held-out phantoms): use method 'tissue_mixture' (34 HU at 1 mm), or resample the T2w to 2 mm"
+            )
         sct, note = _on_network_grid(lambda x: synthetic_ct(model, x), t2w, vs)
     elif method == "tissue_mixture":
         _check_mr(np.asarray(t2w, np.float32))  # it reads the phantom's T2w units, as the network does
