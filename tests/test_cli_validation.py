@@ -184,10 +184,31 @@ def test_parser_constants_match_the_modules_and_build_without_torch():
     from qmri.tasks.registry import TASKS
 
     assert cli.INFER_TASKS == TASKS
+    from qmri.networks import pvcnet
+    from qmri.training import pvc_cli
+
+    assert pvc_cli.DEFAULT_CHANNELS == tuple(pvcnet.DEFAULT_CHANNELS) and pvc_cli.RESIDUALS == tuple(pvcnet.RESIDUALS)
     assert synth_cli.HYBRID_BRAIN == tuple(synth_train.HYBRID_BRAIN)
     assert synth_cli.SSIM_WIN == SSIM_WIN
     code = "import sys, qmri.cli; qmri.cli.build_parser(); assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_each_train_task_owns_its_options_and_defaults(capsys):
+    """``qmri train <task>`` parses with that task's own defaults (one source: its *_cli module) and
+    refuses another task's options."""
+    from qmri import cli
+
+    ap = cli.build_parser()
+    synth = ap.parse_args(["train", "synth"])
+    pvc = ap.parse_args(["train", "pvc"])
+    qsm = ap.parse_args(["train", "qsm"])
+    assert (synth.train_subjects, synth.epochs, synth.steps) == (4, 30, 100)
+    assert (pvc.train_subjects, pvc.batch, pvc.lr, pvc.patch) == (6, 2, 1e-3, 64)
+    assert (qsm.epochs, qsm.steps, qsm.lr, qsm.randomised) == (20, 40, 1e-3, 0.0)
+    with pytest.raises(SystemExit):
+        ap.parse_args(["train", "qsm", "--patch", "32"])
+    assert "unrecognized arguments: --patch 32" in capsys.readouterr().err
 
 
 # -- errors while working: "qmri: error:" and an exit code, no traceback (unless --debug) ------------

@@ -20,7 +20,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from .cli_args import PathError, device_name, existing_file, int_list, nonneg_int, positive_float, positive_int, readable_file, unit_fraction, writable_dir, writable_file
+from .cli_args import PathError, nonneg_int, positive_float, positive_int, readable_file, writable_dir, writable_file
 from .paths import MODEL_DIR_ENV, model_dir, shipped
 
 #: ``qmri bench classical --tasks`` = qmri.bench.classical.BENCHES; ``qmri bench oef --tasks`` =
@@ -210,9 +210,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _check_train(args: argparse.Namespace) -> None:
     """The output (weights file; oef: folder) and cache folder of ``qmri train``, before any work."""
-    if args.init:
+    if getattr(args, "init", None):
         loadable_checkpoint("--init", args.init)
-    if args.cache_dir:
+    if getattr(args, "cache_dir", None):
         output_dir("--cache-dir", args.cache_dir)
     flag = "--out" if args.out is not None else "--out (default)"
     if args.task == "oef":
@@ -300,35 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same input, task and method")
     p.set_defaults(func=_infer)
 
-    p = sub.add_parser("train", help="train a task's network on phantoms and write shipped weights + model card")
-    p.add_argument("task", choices=("qsm", "pvc", "synth", "oef"))
-    p.add_argument("--out", default=None, help=f"weights file (oef: folder); default: the shipped weights in the app's model folder {model_dir()}/<network>/ (${MODEL_DIR_ENV} overrides)")
-    p.add_argument("--train-subjects", type=positive_int, default=8)
-    p.add_argument("--val-subjects", type=positive_int, default=2)
-    p.add_argument("--epochs", type=positive_int, default=20)
-    p.add_argument("--steps", type=positive_int, default=40, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=positive_int, default=4)
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the task's)")
-    p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
-    p.add_argument("--world-size", type=positive_int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
-    p.add_argument("--resolution", type=positive_float, default=2.0, help="phantom voxel size (mm)")
-    p.add_argument("--patch", type=positive_int, default=None, help="pvc: patch edge in voxels (default 64)")
-    p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="pvc: RBV-corrected PET (default) or the true activity")
-    p.add_argument("--condition-fwhm", action="store_true", help="pvc: give the network the PSF FWHM as a second input channel")
-    p.add_argument("--init", type=existing_file, default=None, help="pvc, synth, qsm: weights to fine-tune from (same architecture)")
-    p.add_argument("--randomised", type=unit_fraction, default=0.0, help="qsm: fraction of each batch drawn from domain-randomised examples (random tissue values, shapes, textures, voxel sizes 0.6-2 mm, tilt up to 45 deg, noise, mask errors; default 0)")
-    p.add_argument("--residual", choices=("additive", "multiplicative"), default=None, help="pvc: output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
-    p.add_argument("--channels", type=int_list, default=None, help="pvc: U-Net channels per level, comma-separated (default 16,32,64,128)")
-    p.add_argument("--workers", type=positive_int, default=None, help="pvc, oef best: processes generating the phantoms (default 1)")
-    from .training.synth_cli import add_missing_arguments as _synth_args
+    p = sub.add_parser("train", help="train a task's network on phantoms and write its weights + model card")
+    tsub = p.add_subparsers(dest="task", required=True, metavar="TASK")
+    from .training import oef_cli, pvc_cli, qsm_cli, synth_cli  # torch-free: each declares its options and defaults
 
-    _synth_args(p)  # synth options whose names the shared parser lacks
-    from .training.oef_cli import add_missing_arguments as _oef_args
-
-    _oef_args(p)  # oef options whose names the shared parser lacks
-    p.set_defaults(func=_train)
+    for task, module, what in (
+        ("qsm", qsm_cli, "QSMnet (local field -> chi)"),
+        ("pvc", pvc_cli, "the PET-only PVC network (--condition-fwhm: pvcnet_fwhm)"),
+        ("synth", synth_cli, "the scCycleGAN generators (T2w MR <-> CT)"),
+        ("oef", oef_cli, "an OEF network (--model cnn3d | lstm | best)"),
+    ):
+        tp = tsub.add_parser(task, help=f"train {what}")
+        module.add_arguments(tp)
+        tp.set_defaults(func=_train)
 
     p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
     p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef", "memory", "serve"), help="memory: peak memory per input value of every task and method (the server's memory admission); serve: the server on a copy of the sample studies, under bad input and load (see --bad-inputs, --concurrency)")

@@ -1,7 +1,7 @@
 """``qmri train pvc``: train the PET PVC network on phantoms, write weights, a model card and a curve.
 
-:func:`add_arguments` holds this task's option defaults (the shared ``qmri train`` parser declares
-the options); :func:`train_pvc_command` runs them.
+:func:`add_arguments` declares the options of ``qmri train pvc`` with this task's defaults;
+:func:`train_pvc_command` runs them.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ import json
 import platform
 from pathlib import Path
 
-import torch
-
 from ..cli_args import device_name, existing_file, int_list, nonneg_int, positive_float, positive_int
-from ..networks.pvcnet import DEFAULT_CHANNELS, RESIDUALS
 from ..paths import shipped
 from . import model_card
-from .loop import training_command
-from .pvc_train import save_training_curve, train_pvc
+
+# torch, the network and the trainer are imported by train_pvc_command only: ``qmri``'s parser
+# (which calls add_arguments) must build without them
+#: = qmri.networks.pvcnet.DEFAULT_CHANNELS and RESIDUALS (tests/test_cli_validation.py checks they agree)
+DEFAULT_CHANNELS = (16, 32, 64, 128)
+RESIDUALS = ("additive", "multiplicative")
 
 TRAIN_SEED0 = 30000  # training phantoms: seeds 30000.. ; validation 31000.. ; benchmark 5400..
 VAL_SEED0 = 31000
@@ -62,6 +63,11 @@ def _init_summary(path) -> dict:
 
 
 def train_pvc_command(args) -> dict:
+    import torch
+
+    from .loop import training_command
+    from .pvc_train import save_training_curve, train_pvc
+
     out = Path(args.out) if args.out else default_out(bool(getattr(args, "condition_fwhm", False)))
     train = list(range(TRAIN_SEED0, TRAIN_SEED0 + args.train_subjects))
     val = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))

@@ -6,12 +6,12 @@ import json
 import platform
 from pathlib import Path
 
-import torch
-
+from ..cli_args import device_name, existing_file, nonneg_int, positive_float, positive_int, unit_fraction
 from ..paths import shipped
 from . import model_card
-from .loop import training_command
-from .qsm_train import save_training_curve, train_qsm
+
+# torch and the trainer are imported by train_qsm_command only: ``qmri``'s parser (which calls
+# add_arguments) must build without them
 
 TRAIN_SEED0 = 20000  # training phantoms: seeds 20000.. ; validation 21000.. ; benchmarks use 5000..
 VAL_SEED0 = 21000
@@ -24,20 +24,44 @@ def default_out() -> Path:
     return shipped("qsmnet")
 
 
+def add_arguments(p):
+    """The options of ``qmri train qsm`` with this task's defaults."""
+    p.add_argument("--out", default=None, help=f"weights file (default {default_out()})")
+    p.add_argument("--train-subjects", type=positive_int, default=8, help="phantom brains (seeds 20000..; with --randomised also base brains 22000..)")
+    p.add_argument("--val-subjects", type=positive_int, default=2, help="validation brains (seeds 21000..; with --randomised also 23000..)")
+    p.add_argument("--epochs", type=positive_int, default=20)
+    p.add_argument("--steps", type=positive_int, default=40, help="optimiser steps per epoch")
+    p.add_argument("--batch", type=positive_int, default=4)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (QSMnet's 1e-3), cosine-decayed")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--resolution", type=positive_float, default=2.0, help="phantom voxel size (mm)")
+    p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
+    p.add_argument("--world-size", type=positive_int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")
+    p.add_argument("--init", type=existing_file, default=None, help="weights to fine-tune from (same architecture)")
+    p.add_argument("--randomised", type=unit_fraction, default=0.0, help="fraction of each batch drawn from domain-randomised examples (random tissue values, shapes, textures, voxel sizes 0.6-2 mm, tilt up to 45 deg, noise, mask errors; default 0)")
+    return p
+
+
 def train_qsm_command(args) -> dict:
+    import torch
+
+    from .loop import training_command
+    from .qsm_train import save_training_curve, train_qsm
+
     out = Path(args.out) if args.out else default_out()
     train = list(range(TRAIN_SEED0, TRAIN_SEED0 + args.train_subjects))
     val = list(range(VAL_SEED0, VAL_SEED0 + args.val_subjects))
     frac = getattr(args, "randomised", 0.0) or 0.0
     random_train = list(range(RANDOM_SEED0, RANDOM_SEED0 + args.train_subjects)) if frac > 0 else []
     random_val = list(range(RANDOM_VAL_SEED0, RANDOM_VAL_SEED0 + args.val_subjects)) if frac > 0 else []
-    res = train_qsm(out, train, val, resolution_mm=getattr(args, "resolution", 2.0), randomised=frac, random_train=random_train, random_val=random_val, init=getattr(args, "init", None), max_minutes=getattr(args, "max_minutes", None), epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=getattr(args, "lr", None) or 1e-3, seed=args.seed, device=args.device, world_size=getattr(args, "world_size", 1))
+    res = train_qsm(out, train, val, resolution_mm=getattr(args, "resolution", 2.0), randomised=frac, random_train=random_train, random_val=random_val, init=getattr(args, "init", None), max_minutes=getattr(args, "max_minutes", None), epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=args.lr, seed=args.seed, device=args.device, world_size=getattr(args, "world_size", 1))
     save_training_curve(res["history"], out.parent / "training_curve.png")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]
     if device.startswith("cuda"):
         device += f" ({torch.cuda.get_device_name(0)})"
-    lr = getattr(args, "lr", None) or 1e-3
+    lr = args.lr
     cfg = res["config"]
     n_params = sum(p.numel() for p in torch.load(out, weights_only=True)["state_dict"].values() if hasattr(p, "numel"))
     randomised = (
