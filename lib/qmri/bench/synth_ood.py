@@ -97,20 +97,23 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 1, cach
             base = {"case": case, "seed": seed, "voxel_mm": vmm}
             got = {}
             for method in sct_spec.methods:
+                refused = None
                 with Timer() as t:
                     try:
                         sct = sct_spec.run(mr, affine, {}, method)[0].data
                     except ValueError as e:  # the served task refuses (HTTP 422): the alternative to meeting the goal
-                        log.info("%s %s refused: %s", case, method, e)
-                        got[("sct", method)] = None
-                        sct_rows.append({**base, "method": f"{method} (refused: 422)", "MAE_HU": None, "seconds": t.seconds})
-                        # what it would have returned: its 2 mm map interpolated back
-                        from ..networks.synth_predict import load_synthnet, synthetic_ct
+                        refused = str(e)
+                if refused is not None:
+                    log.info("%s %s refused: %s", case, method, refused)
+                    got[("sct", method)] = None
+                    sct_rows.append({**base, "method": f"{method} (refused: 422)", "MAE_HU": None, "seconds": t.seconds})
+                    # what it would have returned: its 2 mm map interpolated back
+                    from ..networks.synth_predict import load_synthnet, synthetic_ct
 
-                        grid = NetworkGrid(mr.shape, voxel_size(affine), NETWORK_VOXEL_MM)
-                        r = sm.evaluate_sct(grid.to_input(synthetic_ct(load_synthnet(weights)[0], grid.to_network(mr))), ct, head)
-                        sct_rows.append({**base, "method": f"{method} via the 2 mm grid (not served)", "MAE_HU": r["mae"], "PSNR_dB": r["psnr"], "SSIM": r["ssim"], "bone_Dice": r["bone_dice"], "seconds": None})
-                        continue
+                    grid = NetworkGrid(mr.shape, voxel_size(affine), NETWORK_VOXEL_MM)
+                    r = sm.evaluate_sct(grid.to_input(synthetic_ct(load_synthnet(weights)[0], grid.to_network(mr))), ct, head)
+                    sct_rows.append({**base, "method": f"{method} via the 2 mm grid (not served)", "MAE_HU": r["mae"], "PSNR_dB": r["psnr"], "SSIM": r["ssim"], "bone_Dice": r["bone_dice"], "seconds": None})
+                    continue
                 r = sm.evaluate_sct(sct, ct, head)
                 got[("sct", method)] = r["mae"]
                 sct_rows.append({**base, "method": method, "MAE_HU": r["mae"], "PSNR_dB": r["psnr"], "SSIM": r["ssim"], "bone_Dice": r["bone_dice"], "seconds": t.seconds})
