@@ -134,3 +134,17 @@ def writable_file(path: str | Path) -> Path:
     except PathError as e:
         raise PathError(f"its folder {p.parent}: {e}") from None
     return p
+
+
+def add_training_arguments(p: argparse.ArgumentParser, out_help: str, train_subjects: int, val_subjects: int, epochs: int, steps: int, batch: int, train_help: str | None = None, val_help: str | None = None, batch_help: str | None = None) -> argparse.ArgumentParser:
+    """The options every ``qmri train <task>`` has, with that task's defaults: --out, --train-subjects,
+    --val-subjects, --epochs, --steps, --batch, --seed and --device."""
+    p.add_argument("--out", default=None, help=out_help)
+    p.add_argument("--train-subjects", type=positive_int, default=train_subjects, help=train_help)
+    p.add_argument("--val-subjects", type=positive_int, default=val_subjects, help=val_help)
+    p.add_argument("--epochs", type=positive_int, default=epochs)
+    p.add_argument("--steps", type=positive_int, default=steps, help="optimiser steps per epoch")
+    p.add_argument("--batch", type=positive_int, default=batch, help=batch_help)
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when available)")
+    return p

@@ -205,17 +205,10 @@ def write_model_card(out_dir: Path, model: str) -> Path:
 
 def add_arguments(p):
     """The options of ``qmri train oef`` with this task's defaults."""
-    from ..cli_args import device_name, nonneg_int, positive_float
+    from ..cli_args import add_training_arguments, positive_float
 
-    p.add_argument("--out", default=None, help=f"weights folder (default {default_dir()})")
-    p.add_argument("--train-subjects", type=positive_int, default=8, help="phantom anatomies (seeds 40000..)")
-    p.add_argument("--val-subjects", type=positive_int, default=2, help="validation anatomies (seeds 41000..)")
-    p.add_argument("--epochs", type=positive_int, default=20)
-    p.add_argument("--steps", type=positive_int, default=40, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=positive_int, default=4, help="cnn3d: volumes per batch (lstm, best: see --voxels)")
+    add_training_arguments(p, f"weights folder (default {default_dir()})", 8, 2, 20, 40, 4, train_help="phantom anatomies (seeds 40000..)", val_help="validation anatomies (seeds 41000..)", batch_help="cnn3d: volumes per batch (lstm, best: see --voxels)")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the model's, see the model card)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
     p.add_argument("--workers", type=positive_int, default=None, help="best: processes generating the phantoms (default 1)")
     add_missing_arguments(p)

@@ -11,7 +11,7 @@ import json
 import platform
 from pathlib import Path
 
-from ..cli_args import device_name, existing_file, int_list, nonneg_int, positive_float, positive_int
+from ..cli_args import add_training_arguments, existing_file, int_list, positive_float, positive_int
 from ..paths import shipped
 from . import model_card
 
@@ -32,20 +32,13 @@ def default_out(condition_fwhm: bool = False) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--out", default=None, help=f"weights file (default {default_out()}, with --condition-fwhm {default_out(True)})")
-    p.add_argument("--train-subjects", type=positive_int, default=6)
-    p.add_argument("--val-subjects", type=positive_int, default=2)
-    p.add_argument("--epochs", type=positive_int, default=20)
-    p.add_argument("--steps", type=positive_int, default=50, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=positive_int, default=2)
+    add_training_arguments(p, f"weights file (default {default_out()}, with --condition-fwhm {default_out(True)})", 6, 2, 20, 50, 2, train_help="phantom heads (seeds 30000..)", val_help="validation heads (seeds 31000..)")
     p.add_argument("--patch", type=positive_int, default=64, help="patch edge in voxels (64 at 2 mm = the seed's 128 mm field of view)")
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--target", choices=("rbv", "activity"), default="rbv", help="RBV-corrected PET (default) or the true activity")
     p.add_argument("--condition-fwhm", action="store_true", help="give the network the sidecar's PSF FWHM as a second input channel")
     p.add_argument("--init", type=existing_file, default=None, help="weights to fine-tune from (same architecture)")
     p.add_argument("--residual", choices=RESIDUALS, default="additive", help="output = input + gain x U-Net (default) or input x (1 + gain x U-Net)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--device", type=device_name, default=None)
     p.add_argument("--resolution", type=positive_float, default=2.0, help="phantom voxel size (mm)")
     p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
     p.add_argument("--world-size", type=positive_int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")

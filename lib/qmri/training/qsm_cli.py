@@ -6,7 +6,7 @@ import json
 import platform
 from pathlib import Path
 
-from ..cli_args import device_name, existing_file, nonneg_int, positive_float, positive_int, unit_fraction
+from ..cli_args import add_training_arguments, existing_file, positive_float, positive_int, unit_fraction
 from ..paths import shipped
 from . import model_card
 
@@ -26,15 +26,8 @@ def default_out() -> Path:
 
 def add_arguments(p):
     """The options of ``qmri train qsm`` with this task's defaults."""
-    p.add_argument("--out", default=None, help=f"weights file (default {default_out()})")
-    p.add_argument("--train-subjects", type=positive_int, default=8, help="phantom brains (seeds 20000..; with --randomised also base brains 22000..)")
-    p.add_argument("--val-subjects", type=positive_int, default=2, help="validation brains (seeds 21000..; with --randomised also 23000..)")
-    p.add_argument("--epochs", type=positive_int, default=20)
-    p.add_argument("--steps", type=positive_int, default=40, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=positive_int, default=4)
+    add_training_arguments(p, f"weights file (default {default_out()})", 8, 2, 20, 40, 4, train_help="phantom brains (seeds 20000..; with --randomised also base brains 22000..)", val_help="validation brains (seeds 21000..; with --randomised also 23000..)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (QSMnet's 1e-3), cosine-decayed")
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--resolution", type=positive_float, default=2.0, help="phantom voxel size (mm)")
     p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
     p.add_argument("--world-size", type=positive_int, default=1, help="data-parallel processes (GPUs, or gloo CPU processes)")

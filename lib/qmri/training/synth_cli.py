@@ -15,7 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-from ..cli_args import device_name, existing_file, json_weights, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval
+from ..cli_args import add_training_arguments, existing_file, json_weights, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval
 from ..paths import shipped
 
 # torch, the data and the trainer are imported by train_synth_command only: ``qmri``'s parser
@@ -47,14 +47,7 @@ PSEUDO_NAMES = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--out", default=None, help=f"weights file (default {default_out()})")
-    p.add_argument("--train-subjects", type=positive_int, default=4, help="phantoms per modality: MR from seeds 50000.., CT from 50500.. (different subjects)")
-    p.add_argument("--val-subjects", type=positive_int, default=1, help="co-registered validation phantoms (seeds 51000..)")
-    p.add_argument("--epochs", type=positive_int, default=30)
-    p.add_argument("--steps", type=positive_int, default=100, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=positive_int, default=4)
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--device", type=device_name, default=None, help="cpu or cuda (default: cuda when available)")
+    add_training_arguments(p, f"weights file (default {default_out()})", 4, 1, 30, 100, 4, train_help="phantoms per modality: MR from seeds 50000.., CT from 50500.. (different subjects)", val_help="co-registered validation phantoms (seeds 51000..)")
     add_missing_arguments(p)
     return p
 
