@@ -89,3 +89,6 @@ def test_infer_command_line_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "qmri.cli", "infer", "qsm", str(src), "--method", "tkd", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     assert "chi (ppm): channel 0" in r.stdout and (tmp_path / "sub-1000_qsm_qsm_tkd.nii.gz").exists()
+    assert "INFO qmri.infer_cli" in r.stderr  # progress is reported by default
+    q = subprocess.run([sys.executable, "-m", "qmri.cli", "--quiet", "infer", "qsm", str(src), "--method", "tkd", "--out", str(tmp_path), "--overwrite"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert q.returncode == 0 and q.stderr == "", q.stderr

@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="qmri", description="Quantitative brain imaging: phantoms, physics, methods.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     ap.add_argument("--debug", action="store_true", help="show the Python traceback of any error (also: QMRI_DEBUG=1)")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or progress logging (warnings and errors only)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("phantom", help="generate digital head phantoms from the MNI152 anatomy")
@@ -353,9 +354,11 @@ def _subparser(ap: argparse.ArgumentParser, command: str) -> argparse.ArgumentPa
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    # long commands (training, benchmarks) report progress by default; the others only with -v
-    chatty = args.verbose or args.command in ("train", "bench")
+    # long commands (training, benchmarks, sample data, inference) report progress by default; the others only with -v
+    chatty = (args.verbose or args.command in ("train", "bench", "sample-data", "infer")) and not args.quiet
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables: every bar off
     debug = args.debug or os.environ.get("QMRI_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
