@@ -19,10 +19,9 @@ Losses (x: T2w MR slice, y: CT slice, unpaired; G: MR -> CT, F: CT -> MR; networ
 * structural consistency: :func:`qmri.networks.sc_loss.spatially_correlative_loss` between each
   source and its translation, ``SC(x, G(x)) + SC(y, F(y))``, weight ``str`` (10, seed).
 
-Pretraining and warm start (optional): unpaired CycleGANs start from an arbitrary mapping and, on
-a single CPU core, did not leave the identity basin (sCT looking like the MR) within the ~2000 steps
-that fit the time budget (measured: validation score flat or rising over 3-4 epochs with the
-seed's weights, pix 10, lr 5e-4, and a ramped warm start). Each training image can therefore come
+Pretraining and warm start (optional): unpaired CycleGANs start from an arbitrary mapping and may
+stay near the identity (sCT looking like the MR) for a long time (experiments/synthnet/recipe_notes.md).
+Each training image can therefore come
 with a classical method's translation of itself: for an MR the sCT of ``pseudo_sct``
 (:data:`PSEUDO_SCT`: ``tissue_mixture``, :func:`qmri.classical.tissue_mixture_ct.
 synthetic_ct_tissue_mixture`, the default, or ``bulk_density``, :func:`qmri.classical.bulk_density.
@@ -53,15 +52,11 @@ synthetic_mr_bulk`):
 * ``bt_hybrid`` (pretraining steps with ``bt > 0``, ``pseudo_sct`` tissue_mixture): the CT -> MR
   generator also inverts a hybrid sCT of each training MR, ``w x (|F(h(x)~) - x| + bt_ssim x
   (1 - SSIM(F(h(x)~), x)))``, where ``h`` (:func:`hybrid_sct`) takes brain, CSF and muscle from
-  the classical tissue-mixture sCT and bone, air and fat from G(x). The generator's own sCT is
-  flatter than a real CT inside the brain (stage-7 weights: GM 34 vs 39 HU, CSF 19 vs 16 HU on
-  the validation subject), so F learned to read flat brains: it scored sMR SSIM 0.892 from
-  G(x) + noise but 0.847 from the real CT. The tissue-mixture sCT has the physics' partial-volume
-  brain (``HU = sum p_c HU_c`` along the T2w axis) but a poor skull, and inverting it alone made
-  validation worse (0.842 -> 0.82 in 6 epochs); the hybrid keeps each where it is good.
-  Measured: 300 F-only steps from stage 8 raised the validation sMR SSIM 0.855 -> 0.865-0.869 with
-  the hybrid, 0.849-0.853 without it. Paired supervision, which the issue forbids, reached 0.90
-  in 700 steps: the gap is the training signal, not the generator's capacity.
+  the classical tissue-mixture sCT and bone, air and fat from G(x): the generator's own sCT is
+  flatter than a real CT inside the brain, so an F trained only on it learns to read flat brains,
+  while the tissue-mixture sCT has the physics' partial-volume brain (``HU = sum p_c HU_c`` along
+  the T2w axis) but a poor skull; the hybrid keeps each where it is good (measurements:
+  experiments/synthnet/recipe_notes.md).
 * ``hybrid_brain`` (with ``bt_hybrid``): ``'tissue_mixture'`` keeps the tissue-mixture sCT's brain;
   ``'drawn_mixture'`` replaces the hybrid's soft tissue inside the skull (the tissue-mixture
   method's own inside-the-skull mask, carried as a third MR pool channel) by
@@ -74,9 +69,8 @@ No ground truth enters any of these: training stays unpaired.
 ``ema_decay`` (0: off): validation and the saved checkpoint use an exponential moving average of
 the network's weights, ``w_ema <- d w_ema + (1 - d) w`` after every step (PyTorch's
 :class:`~torch.optim.swa_utils.AveragedModel` with ``get_ema_multi_avg_fn``; Polyak averaging, as
-for the generators of progressive GANs and StyleGAN). At the constant learning rate of the
-fine-tuning stages the validation sCT MAE moved by several HU from one epoch to the next; the
-average over the last ~1 / (1 - d) steps is the estimate of the weights those epochs circle.
+for the generators of progressive GANs and StyleGAN): at a constant learning rate the average over
+the last ~1 / (1 - d) steps estimates the weights the epochs circle.
 
 Optimisers: Adam (beta1 0.5, beta2 0.999, CycleGAN) for the generators together and the
 discriminators together, created on the first ``step`` from ``self.lr``.
@@ -84,7 +78,7 @@ discriminators together, created on the first ``step`` from ``self.lr``.
 Validation: the held-out co-registered subjects are translated slice by slice as the server does,
 with left-right flip averaging but without the server's in-plane offset averaging (``shift_average``
 1, :func:`qmri.networks.synth_predict.translate_slices`), which would make each validation 4x
-slower (it raised the stage-10 weights' validation sMR SSIM by 0.005); metrics are the
+slower; metrics are the
 sCT MAE (HU) inside the head, the sCT bone Dice (>= 300 HU) and the sMR SSIM (SynthRAD convention,
 :mod:`qmri.metrics.synthrad`). The selection metric ``val_score`` = MAE / 60 HU +
 (1 - SSIM_sMR) / 0.10, each term 1 at the project's goal (60 HU, SSIM 0.90), lower is better.
@@ -99,25 +93,30 @@ from monai.losses import SSIMLoss
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..networks.sc_loss import spatially_correlative_loss
-from ..networks.synth_nets import SynthCycleGAN, hu_window_to_unit, realness_map
-from ..networks.synth_predict import HU_RANGE, MR_RANGE, synthetic_ct, synthetic_mr, to_unit
+from ..networks.synth_nets import SynthCycleGAN, realness_map
+from ..networks.synth_predict import HU_RANGE, MR_RANGE, synthetic_ct, synthetic_mr
 from ..metrics import synthrad as sm
-from ..physics.ct_mr import TISSUE_PROPERTIES, tissue_t2w_intensity
 from .synth_data import SynthVolume, head_slices, random_crops
+from .synth_targets import (  # noqa: F401  (HYBRID_*, the noise helpers: re-exported for the CLI and tests)
+    HYBRID_BRAIN,
+    HYBRID_DARK_G_MAX_HU,
+    HYBRID_G_HU,
+    HYBRID_TM_HU,
+    _bulk_smr,
+    _central_block,
+    _classical_sct,
+    _ct_noise_sd_hu,
+    _inside_skull_slices,
+    _mr_noise_sd,
+    add_ct_noise,
+    add_mr_noise,
+    drawn_brain_hu,
+    hybrid_sct,
+)
 
 #: Classical MR -> CT methods that can make the pretraining pseudo-targets of the training MRs.
 PSEUDO_SCT = ("tissue_mixture", "bulk_density")
 DEFAULT_WEIGHTS = {"adv": 1.0, "cyc": 10.0, "pix": 100.0, "idt": 0.5, "str": 10.0}
-#: ``bt_hybrid``: soft tissue (HU) by the tissue-mixture sCT (CSF 15 .. GM 40 .. muscle 45; no fat,
-#: bone or air) and, with a margin, by the MR -> CT generator's sCT.
-HYBRID_TM_HU = (5.0, 50.0)
-HYBRID_G_HU = (-10.0, 70.0)
-#: ``hybrid_brain``: where the hybrid's inside-the-skull soft tissue comes from: the tissue-mixture
-#: sCT as is, or :func:`drawn_brain_hu`.
-HYBRID_BRAIN = ("tissue_mixture", "drawn_mixture")
-#: ``drawn_mixture``: highest generator sCT (HU) at which T2w-dark tissue inside the skull still counts
-#: as blood rather than bone (see :func:`hybrid_sct`).
-HYBRID_DARK_G_MAX_HU = 400.0
 #: ct_windows_hu: the CT -> MR generator also sees its input through a soft-tissue window (HU), see
 #: :class:`qmri.networks.synth_nets.ResnetGenerator`.
 DEFAULT_NET = {"width": 16, "n_blocks": 6, "n_down": 2, "d_width": 16, "d_layers": 3, "ct_windows_hu": [[-150.0, 150.0]]}
@@ -367,148 +366,6 @@ class SynthRecipe:
         }
         out["val_score"] = out["val_sct_mae_hu"] / 60.0 + (1.0 - out["val_smr_ssim"]) / 0.10
         return out
-
-
-def hybrid_sct(tissue_mixture_u: torch.Tensor, generator_u: torch.Tensor, brain: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """The ``bt_hybrid`` input (network units): the tissue-mixture sCT where it lies in
-    :data:`HYBRID_TM_HU` and the generator's sCT in :data:`HYBRID_G_HU` (both call the voxel brain,
-    CSF or muscle), the generator's sCT elsewhere (bone, air, fat and their edges).
-
-    ``brain`` = (inside-the-skull mask, HU map, T2w MR; maps in network units), e.g. ``(mask,``
-    :func:`drawn_brain_hu` ``(x), x)`` (``hybrid_brain='drawn_mixture'``): inside the mask, the
-    soft-tissue voxels take the map's value instead of the tissue-mixture sCT's, and so do voxels
-    darker than WM on T2w that the generator puts between soft tissue and
-    :data:`HYBRID_DARK_G_MAX_HU` (dural venous sinuses: T2w-dark blood against the skull, which the
-    stage-9 generator gave a median 193 HU instead of the true ~47 HU; with the cap only 8 of 1153
-    such voxels of the validation subject were bone)."""
-    tlo, thi = hu_window_to_unit(HYBRID_TM_HU)
-    glo, ghi = hu_window_to_unit(HYBRID_G_HU)
-    tm_soft = (tissue_mixture_u > tlo) & (tissue_mixture_u < thi)
-    g_soft = (generator_u > glo) & (generator_u < ghi)
-    out = torch.where(tm_soft & g_soft, tissue_mixture_u, generator_u)
-    if brain is not None:
-        mask, brain_u, mr_u = brain
-        dark = mr_u < float(to_unit(tissue_t2w_intensity("wm"), "mr"))
-        dark_g = (generator_u > glo) & (generator_u < hu_window_to_unit((HYBRID_G_HU[0], HYBRID_DARK_G_MAX_HU))[1])
-        out = torch.where(mask & tm_soft & (g_soft | dark & dark_g), brain_u, out)
-    return out
-
-
-def drawn_brain_hu(mr_u: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """CT (network units) of brain tissue from its T2w signal by three two-compartment mixtures with
-    per-image compartment CT numbers (``hybrid_brain='drawn_mixture'``).
-
-    ``mr_u``: T2w MR (network units, (B, 1, H, W)). Along the T2w axis (a.u., table intensities
-    of :func:`qmri.physics.ct_mr.tissue_t2w_intensity`): venous blood <-> WM below the WM signal,
-    WM <-> GM up to the GM signal, GM <-> CSF above it, ``HU = HU_a + (HU_b - HU_a) f`` with ``f``
-    the signal's fraction of the way from ``S_a`` to ``S_b`` clipped to [0, 1].
-
-    Why not the tissue-mixture sCT's brain (WM <-> GM <-> CSF, table HU): the CT -> MR generator
-    learns to read the brains it is shown. With stage-9 weights on the validation subject, its
-    errors from the real CT sat in tissue whose CT number is not what the tissue-mixture rule
-    gives its T2w signal: venous sinuses (50 HU, darker than WM on T2w; the rule clips them to WM's
-    25 HU; sMR too bright by 173 a.u.), iron-rich deep grey nuclei (globus pallidus, nigra, red
-    nucleus: GM's CT number, signal at or below WM's) and CSF, whose CT number varies between
-    subjects (median of pure CSF 13.8-19.7 HU over five phantoms, GM 36-39, WM 24-27). The extra
-    segment gives dark brain tissue the CT number of blood-like tissue, and drawing each
-    compartment's CT number per image from the forward model's between-subject distribution
-    (:data:`qmri.physics.ct_mr.TISSUE_PROPERTIES` ``hu``, ``hu_sd``, clipped to ``hu_range``) shows the
-    generator that an image's CSF may sit anywhere in that range.
-    """
-    lo, hi = MR_RANGE
-    s = lo + (mr_u + 1.0) * 0.5 * (hi - lo)
-    n = s.shape[0]
-    shape = (n,) + (1,) * (s.dim() - 1)
-    hu = {}
-    for c in ("venous_blood", "wm", "cortical_gm", "csf"):
-        p = TISSUE_PROPERTIES[c]
-        draw = p.hu + p.hu_sd * torch.randn(shape, generator=generator, device=s.device if generator is None else "cpu", dtype=s.dtype)
-        hu[c] = draw.to(s.device).clamp(*p.hu_range)
-    sig = {c: tissue_t2w_intensity(c) for c in hu}
-
-    def line(a, b):
-        f = ((s - sig[a]) / (sig[b] - sig[a])).clamp(0.0, 1.0)
-        return hu[a] + f * (hu[b] - hu[a])
-
-    out = torch.where(s < sig["wm"], line("venous_blood", "wm"), torch.where(s < sig["cortical_gm"], line("wm", "cortical_gm"), line("cortical_gm", "csf")))
-    hlo, hhi = HU_RANGE
-    return 2.0 * (out - hlo) / (hhi - hlo) - 1.0
-
-
-def _inside_skull_slices(v: SynthVolume) -> np.ndarray:
-    """Head slices of the tissue-mixture method's inside-the-skull mask of a training MR (1/0, float32)."""
-    from ..classical.tissue_mixture_ct import inside_skull_mask
-
-    return head_slices(inside_skull_mask(v.mr).astype(np.float32), v.head, "mask")
-
-
-def _mr_noise_sd(vols: list[SynthVolume]) -> float:
-    """Noise sd (a.u.) of the Gaussian quadrature channels of the training MRs, from the mean
-    magnitude of their background (Rician at zero signal: mean = sd sqrt(pi/2)); median over
-    subjects, 0 when no MR has a background."""
-    sds = [float(v.mr[~v.head].mean()) / np.sqrt(np.pi / 2) for v in vols if v.mr is not None and (~v.head).sum() >= 1000]
-    return float(np.median(sds)) if sds else 0.0
-
-
-def _ct_noise_sd_hu(vols: list[SynthVolume]) -> float:
-    """Noise sd (HU) of the training CTs: sd of the air outside the head (HU < -900), median over
-    subjects, 0 when no CT has enough air."""
-    sds = []
-    for v in vols:
-        if v.ct is None:
-            continue
-        air = v.ct[~v.head & (v.ct < -900)]
-        if air.size >= 1000:
-            sds.append(float(air.std()))
-    return float(np.median(sds)) if sds else 0.0
-
-
-def add_mr_noise(u: torch.Tensor, sd: float) -> torch.Tensor:
-    """Rician magnitude noise of sd ``sd`` (a.u.) on an MR in network units (result in network units)."""
-    if sd <= 0:
-        return u
-    lo, hi = MR_RANGE
-    s = lo + (u + 1.0) * 0.5 * (hi - lo)
-    s = torch.sqrt((s + sd * torch.randn_like(s)) ** 2 + (sd * torch.randn_like(s)) ** 2)
-    return (2.0 * (s - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
-
-
-def add_ct_noise(u: torch.Tensor, sd_hu: float) -> torch.Tensor:
-    """White Gaussian noise of sd ``sd_hu`` (HU) on a CT in network units (result in network units)."""
-    if sd_hu <= 0:
-        return u
-    lo, hi = HU_RANGE
-    return (u + sd_hu * 2.0 / (hi - lo) * torch.randn_like(u)).clamp(-1.0, 1.0)
-
-
-def _classical_sct(v: SynthVolume, method: str) -> np.ndarray:
-    """Classical sCT (HU) of a training MR by ``method`` (:data:`PSEUDO_SCT`): the warm-start
-    pseudo-target (no CT involved)."""
-    if method == "bulk_density":
-        from ..classical.bulk_density import synthetic_ct_bulk_density
-
-        return synthetic_ct_bulk_density(v.mr)
-    from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
-
-    return synthetic_ct_tissue_mixture(v.mr)
-
-
-def _bulk_smr(v: SynthVolume) -> np.ndarray:
-    """Bulk sMR (a.u.) of a training CT: the warm-start pseudo-target (no MR involved)."""
-    from ..classical.bulk_density import synthetic_mr_bulk
-
-    return synthetic_mr_bulk(v.ct)
-
-
-def _central_block(v: SynthVolume, n: int | None) -> SynthVolume:
-    """``v`` cut to ``n`` contiguous axial slices around the head's centre (all when None)."""
-    if n is None or n >= v.head.shape[-1]:
-        return v
-    z = np.nonzero(v.head.reshape(-1, v.head.shape[-1]).any(0))[0]
-    c = int(z.mean()) if z.size else v.head.shape[-1] // 2
-    lo = max(0, min(c - n // 2, v.head.shape[-1] - n))
-    sl = (Ellipsis, slice(lo, lo + n))
-    return SynthVolume(v.mr[sl], v.ct[sl], v.head[sl], v.name, v.source)
 
 
 def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture", ema_decay: float = 0.0) -> dict:
