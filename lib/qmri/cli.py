@@ -23,6 +23,8 @@ from pathlib import Path
 from .cli_args import PathError, nonneg_int, positive_float, positive_int, readable_file, writable_dir, writable_file
 from .paths import MODEL_DIR_ENV, model_dir, shipped
 
+log = logging.getLogger(__name__)
+
 #: ``qmri bench classical --tasks`` = qmri.bench.classical.BENCHES; ``qmri bench oef --tasks`` =
 #: qmri.bench.oef.METHODS (kept here so that the parser builds without importing them; the tests check)
 #: = qmri.tasks.registry.TASKS (kept here so that the parser builds without importing it; the tests check)
@@ -215,29 +217,64 @@ def _check_train(args: argparse.Namespace) -> None:
     if getattr(args, "cache_dir", None):
         output_dir("--cache-dir", args.cache_dir)
     flag = "--out" if args.out is not None else "--out (default)"
+    out = args.out if args.out is not None else _default_train_out(args.task, bool(getattr(args, "condition_fwhm", False)))
     if args.task == "oef":
+        output_dir(flag, out)
+    else:
+        output_file(flag, out)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``qmri train <task> --recipe R``: run the recipe's stages (:mod:`qmri.training.replay`)."""
+    from .training import replay
+
+    try:
+        recipe = replay.load(args.recipe)
+    except ValueError as e:
+        raise UsageError(f"argument --recipe: {e}") from None
+    if recipe["task"] != args.task:
+        raise UsageError(f"argument --recipe: {args.recipe} is a recipe for 'qmri train {recipe['task']}', not {args.task}")
+    defaults = vars(_subparser(_subparser(build_parser(), "train"), args.task).parse_args([]))
+    extra = sorted(k for k, v in vars(args).items() if k in defaults and k not in ("out", "device", "work", "recipe") and v != defaults[k])
+    if extra:
+        raise UsageError(f"argument --recipe: replays the recipe's own options; remove --{', --'.join(e.replace('_', '-') for e in extra)} (only --out, --device and --work go with it)")
+    out = args.out
+    if out is None:
+        _check_train(argparse.Namespace(**{**defaults, "task": args.task, "condition_fwhm": "--condition-fwhm" in recipe["stages"][-1]["args"]}))
+        out = _default_train_out(args.task, "--condition-fwhm" in recipe["stages"][-1]["args"])
+    work = Path(args.work) if args.work else Path(str(out) + ".stages")
+    argvs = replay.stage_argvs(recipe, out, work, args.device)
+    for i, argv in enumerate(argvs):
+        note = recipe["stages"][i].get("note", "")
+        log.info("recipe %s: stage %d/%d%s: qmri %s", recipe.get("network", args.recipe), i + 1, len(argvs), f" ({note})" if note else "", " ".join(argv))
+        from .training.command import set_argv
+
+        set_argv(argv)
+        _train(build_parser().parse_args(argv))
+    return 0
+
+
+def _default_train_out(task: str, condition_fwhm: bool = False) -> Path:
+    if task == "oef":
         from .training.oef_cli import default_dir
 
-        output_dir(flag, args.out if args.out is not None else default_dir())
-        return
-    if args.out is not None:
-        out = args.out
-    elif args.task == "qsm":
+        return default_dir()
+    if task == "qsm":
         from .training.qsm_cli import default_out
 
-        out = default_out()
-    elif args.task == "pvc":
+        return default_out()
+    if task == "pvc":
         from .training.pvc_cli import default_out
 
-        out = default_out(args.condition_fwhm)
-    else:
-        from .training.synth_cli import default_out
+        return default_out(condition_fwhm)
+    from .training.synth_cli import default_out
 
-        out = default_out()
-    output_file(flag, out)
+    return default_out()
 
 
 def _train(args: argparse.Namespace) -> int:
+    if getattr(args, "recipe", None):
+        return _replay(args)
     _check_train(args)
     if args.task == "qsm":
         from .training.qsm_cli import train_qsm_command
@@ -313,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         tp = tsub.add_parser(task, help=f"train {what}")
         module.add_arguments(tp)
+        tp.add_argument("--recipe", default=None, help="replay a shipped network's training (a name in lib/qmri/training/recipes/, e.g. qsmnet, synthnet, or a .json file): its options for every stage; only --out, --device and --work may be given with it")
+        tp.add_argument("--work", default=None, help="with a multi-stage --recipe: folder for the intermediate stages' weights (default: <out>.stages beside --out)")
         tp.set_defaults(func=_train)
 
     p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
@@ -354,7 +393,9 @@ def _subparser(ap: argparse.ArgumentParser, command: str) -> argparse.ArgumentPa
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    # long commands (training, benchmarks, sample data, inference) report progress by default; the others only with -v
+    from .training.command import set_argv
+
+    set_argv(sys.argv[1:] if argv is None else argv)  # model cards name the command that ran    # long commands (training, benchmarks, sample data, inference) report progress by default; the others only with -v
     chatty = (args.verbose or args.command in ("train", "bench", "sample-data", "infer")) and not args.quiet
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:

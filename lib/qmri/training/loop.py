@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from ..networks.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported: the loop writes them)
+from .command import training_command  # noqa: F401  (re-exported for the task CLIs)
 
 log = logging.getLogger(__name__)
 
@@ -178,16 +179,6 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
             log.info("%s: wall time %.1f min passed, stopping after epoch %d", recipe.name, max_minutes, epoch)
             break
     return {"metric": metric, "history": history, "best": best if history else {}, "init_metrics": init_metrics, "config": config, "seconds": round(time.time() - t0, 1), "device": str(device)}
-
-
-def training_command(task: str) -> str:
-    """The ``qmri train <task> ...`` command line that is running, for model cards: the options
-    after the task name in ``sys.argv`` (``qmri [-v] train <task> ...`` or ``python -m qmri.cli ...``)."""
-    import sys
-
-    argv = sys.argv[1:]
-    rest = argv[argv.index(task) + 1 :] if "train" in argv and task in argv else []
-    return " ".join(["qmri train", task] + rest)
 
 
 def save_training_curve(history: list[dict], path: str | Path, title: str, metric: str, metric_label: str, loss_label: str = "training loss") -> Path:

@@ -1,0 +1,55 @@
+"""Replayable training recipes: each shipped network's training as one named file.
+
+``lib/qmri/training/recipes/<name>.json`` holds ``{"network", "task", "description", "stages":
+[{"args": [...], "note": ...}, ...]}``: the ``qmri train <task>`` options of each stage, exactly as
+they were run. ``qmri train <task> --recipe <name or file>`` replays them: one stage trains to
+``--out``; several stages chain, each fine-tuning the previous stage's best checkpoint (``--init``),
+the intermediate ones written to ``--work`` (default: a folder beside ``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RECIPE_DIR = Path(__file__).with_name("recipes")
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
+
+
+def load(name_or_path: str | Path) -> dict:
+    """A recipe by name (a file in :data:`RECIPE_DIR`) or path; ValueError naming the choices."""
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = RECIPE_DIR / f"{name_or_path}.json"
+    if not p.is_file():
+        raise ValueError(f"no recipe {str(name_or_path)!r}; shipped recipes: {', '.join(names())} (or a .json file)")
+    try:
+        r = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"recipe {p.name} is not valid JSON: {e}") from None
+    if not isinstance(r, dict) or not isinstance(r.get("stages"), list) or not r["stages"] or not all(isinstance(s, dict) and isinstance(s.get("args"), list) for s in r["stages"]):
+        raise ValueError(f"recipe {p.name} must be an object with a non-empty 'stages' list of {{'args': [...]}}")
+    if r.get("task") not in ("qsm", "pvc", "synth", "oef"):
+        raise ValueError(f"recipe {p.name} names no training task (qsm, pvc, synth, oef): {r.get('task')!r}")
+    return r
+
+
+def stage_argvs(recipe: dict, out: str | Path, work: str | Path, device: str | None = None) -> list[list[str]]:
+    """The ``qmri train`` argument lists of every stage: stage i > 0 starts from stage i - 1's
+    weights; the last writes ``out``, the others ``work/stage<i>`` (a file, or for oef a folder)."""
+    task = recipe["task"]
+    work = Path(work)
+    argvs = []
+    n = len(recipe["stages"])
+    for i, stage in enumerate(recipe["stages"]):
+        target = Path(out) if i == n - 1 else (work / f"stage{i}" if task == "oef" else work / f"stage{i}.pt")
+        argv = ["train", task, *[str(a) for a in stage["args"]], "--out", str(target)]
+        if i > 0:
+            argv += ["--init", str(Path(argvs[-1][argvs[-1].index("--out") + 1]))]
+        if device:
+            argv += ["--device", device]
+        argvs.append(argv)
+    return argvs
