@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..networks.oef_nets import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, CONTEXT_HIDDEN, DEFAULT_FEATURES, N_ECHOES, build, checkpoint_arch_kwargs, denormalise, is_voxelwise
+from ..networks.oef_nets import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, CONTEXT_HIDDEN, DEFAULT_FEATURES, N_ECHOES, build, denormalise, is_voxelwise
 from ..networks.oef_predict import oef_sd_percent, prepare_input, predict_normalised
 from ..physics.qq import PARAM_NAMES, QQNET_STD, oef_from_y, qbold_magnitude, qq_susceptibility
 from .oef_data import SNR_RANGE, TE_MS, OEFVolume, sample_patch, sample_voxels
@@ -326,30 +326,3 @@ def calibrate_sd(net, arch: str, vols: list[OEFVolume], coverage: float = SD_COV
 # MONAI Label trainer hooks (apps/qmri/lib/configs/oef.py registers them with NetworkTrainer)
 # ------------------------------------------------------------------------------------------------
 NETWORK_ARCH = {"best": "setcontext", "cnn3d": "cnn3d", "lstm": "lstm"}
-TRAINER_DEFAULTS = {"network": "best", "patch": 48}  # request "voxels": voxels per batch of lstm (512) / context networks (8192)
-
-
-def studies_to_volumes(datalist: list[dict], params: dict) -> list[OEFVolume]:
-    """Datastore items ({"image", "label"}) -> OEF study volumes (other tasks' studies skipped)."""
-    from .oef_data import volumes_from_studies
-
-    return volumes_from_studies([(d["image"], d["label"]) for d in datalist if d.get("label")])
-
-
-def fit_from_studies(out_path, train_vols: list[OEFVolume], val_vols: list[OEFVolume], init, params: dict) -> dict:
-    """Train the request's ``network`` (best, cnn3d or lstm) on study volumes; the architecture of
-    the weights being fine-tuned (``init``) is kept, else best = the set-context network."""
-    from .loop import load_checkpoint, train
-
-    model = str(params.get("network", "best"))
-    if model not in NETWORK_ARCH:
-        raise ValueError(f"unknown OEF network '{model}'; choose from {', '.join(NETWORK_ARCH)}")
-    init_cfg = load_checkpoint(init)[1] if init else None
-    arch = init_cfg["arch"] if init_cfg else NETWORK_ARCH[model]
-    patch = int(params.get("patch", 48)) if arch == "unet" else DEFAULTS[arch]["patch"]
-    kw = checkpoint_arch_kwargs(init_cfg) if init_cfg else None  # the fine-tuned weights' own features
-    recipe = OEFRecipe(arch, train_vols, val_vols, model=model, patch=patch, data_note="datastore studies " + ", ".join(v.name for v in train_vols), arch_kwargs=kw)
-    batch = int(params.get("voxels", DEFAULTS[arch]["batch_size"])) if arch in VOXEL_BATCHED else int(params["batch_size"])
-    res = train(recipe, out_path, epochs=int(params["max_epochs"]), steps_per_epoch=int(params["steps_per_epoch"]), batch_size=batch, lr=float(params["lr"]), init=init, device=params.get("device"), progress=False, world_size=int(params.get("world_size", 1)))
-    res["metric"] = OEFRecipe.metric
-    return res

@@ -4,12 +4,10 @@
 from monailabel.interfaces.config import TaskConfig
 
 from qmri.tasks import registry
-
 from qmri.tasks.oef import oef_spec
-from qmri.training.oef_train import TRAINER_DEFAULTS, fit_from_studies, studies_to_volumes
 
 from ..infers.task_infer import TaskInfer
-from ..trainers.network import NetworkTrainer
+from ..trainers.oefnet import oefnet_trainer
 
 
 class OxygenExtraction(TaskConfig):
@@ -23,11 +21,4 @@ class OxygenExtraction(TaskConfig):
         return {spec.name: TaskInfer(spec, self.model_dir)}
 
     def trainer(self):
-        return NetworkTrainer(
-            "Train an OEF network (network: best, cnn3d or lstm) on the datastore's OEF studies (labels/final = S0, R2, Y, v, chi_nb)",
-            self.weights,
-            TRAINER_DEFAULTS,
-            studies_to_volumes,
-            fit_from_studies,
-            "validation OEF RMSE (%-points)",
-        )
+        return oefnet_trainer(self.weights)

@@ -4,7 +4,6 @@
 from monailabel.interfaces.config import TaskConfig
 
 from qmri.tasks import registry
-
 from qmri.tasks.pvc import pvc_spec
 
 from ..infers.task_infer import TaskInfer

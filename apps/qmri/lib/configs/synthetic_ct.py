@@ -1,72 +1,22 @@
-"""Synthetic CT (HU) from T2w MR; the scCycleGAN trainer (its checkpoint serves both synthesis tasks)."""
-
-import logging
+"""Synthetic CT (HU) from T2w MR; the scCycleGAN trainer (its checkpoint serves both synthesis tasks: lib/trainers/synthnet.py)."""
 
 from monailabel.interfaces.config import TaskConfig
 
 from qmri.tasks import registry
-
 from qmri.tasks.synthesis import synthesis_specs
-from qmri.training.synth_data import volumes_from_studies
-from qmri.training.synth_train import train_synth
 
 from ..infers.task_infer import TaskInfer
-from ..trainers.network import NetworkTrainer
-
-logger = logging.getLogger(__name__)
-
-
-def synthnet_weights(model_dir) -> str:
-    """The one scCycleGAN checkpoint used by both synthetic_ct and synthetic_mr."""
-    return str(registry.weights("synthetic_ct", model_dir))
-
-
-def _volumes(datalist, p):
-    return volumes_from_studies([(d["image"], d["label"]) for d in datalist])
-
-
-def _fit(out, train, val, init, p):
-    """Unpaired pools from the training studies' images (a study's truth is never trained on); the
-    validation study must carry its co-registered truth. A modality missing from the training
-    studies is taken from the validation study's image (logged)."""
-    mr = [v for v in train if v.source == "mr"]
-    ct = [v for v in train if v.source == "ct"]
-    for pool, kind in ((mr, "mr"), (ct, "ct")):
-        if not pool:
-            pool += [v for v in val if v.source == kind]
-            logger.info("no %s study among the training studies: using the validation study's image", kind)
-    if not mr or not ct:
-        raise ValueError("training the scCycleGAN needs at least one T2w MR study (task synthetic_ct) and one CT study (task synthetic_mr) in the datastore")
-    import dataclasses
-
-    mr = [dataclasses.replace(v, ct=None) for v in mr]  # unpaired: drop the truth
-    ct = [dataclasses.replace(v, mr=None) for v in ct]
-    epochs, steps = int(p["max_epochs"]), int(p["steps_per_epoch"])
-    bt = float(p["backtranslation"])
-    # backtranslation > 0: every step is a generator-only step (pseudo-target L1 + back-translation,
-    # the recipe of the shipped weights); 0: the scCycleGAN's adversarial losses
-    stable = dict(pretrain_steps=epochs * steps, pretrain_lr=float(p["lr"]), bt=bt, pseudo=float(p["pseudo_weight"]), bt_ssim=float(p["backtranslation_ssim"]), bt_hybrid=float(p["backtranslation_hybrid"]), hybrid_brain=str(p["hybrid_brain"])) if bt > 0 else {}
-    return train_synth(out, mr, ct, val, epochs=epochs, steps_per_epoch=steps, batch_size=int(p["batch_size"]), lr=float(p["lr"]), crop=int(p["crop"]), val_slices=int(p["val_slices"]) if int(p["val_slices"]) > 0 else None, init=init, device=p["device"], progress=False, world_size=p["world_size"], ema_decay=float(p["ema_decay"]), **stable)
+from ..trainers.synthnet import synthnet_trainer
 
 
 class SyntheticCT(TaskConfig):
     def init(self, name, model_dir, conf, planner, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        self.weights = synthnet_weights(model_dir)
+        self.weights = str(registry.weights("synthetic_ct", model_dir))  # the checkpoint synthetic_mr uses too
 
     def infer(self):
         sct, _ = synthesis_specs(self.weights)
         return {sct.name: TaskInfer(sct, self.model_dir)}
 
     def trainer(self):
-        return NetworkTrainer(
-            "Train the scCycleGAN (MR <-> CT, unpaired) on the datastore's synthetic_ct (T2w MR) and synthetic_mr (CT) studies; "
-            "the last study validates against its labels/final truth. Publishes the checkpoint both synthesis tasks use. "
-            "backtranslation > 0 (default): generator-only steps, pseudo-target L1 x pseudo_weight + back-translation (L1, plus (1 - SSIM) x backtranslation_ssim on the CT -> MR side, plus backtranslation_hybrid x the CT -> MR inversion of a hybrid sCT: tissue-mixture soft tissue, generator bone/air/fat; hybrid_brain: its brain from the tissue-mixture sCT or drawn_mixture); 0: adversarial scCycleGAN losses. "
-            "ema_decay > 0: validate and publish the exponential moving average of the weights (decay per step; off by default, since a short run's average still leans on the starting weights).",
-            self.weights,
-            {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24, "backtranslation": 1.0, "pseudo_weight": 0.05, "backtranslation_ssim": 1.5, "backtranslation_hybrid": 3.0, "hybrid_brain": "drawn_mixture", "ema_decay": 0.0},
-            _volumes,
-            _fit,
-            "validation score (sCT MAE / 60 HU + (1 - sMR SSIM) / 0.1)",
-        )
+        return synthnet_trainer(self.weights)

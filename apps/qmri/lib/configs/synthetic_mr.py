@@ -2,16 +2,16 @@
 
 from monailabel.interfaces.config import TaskConfig
 
+from qmri.tasks import registry
 from qmri.tasks.synthesis import synthesis_specs
 
 from ..infers.task_infer import TaskInfer
-from .synthetic_ct import synthnet_weights
 
 
 class SyntheticMR(TaskConfig):
     def init(self, name, model_dir, conf, planner, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        self.weights = synthnet_weights(model_dir)
+        self.weights = str(registry.weights("synthetic_mr", model_dir))
 
     def infer(self):
         _, smr = synthesis_specs(self.weights)
