@@ -48,6 +48,8 @@ import numpy as np
 import torch
 
 from qmri.physics.qq import (
+    blood_chi,
+    qq_model,
     ALPHA,
     CHI_BA,
     DCHI0,
@@ -59,7 +61,6 @@ from qmri.physics.qq import (
     PSI_HB,
     YA,
     fs,
-    fs_prime,
 )
 
 W_DEFAULT = 1.0
@@ -69,7 +70,6 @@ OEF_REF_DEFAULT = 1.0 - 0.6 / YA
 LAM_DEFAULT = 1e-2
 Y_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 V_GRID = (0.01, 0.02, 0.035, 0.05, 0.07)
-_K_BLOOD = (1.0 - (1.0 - ALPHA) * YA) / ALPHA
 # OEF_sd (Laplace approximation, see _oef_sd): echo residual degrees of freedom per voxel are
 # E - SD_K_EFF (RSS / (N sigma^2) measured 4.84-5.14 for 8 echoes, lam 0 to 1e-2, SNR 100).
 # The plain Laplace sd is multiplied by OEF_SD_CALIBRATION, fitted on tuning phantoms only (the box
@@ -82,16 +82,12 @@ SD_K_EFF = 2.9
 OEF_SD_CALIBRATION = 1.65
 
 
-def _blood_chi(Y):
-    """chi of the blood compartment per unit v [ppm] (QSM equation without chi_nb)."""
-    return CHI_BA / ALPHA + PSI_HB * DCHI_HB * (-Y + _K_BLOOD)
-
-
 class _Problem:
     """Residuals and Jacobian of the QQ objective for N voxels (float64 tensors)."""
 
     def __init__(self, s, chi, t, B0, w, lam, lo, hi):
         self.s, self.chi, self.t = s, chi, t  # (N,E), (N,), (E,)
+        self.B0 = B0
         self.c = GAMMA * B0 / 3.0
         self.sw, self.sl = math.sqrt(w), math.sqrt(lam)
         self.lo, self.hi = lo, hi  # (N,5) each
@@ -103,31 +99,16 @@ class _Problem:
     def residual(self, q, jac: bool):
         p = self.params(q)
         S0, R2, Y, v, cnb = p.unbind(1)
-        t = self.t
-        inner = HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb
-        dw = self.c * inner.abs()
-        x = dw[:, None] * t
-        F = fs(x)
-        E = torch.exp(-R2[:, None] * t - v[:, None] * F)
-        S = S0[:, None] * E
-        bchi = _blood_chi(Y)
-        chim = bchi * v + (1.0 - v / ALPHA) * cnb
+        S, chim, JS, jc = qq_model(S0, R2, Y, v, cnb, self.t, self.B0, jac=jac)
         oef = 1.0 - Y / YA
         r = torch.cat(
             [S - self.s, (self.sw * (chim - self.chi))[:, None], (self.sl * (oef - self.oef_wb))[:, None]], dim=1
         )
         if not jac:
             return r, None
-        Fp = fs_prime(x)
-        sgn = torch.where(inner >= 0, 1.0, -1.0)
-        dx_dY = (self.c * sgn * (-HCT * DCHI0))[:, None] * t  # d x / d Y
-        dx_dc = (self.c * sgn * (-1.0))[:, None] * t  # d x / d chi_nb
-        vFpS = v[:, None] * Fp * S
         zero = torch.zeros_like(S0)
-        JS = torch.stack([E, -t * S, -vFpS * dx_dY, -F * S, -vFpS * dx_dc], dim=2)  # (N,E,5)
-        Jc = self.sw * torch.stack([zero, zero, -PSI_HB * DCHI_HB * v, bchi - cnb / ALPHA, 1.0 - v / ALPHA], dim=1)
         Jo = self.sl * torch.stack([zero, zero, torch.full_like(S0, -1.0 / YA), zero, zero], dim=1)
-        J = torch.cat([JS, Jc[:, None], Jo[:, None]], dim=1) * (self.hi - self.lo)[:, None, :]
+        J = torch.cat([JS, (self.sw * jc)[:, None], Jo[:, None]], dim=1) * (self.hi - self.lo)[:, None, :]
         return r, J
 
     def update_prior(self, q):
@@ -169,7 +150,7 @@ def _grid_init(prob: _Problem, y_grid, v_grid, chunk: int = 65536):
         for v in v_grid:
             Yt = torch.full((N,), float(Y), dtype=s.dtype, device=s.device)
             vt = torch.full_like(Yt, float(v))
-            cnb = ((chi - _blood_chi(Yt) * vt) / (1.0 - vt / ALPHA)).clamp(*PARAM_BOUNDS["chi_nb"])
+            cnb = ((chi - blood_chi(Yt) * vt) / (1.0 - vt / ALPHA)).clamp(*PARAM_BOUNDS["chi_nb"])
             dw = prob.c * (HCT * DCHI0 * (1.0 - Yt) + CHI_BA - cnb).abs()
             S0, R2 = loglin(vt[:, None] * fs(dw[:, None] * t))
             p = torch.stack([S0, R2, Yt, vt, cnb], 1)
@@ -195,7 +176,7 @@ def _mirror(prob: _Problem, q, oef_ref):
     k1 = HCT * DCHI0
     inner = k1 * (1.0 - Y) + CHI_BA - cnb
     rhs1 = k1 + CHI_BA + inner  # k1 Y' + c' = rhs1  (bracket' = -bracket)
-    rhs2 = _blood_chi(Y) * v + (1.0 - v / ALPHA) * cnb - v * (CHI_BA / ALPHA + PSI_HB * DCHI_HB * _K_BLOOD)
+    rhs2 = blood_chi(Y) * v + (1.0 - v / ALPHA) * cnb - v * blood_chi(0.0)
     det = k1 * (1.0 - v / ALPHA) + PSI_HB * DCHI_HB * v
     Ym = (rhs1 * (1.0 - v / ALPHA) - rhs2) / det
     cm = rhs1 - k1 * Ym

@@ -76,17 +76,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from qmri.classical.qq_fit import W_DEFAULT, Y_GRID, V_GRID, LogLinearFit, _blood_chi, _grid_init, _lm, _Problem
+from qmri.classical.qq_fit import W_DEFAULT, Y_GRID, V_GRID, LogLinearFit, _grid_init, _lm, _Problem
 from qmri.physics.qq import (
+    blood_chi,
+    qq_model,
     ALPHA,
     CHI_BA,
     DCHI0,
-    DCHI_HB,
     GAMMA,
     HCT,
     PARAM_BOUNDS,
     PARAM_NAMES,
-    PSI_HB,
     YA,
     fs,
     fs_prime,
@@ -142,6 +142,7 @@ class _Model:
 
     def __init__(self, s, chi, t, B0, ws, sigma_chi, lo, hi):
         self.s, self.chi, self.t = s, chi, t
+        self.B0 = B0
         self.c = GAMMA * B0 / 3.0
         self.ws = ws
         self.wc = 1.0 / sigma_chi
@@ -150,8 +151,7 @@ class _Model:
         self.lo, self.hi = lo, hi  # (5,) each
 
     def subset(self, idx):
-        m = _Model(self.s[idx], self.chi[idx], self.t, 1.0, self.ws[idx], 1.0 / self.wc, self.lo, self.hi)
-        m.c = self.c
+        m = _Model(self.s[idx], self.chi[idx], self.t, self.B0, self.ws[idx], 1.0 / self.wc, self.lo, self.hi)
         m.wo, m.oef_wb, m.wv, m.v_ref = self.wo, self.oef_wb, self.wv, self.v_ref[idx]
         return m
 
@@ -161,14 +161,7 @@ class _Model:
     def residual(self, q, jac: bool):
         p = self.params(q)
         S0, R2, Y, v, cnb = p.unbind(1)
-        t = self.t
-        inner = HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb
-        x = (self.c * inner.abs())[:, None] * t
-        F = _chunked(fs, x)
-        E = torch.exp(-R2[:, None] * t - v[:, None] * F)
-        S = S0[:, None] * E
-        bchi = _blood_chi(Y)
-        chim = bchi * v + (1.0 - v / ALPHA) * cnb
+        S, chim, JS, jc = qq_model(S0, R2, Y, v, cnb, self.t, self.B0, jac=jac, fs_fn=lambda x: _chunked(fs, x), fs_prime_fn=lambda x: _chunked(fs_prime, x))
         ws = self.ws[:, None]
         r = torch.cat(
             [
@@ -181,17 +174,10 @@ class _Model:
         )
         if not jac:
             return r, None
-        Fp = _chunked(fs_prime, x)
-        sgn = torch.where(inner >= 0, 1.0, -1.0)
-        dx_dY = (self.c * sgn * (-HCT * DCHI0))[:, None] * t
-        dx_dc = (self.c * sgn * (-1.0))[:, None] * t
-        vFpS = v[:, None] * Fp * S
         zero = torch.zeros_like(S0)
-        JS = ws[:, :, None] * torch.stack([E, -t * S, -vFpS * dx_dY, -F * S, -vFpS * dx_dc], dim=2)
-        Jc = self.wc * torch.stack([zero, zero, -PSI_HB * DCHI_HB * v, bchi - cnb / ALPHA, 1.0 - v / ALPHA], dim=1)
         Jo = torch.stack([zero, zero, torch.full_like(S0, -self.wo / YA), zero, zero], dim=1)
         Jv = torch.stack([zero, zero, zero, torch.full_like(S0, self.wv), zero], dim=1)
-        J = torch.cat([JS, Jc[:, None], Jo[:, None], Jv[:, None]], dim=1) * (self.hi - self.lo)
+        J = torch.cat([ws[:, :, None] * JS, (self.wc * jc)[:, None], Jo[:, None], Jv[:, None]], dim=1) * (self.hi - self.lo)
         return r, J
 
 
@@ -403,7 +389,7 @@ def _closed_form(model: _Model, Y, v):
     """q with the given (Y, v) per voxel, chi_nb from the QSM equation and (S0, R2) from a weighted
     log-linear fit of ``log s_e + v f_s(dw t_e) = log S0 - R2 t_e`` (as qq_fit's grid search)."""
     s, chi, t = model.s, model.chi, model.t
-    cnb = ((chi - _blood_chi(Y) * v) / (1.0 - v / ALPHA)).clamp(*PARAM_BOUNDS["chi_nb"])
+    cnb = ((chi - blood_chi(Y) * v) / (1.0 - v / ALPHA)).clamp(*PARAM_BOUNDS["chi_nb"])
     dw = model.c * (HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb).abs()
     S0, R2 = LogLinearFit(s, t)(v[:, None] * _chunked(fs, dw[:, None] * t))
     p = torch.stack([S0, R2, Y, v, cnb], 1)

@@ -30,13 +30,12 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from .qq_fit import LogLinearFit
-from ..physics.qq import ALPHA, CHI_BA, DCHI0, DCHI_HB, GAMMA, HCT, PSI_HB, YA, fs
+from ..physics.qq import ALPHA, CHI_BA, DCHI0, GAMMA, HCT, YA, blood_chi, fs
 
 OEF_GRID = tuple(float(x) for x in np.linspace(0.04, 0.81, 12))  # fraction
 V_GRID = (0.005, 0.015, 0.025, 0.04, 0.055, 0.075)  # fraction
 POOL_SIGMAS = (1.0, 2.0, 4.0)  # voxels (2, 4, 8 mm at 2 mm)
 N_FIT = 3  # parameters fitted per (voxel, OEF): S0, R2 and v (chi_nb follows from the QSM)
-_K_BLOOD = (1.0 - (1.0 - ALPHA) * YA) / ALPHA
 
 
 def profile_sse(s: torch.Tensor, chi: torch.Tensor, te_s: Sequence[float], oef_grid: Sequence[float] = OEF_GRID, v_grid: Sequence[float] = V_GRID, B0: float = 3.0) -> torch.Tensor:
@@ -53,7 +52,7 @@ def profile_sse(s: torch.Tensor, chi: torch.Tensor, te_s: Sequence[float], oef_g
     out = torch.empty((s.shape[0], len(oef_grid)), dtype=torch.float64, device=s.device)
     for i, oef in enumerate(oef_grid):
         Y = YA * (1.0 - float(oef))
-        bchi = CHI_BA / ALPHA + PSI_HB * DCHI_HB * (-Y + _K_BLOOD)
+        bchi = blood_chi(Y)
         best = torch.full((s.shape[0],), float("inf"), dtype=torch.float64, device=s.device)
         for v in v_grid:
             cnb = (chi - bchi * v) / (1.0 - v / ALPHA)

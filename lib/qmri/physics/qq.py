@@ -311,14 +311,58 @@ def qbold_magnitude(S0, R2, Y, v, chi_nb, te_s: Sequence[float], B0: float = B0_
     return S0[..., None] * exp(-R2[..., None] * t - v[..., None] * fs(x))
 
 
+#: The Y-independent part of the blood term of the QSM equation: (1 - (1 - alpha) Ya) / alpha.
+K_BLOOD = (1.0 - (1.0 - ALPHA) * YA) / ALPHA
+
+
+def blood_chi(Y):
+    """Susceptibility of the blood compartment per unit v [ppm]: the QSM equation's factor of v
+    without chi_nb, ``chi_ba/alpha + psi_Hb dchi_Hb (-Y + (1 - (1-alpha) Ya)/alpha)``."""
+    return CHI_BA / ALPHA + PSI_HB * DCHI_HB * (-Y + K_BLOOD)
+
+
 def qq_susceptibility(Y, v, chi_nb):
     """Voxel susceptibility [ppm] predicted by the QQ model (QSM part).
 
-    ``chi = [chi_ba/alpha + psi_Hb dchi_Hb (-Y + (1 - (1-alpha) Ya)/alpha)] v + (1 - v/alpha) chi_nb``.
+    ``chi = blood_chi(Y) v + (1 - v/alpha) chi_nb`` (:func:`blood_chi`).
     Y = 0.6, v = 0.03, chi_nb = 0 gives +0.0096 ppm.
     """
-    blood = CHI_BA / ALPHA + PSI_HB * DCHI_HB * (-Y + (1.0 - (1.0 - ALPHA) * YA) / ALPHA)
-    return blood * v + (1.0 - v / ALPHA) * chi_nb
+    return blood_chi(Y) * v + (1.0 - v / ALPHA) * chi_nb
+
+
+def qq_model(S0, R2, Y, v, chi_nb, te_s, B0: float = B0_DEFAULT, jac: bool = True, fs_fn=None, fs_prime_fn=None):
+    """The QQ model of N voxels and its analytic Jacobian (numpy float64 or torch, following ``S0``).
+
+    Args: 1-D parameter arrays (S0 a.u., R2 1/s, Y and v fractions, chi_nb ppm); ``te_s`` echo
+    times [s] (array of the same kind); ``fs_fn`` / ``fs_prime_fn`` replace :func:`fs` /
+    :func:`fs_prime` (e.g. evaluated in chunks).
+    Returns ``(S, chi, J_S, j_chi)``: echo magnitudes (N, E) [units of S0], voxel susceptibility
+    (N,) [ppm], and with ``jac`` their derivatives with respect to (S0, R2, Y, v, chi_nb): (N, E, 5)
+    and (N, 5) (else None, None). At the kink of ``|Hct dchi0 (1-Y) + chi_ba - chi_nb| = 0`` the
+    one-sided derivative of the positive branch is used.
+    """
+    xp = torch if isinstance(S0, torch.Tensor) else np
+    fs_fn, fs_prime_fn = fs_fn or fs, fs_prime_fn or fs_prime
+    t = te_s
+    c = GAMMA * B0 / 3.0
+    inner = HCT * DCHI0 * (1.0 - Y) + CHI_BA - chi_nb
+    x = (c * abs(inner))[:, None] * t
+    F = fs_fn(x)
+    E = xp.exp(-R2[:, None] * t - v[:, None] * F)
+    S = S0[:, None] * E
+    bchi = blood_chi(Y)
+    chi = bchi * v + (1.0 - v / ALPHA) * chi_nb
+    if not jac:
+        return S, chi, None, None
+    Fp = fs_prime_fn(x)
+    sgn = xp.where(inner >= 0, 1.0, -1.0)
+    dx_dY = (c * sgn * (-HCT * DCHI0))[:, None] * t
+    dx_dc = (c * sgn * (-1.0))[:, None] * t
+    vFpS = v[:, None] * Fp * S
+    zero = xp.zeros_like(S0)
+    J_S = xp.stack([E, -t * S, -vFpS * dx_dY, -F * S, -vFpS * dx_dc], 2)
+    j_chi = xp.stack([zero, zero, -PSI_HB * DCHI_HB * v, bchi - chi_nb / ALPHA, 1.0 - v / ALPHA], 1)
+    return S, chi, J_S, j_chi
 
 
 def oef_from_y(Y):

@@ -36,20 +36,12 @@ from typing import Sequence
 import numpy as np
 
 from qmri.physics.qq import (
-    ALPHA,
+    qq_model,
     B0_DEFAULT,
-    CHI_BA,
-    DCHI0,
-    DCHI_HB,
-    GAMMA,
-    HCT,
     PARAM_BOUNDS,
     PARAM_NAMES,
-    PSI_HB,
     QQNET_TE_S,
     YA,
-    fs,
-    fs_prime,
     qbold_magnitude,
     y_from_oef,
 )
@@ -79,12 +71,8 @@ def _params(params) -> np.ndarray:
     return p
 
 
-def _blood_chi(Y):
-    return CHI_BA / ALPHA + PSI_HB * DCHI_HB * (-Y + (1.0 - (1.0 - ALPHA) * YA) / ALPHA)
-
-
 def qq_jacobian(params, te_s: Sequence[float] = QQNET_TE_S, B0: float = B0_DEFAULT):
-    """Analytic Jacobian of the QQ model (same algebra as ``qmri.classical.qq_fit._Problem``).
+    """Analytic Jacobian of the QQ model (:func:`qmri.physics.qq.qq_model`).
 
     Args:
         params: (N, 5) physical parameters (S0 a.u., R2 1/s, Y fraction, v fraction, chi_nb ppm).
@@ -97,23 +85,8 @@ def qq_jacobian(params, te_s: Sequence[float] = QQNET_TE_S, B0: float = B0_DEFAU
         unit]. float64 numpy. At the kink of |Hct dchi0 (1-Y) + chi_ba - chi_nb| = 0 the one-sided
         derivative of the positive branch is used.
     """
-    p = _params(params)
-    S0, R2, Y, v, cnb = p.T
-    t = np.asarray(te_s, dtype=np.float64)
-    c = GAMMA * B0 / 3.0
-    inner = HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb
-    sgn = np.where(inner >= 0, 1.0, -1.0)
-    x = (c * np.abs(inner))[:, None] * t
-    F = fs(x)
-    Fp = fs_prime(x)
-    E = np.exp(-R2[:, None] * t - v[:, None] * F)
-    S = S0[:, None] * E
-    vFpS = v[:, None] * Fp * S
-    dx_dY = (c * sgn * (-HCT * DCHI0))[:, None] * t
-    dx_dc = (c * sgn * (-1.0))[:, None] * t
-    JS = np.stack([E, -t * S, -vFpS * dx_dY, -F * S, -vFpS * dx_dc], axis=2)
-    zero = np.zeros_like(S0)
-    jc = np.stack([zero, zero, -PSI_HB * DCHI_HB * v, _blood_chi(Y) - cnb / ALPHA, 1.0 - v / ALPHA], axis=1)
+    S0, R2, Y, v, cnb = _params(params).T
+    S, _, JS, jc = qq_model(S0, R2, Y, v, cnb, np.asarray(te_s, dtype=np.float64), B0)
     return S, JS, jc
 
 
