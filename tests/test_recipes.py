@@ -57,3 +57,27 @@ def test_a_two_stage_recipe_chains_its_stages(tmp_path):
     meta = json.loads((out.parent / "metadata.json").read_text())["models"]["qsmnet.pt"]
     assert meta["recipe"]["train_subjects"] == ["qsm-20000"]
     assert meta["command"] == f"qmri train qsm {' '.join(tiny)} --lr 1e-4 --out {out} --init {stage0} --device cpu"
+
+
+@pytest.mark.parametrize("name", ["qsmnet", "pvcnet", "synthnet", "oef_best"])
+def test_each_server_trainer_takes_its_defaults_from_the_recipe(name):
+    """One source of defaults: ``POST /train`` fine-tunes with the recipe file's ``fine_tune`` section."""
+    ft = replay.fine_tune(name)
+    assert all(k in ft for k in replay.FINE_TUNE_KEYS) and 0 < ft["lr"] <= 1e-3
+
+
+def test_bare_train_synth_is_the_stable_recipe_not_the_adversarial_one():
+    """``qmri train synth`` without options trains what the shipped weights were trained with (every
+    step generator-only, the final stage's loss weights), and so does the server's fine-tune."""
+    a = cli.build_parser().parse_args(["train", "synth"])
+    final = cli.build_parser().parse_args(["train", "synth", *replay.load("synthnet")["stages"][-1]["args"]])
+    assert a.pretrain_steps >= a.epochs * a.steps  # the adversarial phase never begins
+    loss = ("backtranslation", "pseudo_weight", "backtranslation_ssim", "backtranslation_hybrid", "hybrid_brain")
+    assert {k: getattr(a, k) for k in loss} == {k: getattr(final, k) for k in loss} == {k: replay.fine_tune("synthnet")[k] for k in loss}
+
+
+def test_synth_stages_name_every_loss_option():
+    """The replay of a stage must not change when a default does: each stage names its loss options."""
+    for st in replay.load("synthnet")["stages"]:
+        for opt in ("--pretrain-steps", "--pretrain-lr", "--backtranslation", "--pseudo-weight", "--backtranslation-ssim", "--backtranslation-hybrid", "--hybrid-brain"):
+            assert opt in st["args"], (st.get("note"), opt)

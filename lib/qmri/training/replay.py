@@ -53,3 +53,18 @@ def stage_argvs(recipe: dict, out: str | Path, work: str | Path, device: str | N
             argv += ["--device", device]
         argvs.append(argv)
     return argvs
+
+
+#: Options every fine-tune section must give (the server trainer's common request parameters).
+FINE_TUNE_KEYS = ("max_epochs", "steps_per_epoch", "batch_size", "lr")
+
+
+def fine_tune(name: str) -> dict:
+    """The ``fine_tune`` section of recipe ``name``: the defaults of the server's ``POST /train``
+    for this network (fine-tuning the served weights on the datastore's studies), so the command
+    line's recipe and the REST trainer read one file."""
+    r = load(name)
+    ft = r.get("fine_tune")
+    if not isinstance(ft, dict) or any(k not in ft for k in FINE_TUNE_KEYS):
+        raise ValueError(f"recipe {name} has no 'fine_tune' section with {', '.join(FINE_TUNE_KEYS)}")
+    return dict(ft)

@@ -5,7 +5,9 @@ a network is fitted to them (``fit``, which calls :func:`qmri.training.loop.trai
 the rest the same way for all of them:
 
 - the request's parameters (``max_epochs``, ``steps_per_epoch``, ``batch_size``, ``lr``,
-  ``from_scratch``, ``device``, MONAI Label's ``multi_gpu``/``gpus``, and the task's own);
+  ``from_scratch``, ``device``, MONAI Label's ``multi_gpu``/``gpus``, and the task's own), whose
+  defaults are the ``fine_tune`` section of the network's recipe file
+  (:func:`qmri.training.replay.fine_tune`): the command line's recipes and the server read one file;
 - the split (the last study validates; a single study trains and validates);
 - fine-tuning from the served weights unless ``from_scratch``;
 - publishing only weights no worse than the served ones on the same validation data (the loop
@@ -30,13 +32,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 from monailabel.interfaces.datastore import Datastore
-
-from qmri.io.atomic import atomic_copy, atomic_write_text
 from monailabel.interfaces.tasks.train import TrainTask
+from qmri.io.atomic import atomic_copy, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-COMMON_DEFAULTS = {"max_epochs": 5, "steps_per_epoch": 20, "batch_size": 2, "lr": 1e-4, "from_scratch": False, "device": "cuda if available", "multi_gpu": False, "gpus": "all"}
+#: Request parameters every trainer takes beside its recipe's ``fine_tune`` section (epochs, steps,
+#: batch, learning rate and the network's own: ``lib/qmri/training/recipes/<network>.json``).
+COMMON_DEFAULTS = {"from_scratch": False, "device": "cuda if available", "multi_gpu": False, "gpus": "all"}
 
 
 def _true(v) -> bool:

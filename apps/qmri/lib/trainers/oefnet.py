@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from qmri.networks.checkpoint import load_checkpoint
 from qmri.networks.oef_nets import checkpoint_arch_kwargs
+from qmri.training import replay
 from qmri.training.loop import train
 from qmri.training.oef_data import OEFVolume, volumes_from_studies
 from qmri.training.oef_train import DEFAULTS, NETWORK_ARCH, VOXEL_BATCHED, OEFRecipe
 
 from .network import NetworkTrainer
-
-TRAINER_DEFAULTS = {"network": "best", "patch": 48}  # request "voxels": voxels per batch of lstm (512) / context networks (8192)
 
 
 def studies_to_volumes(datalist: list[dict], params: dict) -> list[OEFVolume]:
@@ -40,7 +39,7 @@ def oefnet_trainer(weights: dict) -> NetworkTrainer:
     return NetworkTrainer(
         "Train an OEF network (network: best, cnn3d or lstm) on the datastore's OEF studies (labels/final = S0, R2, Y, v, chi_nb)",
         weights,
-        TRAINER_DEFAULTS,
+        replay.fine_tune("oef_best"),
         studies_to_volumes,
         fit_from_studies,
         "validation OEF RMSE (%-points)",

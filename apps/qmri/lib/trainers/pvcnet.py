@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qmri.training import replay
 from qmri.training.pvc_data import volumes_from_studies
 from qmri.training.pvc_train import train_pvc
 
@@ -35,7 +36,7 @@ def pvcnet_trainer(weights: dict[str, str | Path]) -> NetworkTrainer:
     return NetworkTrainer(
         "Train the PET PVC network (PET -> partial-volume corrected PET) on the datastore's PVC studies (target: RBV from the tissue channels, or labels/final)",
         weights,
-        {"patch": 64, "target": "rbv"},
+        replay.fine_tune("pvcnet"),
         _volumes,
         _fit,
         "validation RMSE ratio network / input",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qmri.training import replay
 from qmri.training.qsm_datastore import volumes_from_studies
 from qmri.training.qsm_train import train_qsm
 
@@ -22,7 +23,7 @@ def qsmnet_trainer(weights: str | Path) -> NetworkTrainer:
     return NetworkTrainer(
         "Train QSMnet (local field -> susceptibility) on the datastore's QSM studies (labels/final = chi in ppm)",
         weights,
-        {"batch_size": 4},
+        replay.fine_tune("qsmnet"),
         _volumes,
         _fit,
         "validation NRMSE",

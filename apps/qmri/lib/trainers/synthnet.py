@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from qmri.training import replay
 from qmri.training.synth_data import volumes_from_studies
 from qmri.training.synth_train import train_synth
 
@@ -48,7 +49,7 @@ def synthnet_trainer(weights: str | Path) -> NetworkTrainer:
         "backtranslation > 0 (default): generator-only steps, pseudo-target L1 x pseudo_weight + back-translation (L1, plus (1 - SSIM) x backtranslation_ssim on the CT -> MR side, plus backtranslation_hybrid x the CT -> MR inversion of a hybrid sCT: tissue-mixture soft tissue, generator bone/air/fat; hybrid_brain: its brain from the tissue-mixture sCT or drawn_mixture); 0: adversarial scCycleGAN losses. "
         "ema_decay > 0: validate and publish the exponential moving average of the weights (decay per step; off by default, since a short run's average still leans on the starting weights).",
         weights,
-        {"batch_size": 2, "lr": 2e-4, "crop": 64, "val_slices": 24, "backtranslation": 1.0, "pseudo_weight": 0.05, "backtranslation_ssim": 1.5, "backtranslation_hybrid": 3.0, "hybrid_brain": "drawn_mixture", "ema_decay": 0.0},
+        replay.fine_tune("synthnet"),
         _volumes,
         _fit,
         "validation score (sCT MAE / 60 HU + (1 - sMR SSIM) / 0.1)",
