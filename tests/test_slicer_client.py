@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
+import threading
 
 import nibabel as nib
 import numpy as np
@@ -147,12 +147,15 @@ def test_job_runs_in_background_and_can_be_cancelled(server):
     assert job.wait(60) and job.error is None and job.stage == "done"
     assert job.result.map_names == ["sCT"]
     # cancel: the UI is released at once, the late result is discarded
-    slow = Job(lambda j: (time.sleep(1.0), client.infer("synthetic_ct", "sub-1000_t2w", fast))[1]).start()
-    t0 = time.time()
+    # events, not sleeps: the request starts only after the cancel, and the test waits for the worker
+    go = threading.Event()
+    slow = Job(lambda j: (go.wait(60), client.infer("synthetic_ct", "sub-1000_t2w", fast))[1]).start()
     slow.cancel()
-    assert slow.done and time.time() - t0 < 0.5 and slow.stage == "cancelled"
-    time.sleep(1.5)
-    assert slow.result is None and "cancelled" in str(slow.error)
+    assert slow.done and slow.stage == "cancelled" and not go.is_set()  # released before any request
+    go.set()
+    slow._thread.join(120)  # the abandoned request finished in its thread ...
+    assert not slow._thread.is_alive()
+    assert slow.result is None and "cancelled" in str(slow.error) and slow.stage == "cancelled"  # ... and was discarded
     # errors raised in the worker reach the UI thread as the job's error
     bad = Job(lambda j: client.infer("pvc", "sub-1000_pet", {"method": "nope"})).start()
     assert bad.wait(30) and isinstance(bad.error, QMRIClientError) and bad.error.status == 422

@@ -14,6 +14,7 @@ command runs (:mod:`qmri.paths`); default output folders are relative to the wor
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import pickle
@@ -295,6 +296,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    if args.model_dir is not None and not Path(args.model_dir).expanduser().is_dir():
+        raise UsageError(f"argument --model-dir: {args.model_dir}: no such folder")
+    from .models import MODELS, table
+
+    if args.json:
+        print(json.dumps(table(args.model_dir), indent=1))
+        return 0
+    for m in MODELS.values():
+        print(f"{m.name}: {m.description}")
+        print(f"  tasks: {', '.join(m.tasks)}; train: {m.train_command} (--recipe {' | '.join(m.recipes)})")
+        print("  code: " + ", ".join(f"{role} {mod}" for role, mod in m.modules.items()))
+        for row in table(args.model_dir):
+            if row["network"] == m.name:
+                sha = (row["sha256"] or "")[:12] or "MISSING"
+                print(f"  weights: {row['weights']} (version {row['version']}, sha256 {sha})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="qmri", description="Quantitative brain imaging: phantoms, physics, methods.")
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -337,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default=None, help=f"folder of the network weights (default {model_dir()}, ${MODEL_DIR_ENV} overrides)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same input, task and method")
     p.set_defaults(func=_infer)
+
+    p = sub.add_parser("models", help="the shipped networks: tasks, code modules, weights (version, sha256) and recipes")
+    p.add_argument("--model-dir", default=None, help=f"folder of the network weights (default {model_dir()}, ${MODEL_DIR_ENV} overrides)")
+    p.add_argument("--json", action="store_true", help="print the weights table as JSON")
+    p.set_defaults(func=_models)
 
     p = sub.add_parser("train", help="train a task's network on phantoms and write its weights + model card")
     tsub = p.add_subparsers(dest="task", required=True, metavar="TASK")
