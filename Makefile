@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
+DEVICE ?= auto
 STUDIES ?= sample-data/studies
 STAMP := $(VENV)/.installed
 
@@ -27,10 +28,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 serve: $(STAMP)
 	@echo "qmri MONAI Label server: http://$(HOST):$(PORT)  (studies: $(STUDIES); Ctrl-C to stop)"
-	PYTHONPATH=$(CURDIR)/apps/qmri $(VENV)/bin/python -m monailabel.main start_server --app apps/qmri --studies $(STUDIES) --host $(HOST) --port $(PORT) --uvicorn_app lib.server.asgi:app
+	PYTHONPATH=$(CURDIR)/apps/qmri $(VENV)/bin/python -m monailabel.main start_server --app apps/qmri --studies $(STUDIES) --host $(HOST) --port $(PORT) --conf device $(DEVICE) --uvicorn_app lib.server.asgi:app
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check lib apps tests slicer_extension
+	$(VENV)/bin/ruff format --check lib apps tests slicer_extension
 	$(VENV)/bin/python -m pytest
 
 clean-env:

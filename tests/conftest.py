@@ -63,14 +63,14 @@ def served_weights_moved_aside(weights: Path):
 
 # -- markers: `pytest -m "not server"` is the quick subset (no MONAI Label server started) ------------
 def pytest_configure(config):
-    config.addinivalue_line("markers", "server: uses the real MONAI Label server on a copy of the sample studies (started once per session)")
+    config.addinivalue_line("markers", "server: starts the real MONAI Label server (the shared one on a copy of the sample studies, or a private one)")
     config.addinivalue_line("markers", "weights: loads the shipped network weights of apps/qmri/model")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         names = getattr(item, "fixturenames", ())
-        if "server" in names:
+        if "server" in names or "own" in names:  # own: test_server_hardening's private servers
             item.add_marker(pytest.mark.server)
         if "model_dir" in names or "WEIGHTS" in getattr(item.module, "__dict__", {}):
             item.add_marker(pytest.mark.weights)

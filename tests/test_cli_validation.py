@@ -119,6 +119,7 @@ def test_writable_dir_creates_parents_and_leaves_no_probe(tmp_path):
 
 # -- weights: exist, are files (oef: a folder with the checkpoints) and load ---------------------------
 
+
 def test_missing_and_bad_weights_are_refused(tmp_path):
     for suite in ("qsm", "synth", "pvc"):
         refused(["bench", suite, "--weights", "/missing"], tmp_path, "argument --weights: no such file: /missing")
@@ -132,6 +133,7 @@ def test_missing_and_bad_weights_are_refused(tmp_path):
 
 
 # -- default weights: the app's model folder, whatever the working directory -------------------------
+
 
 def test_default_weights_resolve_from_another_working_directory(tmp_path):
     """Run from ``tmp_path`` (not the repository): the default weights are found and load, so the
@@ -169,7 +171,7 @@ def test_every_default_weights_path_comes_from_the_model_folder(monkeypatch, tmp
     assert oef_cli.default_dir() == tmp_path / "oefnet"
     assert shipped_weights() == {"pvcnet": tmp_path / "pvcnet" / "pvcnet.pt", "pvcnet_fwhm": tmp_path / "pvcnet_fwhm" / "pvcnet_fwhm.pt"}
     src = "\n".join(p.read_text() for p in [REPO / "lib/qmri/cli.py", *(REPO / "lib/qmri/bench").glob("*.py"), *(REPO / "lib/qmri/training").glob("*_cli.py")])
-    assert '"apps/qmri/model' not in src and "Path(\"apps" not in src
+    assert '"apps/qmri/model' not in src and 'Path("apps' not in src
 
 
 def test_parser_constants_match_the_modules_and_build_without_torch():
@@ -212,6 +214,7 @@ def test_each_train_task_owns_its_options_and_defaults(capsys):
 
 
 # -- errors while working: "qmri: error:" and an exit code, no traceback (unless --debug) ------------
+
 
 def test_errors_while_working_are_messages(monkeypatch, capsys, tmp_path):
     import qmri.anatomy.phantom as phantom

@@ -62,8 +62,12 @@ def test_ct_tissue_hu_in_published_ranges(head):
     labels, prob, les = head
     ct = ct_mr.ct_hu(labels, prob, les, rng=3, noise_sd_hu=0.0)
     ranges = {  # REFERENCE.md section 4
-        "air": (-1000.5, -999.5), "csf": (10, 20), "wm": (20, 30), "cortical_gm": (37, 45),
-        "thalamus": (34, 45), "bone": (700, 2000),
+        "air": (-1000.5, -999.5),
+        "csf": (10, 20),
+        "wm": (20, 30),
+        "cortical_gm": (37, 45),
+        "thalamus": (34, 45),
+        "bone": (700, 2000),
     }
     for name, (lo, hi) in ranges.items():
         v = ct[_pure(labels, prob, les, name)]

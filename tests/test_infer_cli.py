@@ -63,13 +63,19 @@ def test_infer_network_result_carries_the_weights_identity(tmp_path):
     assert res["weights"] == {"file": "qsmnet.pt", "sha256": hashlib.sha256(w.read_bytes()).hexdigest()}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["qsm", "{src}", "--method", "nosuch"], "unknown method 'nosuch' for qsm; choose from qsmnet, qsmnet_direct"),
-    (["qsm", "{src}", "--map", "OEF"], "OEF"),
-    (["oef", "{src}"], "sidecar lacks required key(s): echo_times_ms"),
-    (["qsm", "{src}", "--sidecar", "{bad}"], "not valid JSON"),
-    (["qsm", "{missing}"], "INPUT"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["qsm", "{src}", "--method", "nosuch"], "unknown method 'nosuch' for qsm; choose from qsmnet, qsmnet_direct"),
+        (["qsm", "{src}", "--map", "OEF"], "OEF"),
+        (["oef", "{src}"], "sidecar lacks required key(s): echo_times_ms"),
+        (["qsm", "{src}", "--sidecar", "{bad}"], "not valid JSON"),
+        (["qsm", "{missing}"], "INPUT"),
+        (["qsm", "{src}", "--option", "tta=2"], "option(s) 'tta' not accepted by qsm; options: none"),
+        (["qsm", "{src}", "--option", "tta"], "expected NAME=VALUE"),
+        (["qsm", "{src}", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    ],
+)
 def test_bad_input_gets_the_servers_message_and_no_traceback(tmp_path, capsys, args, message):
     src, _, _ = _small_copy(tmp_path, "sub-1000_qsm", crop=6)
     bad = tmp_path / "bad.json"
@@ -90,5 +96,20 @@ def test_infer_command_line_entry_point(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "chi (ppm): channel 0" in r.stdout and (tmp_path / "sub-1000_qsm_qsm_tkd.nii.gz").exists()
     assert "INFO qmri.infer_cli" in r.stderr  # progress is reported by default
-    q = subprocess.run([sys.executable, "-m", "qmri.cli", "--quiet", "infer", "qsm", str(src), "--method", "tkd", "--out", str(tmp_path), "--overwrite"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    q = subprocess.run(
+        [sys.executable, "-m", "qmri.cli", "--quiet", "infer", "qsm", str(src), "--method", "tkd", "--out", str(tmp_path), "--overwrite"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert q.returncode == 0 and q.stderr == "", q.stderr
+
+
+def test_synthesis_tta_option_and_device_in_the_result(tmp_path):
+    img = nib.load(STUDIES / "sub-1000_ct.nii.gz")  # a few axial slices of the whole head
+    z = img.shape[2] // 2
+    aff = img.affine.copy()
+    aff[:3, 3] = img.affine[:3, :3] @ np.array([0, 0, z - 4]) + img.affine[:3, 3]
+    src = tmp_path / "sub-1000_ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32)[:, :, z - 4 : z + 4], aff), src)
+    assert main(["infer", "synthetic_mr", str(src), "--option", "tta=1", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "sub-1000_ct_synthetic_mr_sccyclegan.json").read_text())
+    assert res["options"] == {"tta": 1} and res["device"] == "cpu"
+    assert main(["infer", "synthetic_mr", str(src), "--option", "tta=3", "--out", str(tmp_path / "o")]) == 2

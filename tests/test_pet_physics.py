@@ -19,6 +19,7 @@ VOX = 2.0
 # PSF
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fwhm, vox", [((5.0, 6.0, 7.0), (2.0, 1.5, 1.0)), ((8.0, 4.0, 6.0), (1.0, 2.0, 2.5))])
 def test_psf_fwhm_on_point_source_matches_request(fwhm, vox):
     n = 41
@@ -92,6 +93,7 @@ def test_psf_zero_fwhm_axis_and_bad_input():
 # ------------------------------------------------------------------------------------------
 # Tracer activity
 # ------------------------------------------------------------------------------------------
+
 
 def head_phantom(n=(56, 60, 56), vox=VOX):
     """Nested-ellipsoid head: scalp, skull, CSF, cortex, WM, ventricle, caudate, thalamus, dentate."""
@@ -204,6 +206,7 @@ def test_suvr_closed_form():
 # ------------------------------------------------------------------------------------------
 # Scanner simulation and segmentation masks
 # ------------------------------------------------------------------------------------------
+
 
 def test_simulate_pet_blur_and_noise_model():
     act = np.zeros((40, 40, 40), np.float32)

@@ -45,6 +45,7 @@ def rmse(a, b):
 # PETPVC's regression criterion: RBV / IY recover a blurred piecewise-constant phantom
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("vox", [2.0, 1.0])
 def test_gtm_recovers_region_values(phantom, vox):
     _, masks, truth = phantom
@@ -104,6 +105,7 @@ def test_rbv_probabilistic_masks_and_torch_io():
 # Muller-Gartner
 # ------------------------------------------------------------------------------------------
 
+
 def test_muller_gartner_uniform_wm():
     """GM shell 2.5 around uniform WM 1.0, CSF/background 0 (MG's assumptions), 3x supersampled.
 
@@ -155,6 +157,7 @@ def test_petpvc_erosion_radius_rule():
 # Deconvolution and sharpening
 # ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fwhm, vox", [((5.0, 6.0, 7.0), 2.0), (6.0, 1.0)])
 def test_rl_and_rvc_improve_rmse(phantom, fwhm, vox):
     _, _, truth = phantom
@@ -190,6 +193,7 @@ def test_sharpen_increases_contrast_and_matches_classic_kernel(phantom):
 # ------------------------------------------------------------------------------------------
 # Validation
 # ------------------------------------------------------------------------------------------
+
 
 def test_mask_validation_messages(phantom):
     _, masks, truth = phantom

@@ -49,9 +49,7 @@ def test_noiseless_recovery_up_to_mirror_ambiguity():
     k1 = qq.HCT * qq.DCHI0
     br_t = k1 * (1 - Y) + qq.CHI_BA - cnb
     br_f = k1 * (1 - r["Y"]) + qq.CHI_BA - r["chi_nb"]
-    mirror = (np.abs(np.abs(br_f) - np.abs(br_t)) < 2e-3) & (
-        np.abs(qq.oef_from_y(Y) - OEF_REF_DEFAULT) > np.abs(r["OEF"] - OEF_REF_DEFAULT)
-    )
+    mirror = (np.abs(np.abs(br_f) - np.abs(br_t)) < 2e-3) & (np.abs(qq.oef_from_y(Y) - OEF_REF_DEFAULT) > np.abs(r["OEF"] - OEF_REF_DEFAULT))
     quadratic = qq.delta_omega(Y, cnb) * max(te) < 1.0
     assert np.all(mirror[bad] | quadratic[bad])
 

@@ -97,8 +97,7 @@ def test_lesion_contrast_and_bias_beat_voxelwise(held_out):
     rmse = lambda r: 100 * np.sqrt(np.mean((r["OEF"][m] - oef[m]) ** 2))  # noqa: E731
     r_sp = np.corrcoef(sp["OEF"][m], oef[m])[0, 1]
     r_vox = np.corrcoef(vox["OEF"][m], oef[m])[0, 1]
-    print(f"C_low {c_sp:.2f} vs {c_vox:.2f}, C_high {ch_sp:.2f} vs {ch_vox:.2f}, bias {bias_sp:.1f} vs {bias_vox:.1f}, "
-          f"RMSE {rmse(sp):.1f} vs {rmse(vox):.1f}, r {r_sp:.2f} vs {r_vox:.2f}; {sp['info']['t_total_s']:.1f} s")
+    print(f"C_low {c_sp:.2f} vs {c_vox:.2f}, C_high {ch_sp:.2f} vs {ch_vox:.2f}, bias {bias_sp:.1f} vs {bias_vox:.1f}, RMSE {rmse(sp):.1f} vs {rmse(vox):.1f}, r {r_sp:.2f} vs {r_vox:.2f}; {sp['info']['t_total_s']:.1f} s")
     # measured (seed 7): C_low 0.63 vs -0.01, C_high 0.37 vs 0.04, bias +1.7 vs +9.1, RMSE 8.3 vs 14.9, r 0.65 vs 0.07
     assert c_sp >= 0.45 and c_vox < 0.1
     assert ch_sp >= 0.2 and ch_vox < 0.1

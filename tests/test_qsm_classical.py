@@ -157,8 +157,7 @@ def test_unwrap_and_echo_fit_recover_total_field(snr):
     sim = simulate_gre(chi, labels, 2.0, te, snr=snr, rng=np.random.default_rng(3), mask=mask)
     # many wraps at the last echo
     assert np.ptp(2 * np.pi * GAMMA_BAR_MHZ_PER_T * 3.0 * sim.total_field[mask] * 20e-3) > 6 * np.pi
-    field, phi0 = Q.echo_fit_total_field(sim.magnitude, sim.phase, te, 3.0, mask=mask, voxel_size=2.0,
-                                         return_offset=True)
+    field, phi0 = Q.echo_fit_total_field(sim.magnitude, sim.phase, te, 3.0, mask=mask, voxel_size=2.0, return_offset=True)
     err = (field - sim.total_field)[mask]
     if snr is None:
         assert np.abs(err).max() < 1e-4  # exact, including the absolute level
@@ -218,8 +217,16 @@ def test_raw_path_other_inversions(raw_case, method, bound):
 
 def test_masked_cg_solves_the_support_constrained_problem(inv_case):
     chi, mask, f, _ = inv_case
-    # the exact solution is a fixed point: started at the truth, CG has nothing to correct
-    np.testing.assert_allclose(Q.masked_cg(f, mask, 1.0, init=chi, n_iter=10), chi, atol=1e-6)
+    # the exact solution is a fixed point: started at the truth, CG has nothing to correct. masked_cg
+    # works on the mask's bounding box (2-voxel margin), and the sampled k-space dipole kernel
+    # depends on the grid, so the field is simulated on that box here
+    from qmri.classical.bounding_box import mask_box
+
+    box = mask_box(mask, 2)
+    f_box = forward_field(chi[box], 1.0) * mask[box]
+    np.testing.assert_allclose(Q.masked_cg(f_box, mask[box], 1.0, init=chi[box], n_iter=10), chi[box], atol=1e-6)
+    # on the whole grid the box's kernel differs from the full grid's by under 2 % of the peak chi
+    assert np.abs(Q.masked_cg(f, mask, 1.0, init=chi, n_iter=10) - chi).max() < 0.02 * np.abs(chi).max()
     # knowing that no source lies outside the mask beats the unbounded k-space inversions on a
     # noiseless field (measured ~0.12 after 80 iterations vs ~0.28 for closed-form L2)
     e_cg = Q.nrmse(Q.masked_cg(f, mask, 1.0, n_iter=80), chi, mask)

@@ -374,6 +374,7 @@ def test_enabled_delete_and_dataset_download_work(own, tmp_path):
 def test_sigterm_stops_a_busy_server_within_seconds(own):
     _, launch = own
     proc, url = launch()
+
     def slow_map():
         with contextlib.suppress(requests.ConnectionError):  # the server goes away mid-request: expected
             _infer(url, "tv")

@@ -184,8 +184,8 @@ def test_training_case_and_train_without_trainer(server, tmp_path):
 
 def test_multipart_parser():
     body = (
-        b"--XyZ\r\nContent-Disposition: form-data; name=\"params\"\r\nContent-Type: application/json\r\n\r\n"
-        b"{\"maps\": []}\r\n--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"r.nii.gz\"\r\n"
+        b'--XyZ\r\nContent-Disposition: form-data; name="params"\r\nContent-Type: application/json\r\n\r\n'
+        b'{"maps": []}\r\n--XyZ\r\nContent-Disposition: form-data; name="image"; filename="r.nii.gz"\r\n'
         b"Content-Type: application/octet-stream\r\n\r\n\x1f\x8b\x00\r\n\x01\r\n--XyZ--\r\n"
     )
     parts = parse_multipart('multipart/form-data; boundary="XyZ"', body)

@@ -353,3 +353,23 @@ def train_and_wait(url: str, task: str, params: dict, timeout_s: float = 600) ->
         time.sleep(3)
     assert st.get("status") == "DONE", st
     return requests.get(f"{url}/info/", timeout=30).json()["train_stats"][task]
+
+
+def test_compute_device_and_task_options_over_rest(server):
+    """/info shows where the maps are computed and each task's options; the synthesis tasks' ``tta``
+    trades passes for time (1 pass differs from the default 2), and a bad value is a 422 naming it."""
+    url, _ = server
+    info = requests.get(f"{url}/info/", timeout=30).json()
+    assert info["compute"]["device"] in ("cpu", "cuda:0") and info["compute"]["torch_threads"] >= 1
+    assert info["models"]["synthetic_mr"]["options"]["tta"]["choices"] == [1, 2, 8]
+    assert info["models"]["synthetic_mr"]["options"]["tta"]["default"] == 2
+    status, one, meta = infer(url, "synthetic_mr", "sub-1000_ct", {"tta": 1})
+    assert status == 200 and meta["options"] == {"tta": 1} and meta["device"] == info["compute"]["device"]
+    status, two, meta = infer(url, "synthetic_mr", "sub-1000_ct", {})
+    assert status == 200 and meta["options"] == {"tta": 2}
+    a, b = one.get_fdata(), two.get_fdata()
+    assert a.shape == b.shape and 0 < np.abs(a - b).mean() < 0.05 * np.abs(b).mean()  # close, not identical
+    status, _, detail = infer(url, "synthetic_mr", "sub-1000_ct", {"tta": 3})
+    assert status == 422 and "option tta must be one of 1, 2, 8" in detail
+    status, _, detail = infer(url, "qsm", "sub-1000_qsm", {"tta": 2})
+    assert status == 422 and "'tta'" in detail

@@ -3,7 +3,10 @@
 Layout follows MONAI Label's ``sample-apps/radiology``: every task is a ``TaskConfig`` in
 ``lib/configs`` (one module each) that builds its infer task(s) and trainer from the science in the
 ``qmri`` package; ``lib/infers`` and ``lib/trainers`` hold thin adapters. Select tasks with
-``--conf models <name,name|all>`` (default ``all``).
+``--conf models <name,name|all>`` (default ``all``). ``--conf device auto|cpu|cuda|cuda:N`` (default
+``auto``: CUDA when torch sees a GPU) chooses where every network and torch solver runs, and
+``--conf torch_threads N`` the threads of torch and BLAS (default: one per core); ``/info`` shows both
+under ``compute``.
 
 Start: ``monailabel start_server --app apps/qmri --studies sample-data/studies``.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Dict
 
 from fastapi import HTTPException
@@ -29,6 +33,7 @@ from monailabel.utils.others.class_utils import get_class_names
 from monailabel.utils.others.generic import strtobool
 
 import qmri
+from qmri.networks import compute
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,12 @@ class QMRIApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
         # --conf model_dir DIR serves (and trains into) another copy of the weights
         self.model_dir = conf.get("model_dir", os.path.join(app_dir, "model"))
+        compute.use(conf.get("device", "auto"))  # an unknown or absent device stops the server with its reason
+        threads = conf.get("torch_threads")
+        if threads is not None and not str(threads).isdigit():
+            raise ValueError(f"--conf torch_threads must be a positive integer, got {threads!r}")
+        compute.set_threads(int(threads) if threads else None)
+        logger.info("compute: %s", compute.describe())
         available = {c.split(".")[-2].lower(): c for c in get_class_names(lib.configs, "TaskConfig")}
         requested = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
         unknown = [m for m in requested if m != "all" and m not in available]
@@ -56,10 +67,7 @@ class QMRIApp(MONAILabelApp):
                 self.models[name] = task_config
                 logger.info("+++ Adding task config: %s => %s", name, cls_path)
         if SERVER_PID_ENV not in os.environ:  # set by lib.server.asgi, inherited by training processes
-            logger.warning(
-                "qmri is served without its server policy (no route allow-list, CORS for any origin, no size or concurrency "
-                "limits); start it with `monailabel start_server ... --uvicorn_app lib.server.asgi:app` (`make serve` does)"
-            )
+            logger.warning("qmri is served without its server policy (no route allow-list, CORS for any origin, no size or concurrency limits); start it with `monailabel start_server ... --uvicorn_app lib.server.asgi:app` (`make serve` does)")
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -68,6 +76,35 @@ class QMRIApp(MONAILabelApp):
             description="Quantitative brain maps: OEF, QSM, PET partial-volume correction, synthetic CT/MR",
             version=qmri.__version__,
         )
+        # the training processes MONAI Label starts build the app too: they load only what they train
+        in_server = os.environ.get(SERVER_PID_ENV, str(os.getpid())) == str(os.getpid())
+        if in_server and strtobool(conf.get("warm_up", "true")):
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Load every task's network weights onto the compute device before the server answers, so
+        that the first request of each task costs what the next ones do (``--conf warm_up false``:
+        load on first use)."""
+        t0 = time.time()
+        seen = set()
+        for task in self._infers.values():
+            spec = getattr(task, "spec", None)
+            if spec is None or id(spec.networks) in seen:
+                continue
+            seen.add(id(spec.networks))
+            try:
+                loaded = spec.warm_up()
+            except Exception as e:  # a broken weights file is reported by the requests that need it
+                logger.warning("warm-up of %s failed: %s", spec.name, e)
+                continue
+            if loaded:
+                logger.info("warm-up: %s loaded (%s)", spec.name, ", ".join(loaded))
+        logger.info("warm-up finished in %.1f s", time.time() - t0)
+
+    def info(self):
+        i = super().info()
+        i["compute"] = compute.describe()
+        return i
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
@@ -108,9 +145,10 @@ class QMRIApp(MONAILabelApp):
         if model not in self._infers:  # MONAI Label answers an unknown model with a 500
             raise HTTPException(status_code=404, detail=f"unknown task {str(model)[:60]!r}; available: {sorted(self._infers) or 'none'}")
         request = {k: v for k, v in request.items() if k != "client_id"}  # MONAI Label's client adds it to every request
-        unknown = sorted(set(request) - {"model", "image"} - INFER_PARAMS)
+        allowed = INFER_PARAMS | set(getattr(self._infers[model], "options", {}))  # the task's own options (e.g. tta)
+        unknown = sorted(set(request) - {"model", "image"} - allowed)
         if unknown:
-            raise HTTPException(status_code=422, detail=f"parameter(s) {', '.join(repr(str(k)[:40]) for k in unknown[:8])} not accepted by /infer/{model}; allowed: {', '.join(sorted(INFER_PARAMS))}")
+            raise HTTPException(status_code=422, detail=f"parameter(s) {', '.join(repr(str(k)[:40]) for k in unknown[:8])} not accepted by /infer/{model}; allowed: {', '.join(sorted(allowed))}")
         image = request.get("image")
         if not image:
             raise HTTPException(status_code=422, detail="no study given: pass the datastore id of the input as the 'image' query parameter")

@@ -120,9 +120,21 @@ def _infer(args: argparse.Namespace) -> int:
     out = output_dir("--out", args.out)
     if args.model_dir is not None and not Path(args.model_dir).expanduser().is_dir():
         raise UsageError(f"argument --model-dir: {args.model_dir}: no such folder")
+    from .networks import compute
+
+    try:
+        compute.use(args.device)
+    except ValueError as e:
+        raise UsageError(f"argument --device: {e}") from None
     from .infer_cli import infer
 
-    path, result = infer(args.task, image, out, sidecar=sidecar, method=args.method, maps=args.map, model_dir=args.model_dir, overwrite=args.overwrite)
+    options = {}
+    for o in args.option:
+        name, eq, value = o.partition("=")
+        if not eq or not name:
+            raise UsageError(f"argument --option: expected NAME=VALUE, got {o!r}")
+        options[name.strip()] = value.strip()
+    path, result = infer(args.task, image, out, sidecar=sidecar, method=args.method, maps=args.map, model_dir=args.model_dir, overwrite=args.overwrite, options=options)
     for m in result["maps"]:
         print(f"{m['name']} ({m['units']}): channel {m['channel']}")
     print(f"{result['task']} by {result['method']} in {result['seconds']:.1f} s -> {path}")
@@ -198,11 +210,26 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.suite == "oef":
         from .bench.oef import run
 
-        run(args.out, args.weights, subjects=args.subjects, resolution_mm=args.resolution, other_snr_subjects=args.other_snr_subjects, reuse_rows=args.reuse_rows, first_subject=args.first_subject, methods=tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"], snrs=tuple(args.snrs), noise_draws=args.noise_draws)
+        run(
+            args.out,
+            args.weights,
+            subjects=args.subjects,
+            resolution_mm=args.resolution,
+            other_snr_subjects=args.other_snr_subjects,
+            reuse_rows=args.reuse_rows,
+            first_subject=args.first_subject,
+            methods=tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"],
+            snrs=tuple(args.snrs),
+            noise_draws=args.noise_draws,
+        )
     elif args.suite == "memory":
         from .bench.memory import run
 
         run(args.out)
+    elif args.suite == "serve" and args.speed:
+        from .bench.speed import run
+
+        run(args.out, repeats=args.repeats, resolutions=tuple(args.speed_resolutions), device=args.device, rest=not args.no_rest, tasks=args.speed_tasks)
     elif args.suite == "serve":
         from .bench.serve import run
 
@@ -356,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=".", help="output folder (default: the working directory)")
     p.add_argument("--model-dir", default=None, help=f"folder of the network weights (default {model_dir()}, ${MODEL_DIR_ENV} overrides)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same input, task and method")
+    p.add_argument("--device", default="auto", help="where networks and torch solvers run: auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="a task option, e.g. tta=2 for the synthesis tasks (their choices: qmri models, or the server's /info)")
     p.set_defaults(func=_infer)
 
     p = sub.add_parser("models", help="the shipped networks: tasks, code modules, weights (version, sha256) and recipes")
@@ -375,24 +404,47 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         tp = tsub.add_parser(task, help=f"train {what}")
         module.add_arguments(tp)
-        tp.add_argument("--recipe", default=None, help="replay a shipped network's training (a name in lib/qmri/training/recipes/, e.g. qsmnet, synthnet, or a .json file): its options for every stage; only --out, --device and --work may be given with it")
+        tp.add_argument(
+            "--recipe", default=None, help="replay a shipped network's training (a name in lib/qmri/training/recipes/, e.g. qsmnet, synthnet, or a .json file): its options for every stage; only --out, --device and --work may be given with it"
+        )
         tp.add_argument("--work", default=None, help="with a multi-stage --recipe: folder for the intermediate stages' weights (default: <out>.stages beside --out)")
         tp.set_defaults(func=_train)
 
     p = sub.add_parser("bench", help="benchmark methods on held-out phantoms (prints and saves tables)")
-    p.add_argument("suite", choices=("classical", "qsm", "pvc", "synth", "oef", "memory", "serve"), help="memory: peak memory per input value of every task and method (the server's memory admission); serve: the server on a copy of the sample studies, under bad input and load (see --bad-inputs, --concurrency)")
+    p.add_argument(
+        "suite",
+        choices=("classical", "qsm", "pvc", "synth", "oef", "memory", "serve"),
+        help="memory: peak memory per input value of every task and method (the server's memory admission); serve: the server on a copy of the sample studies, under bad input and load (see --bad-inputs, --concurrency)",
+    )
     p.add_argument("--weights", default=None, help=f"network weights file (oef: the folder with best/cnn3d/lstm.pt; default: the shipped ones in the app's model folder {model_dir()}, ${MODEL_DIR_ENV} overrides)")
     p.add_argument("--other-snr-subjects", type=nonneg_int, default=1, help="oef: subjects also run at SNR 50 and 200 (all run at 100)")
     p.add_argument("--snrs", nargs="+", type=positive_float, default=[50.0, 100.0, 200.0], help="oef: echo-1 SNRs (100, the main one, on every subject; the others on --other-snr-subjects)")
     p.add_argument("--noise-draws", type=positive_int, default=4, help="oef: noise draws of the first subject at SNR 100 (whole-brain mean spread; best, cnn3d)")
-    p.add_argument("--ood", choices=("yes", "no", "only"), default="yes", help="qsm: also run the out-of-distribution cases (qsm-forward fields, independent tissue model, 1 mm, 1x1x3 mm, cylinders; bench_qsm_ood.md; minutes at 1 mm), skip them, or run only them (default yes)")
+    p.add_argument(
+        "--ood",
+        choices=("yes", "no", "only"),
+        default="yes",
+        help="qsm: also run the out-of-distribution cases (qsm-forward fields, independent tissue model, 1 mm, 1x1x3 mm, cylinders; bench_qsm_ood.md; minutes at 1 mm), skip them, or run only them (default yes)",
+    )
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
-    p.add_argument("--tasks", nargs="*", choices=tuple(dict.fromkeys(BENCH_TASKS["classical"] + BENCH_TASKS["oef"])), metavar="TASK", help=f"classical: subset of tasks {' '.join(BENCH_TASKS['classical'])}; oef: subset of methods {' '.join(BENCH_TASKS['oef'])} (default all)")
+    p.add_argument(
+        "--tasks",
+        nargs="*",
+        choices=tuple(dict.fromkeys(BENCH_TASKS["classical"] + BENCH_TASKS["oef"])),
+        metavar="TASK",
+        help=f"classical: subset of tasks {' '.join(BENCH_TASKS['classical'])}; oef: subset of methods {' '.join(BENCH_TASKS['oef'])} (default all)",
+    )
     p.add_argument("--subjects", type=positive_int, default=2)
     p.add_argument("--first-subject", type=nonneg_int, default=0, help="oef: skip the first subjects (with --reuse-rows: add subjects to a stored run)")
     p.add_argument("--resolution", type=positive_float, default=2.0, help="voxel size in mm (default 2)")
     p.add_argument("--bad-inputs", action="store_true", help="serve: send the bad-input catalogue and tabulate the answers")
     p.add_argument("--concurrency", type=nonneg_int, default=16, help="serve: parallel inferences of the load test (0: none; default 16)")
+    p.add_argument("--speed", action="store_true", help="serve: time every task's default method in-process and over REST at 2 and 1 mm (bench_speed.md)")
+    p.add_argument("--speed-resolutions", nargs="+", type=float, choices=(2.0, 1.0), default=[2.0, 1.0], help="serve --speed: voxel sizes (mm; default 2 1)")
+    p.add_argument("--speed-tasks", nargs="+", default=None, choices=("qsm", "qsm_raw", "oef", "pvc", "synthetic_ct", "synthetic_mr"), help="serve --speed: only these tasks")
+    p.add_argument("--repeats", type=positive_int, default=5, help="serve --speed: warm runs per case (median; default 5)")
+    p.add_argument("--no-rest", action="store_true", help="serve --speed: in-process only")
+    p.add_argument("--device", default="auto", help="serve --speed: auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", default="bench-results", help="output folder for markdown and JSON (default: bench-results in the working directory)")
     p.set_defaults(func=_bench)
     return ap

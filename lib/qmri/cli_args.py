@@ -136,7 +136,9 @@ def writable_file(path: str | Path) -> Path:
     return p
 
 
-def add_training_arguments(p: argparse.ArgumentParser, out_help: str, train_subjects: int, val_subjects: int, epochs: int, steps: int, batch: int, train_help: str | None = None, val_help: str | None = None, batch_help: str | None = None) -> argparse.ArgumentParser:
+def add_training_arguments(
+    p: argparse.ArgumentParser, out_help: str, train_subjects: int, val_subjects: int, epochs: int, steps: int, batch: int, train_help: str | None = None, val_help: str | None = None, batch_help: str | None = None
+) -> argparse.ArgumentParser:
     """The options every ``qmri train <task>`` has, with that task's defaults: --out, --train-subjects,
     --val-subjects, --epochs, --steps, --batch, --seed and --device."""
     p.add_argument("--out", default=None, help=out_help)

@@ -24,12 +24,16 @@ def output_paths(image: Path, task: str, method: str, out_dir: Path) -> tuple[Pa
     return base.with_name(base.name + ".nii.gz"), base.with_name(base.name + ".json")
 
 
-def infer(task: str, image: str | Path, out_dir: str | Path, sidecar: str | Path | None = None, method: str | None = None, maps=None, model_dir=None, overwrite: bool = False, max_voxels: int | None = None) -> tuple[Path, dict]:
-    """Run ``task`` on ``image``; returns (maps file, result JSON). ValueError names bad input."""
+def infer(
+    task: str, image: str | Path, out_dir: str | Path, sidecar: str | Path | None = None, method: str | None = None, maps=None, model_dir=None, overwrite: bool = False, max_voxels: int | None = None, options: dict | None = None
+) -> tuple[Path, dict]:
+    """Run ``task`` on ``image``; returns (maps file, result JSON). ValueError names bad input.
+    ``options``: the task's own choices (e.g. ``{"tta": 2}`` for the synthesis tasks)."""
     from .io.atomic import atomic_write_text
     from .io.maps import requested_names, select_maps, write_maps
     from .io.nifti_input import DEFAULT_MAX_VOXELS, load_input_volume
     from .io.study import resolve_sidecar
+    from .networks import compute
     from .tasks.registry import method_weights, task_spec, weights_identity
 
     t0 = time.time()
@@ -38,6 +42,7 @@ def infer(task: str, image: str | Path, out_dir: str | Path, sidecar: str | Path
     if method not in spec.methods:
         raise ValueError(f"unknown method '{method}' for {task}; choose from {', '.join(spec.methods)}")
     requested_names(list(spec.outputs), maps)  # refuse an unknown map name before any work
+    opts = spec.parse_options(options)  # and an unknown option or value
     image = Path(image)
     nii, js = output_paths(image, task, method, Path(out_dir))
     if not overwrite and (nii.exists() or js.exists()):
@@ -45,9 +50,9 @@ def infer(task: str, image: str | Path, out_dir: str | Path, sidecar: str | Path
     given = Path(sidecar).read_text() if sidecar is not None else None
     data, affine = load_input_volume(image, max_voxels=max_voxels or DEFAULT_MAX_VOXELS)
     meta = resolve_sidecar(image, given, spec.required_sidecar)
-    result_maps = select_maps(spec.run(data, affine, meta, method), maps)
+    result_maps = select_maps(spec.call(data, affine, meta, method, opts), maps)
     primary, result = write_maps(result_maps, affine, data.shape[:3], nii)
-    result.update({"task": task, "method": method, "input": image.name, "weights": weights_identity(method_weights(task, method, model_dir)), "seconds": round(time.time() - t0, 3)})
+    result.update({"task": task, "method": method, "input": image.name, "weights": weights_identity(method_weights(task, method, model_dir)), "options": opts, "device": str(compute.device()), "seconds": round(time.time() - t0, 3)})
     atomic_write_text(js, json.dumps(result, indent=1))
     log.info("%s %s: %d map(s) in %.1f s -> %s", task, method, len(result_maps), result["seconds"], primary)
     return Path(primary), result

@@ -342,7 +342,7 @@ def _draw_lesions(rng, labels, affine, warp, chosen, amyloid_positive):
         ijk = cand[rng.integers(len(cand))]
         centre = affine[:3, :3] @ ijk + affine[:3, 3]
         axes = rng.uniform(rmin, rmax, 3)
-        m = ((((xyz - centre.reshape(3, 1, 1, 1)) / axes.reshape(3, 1, 1, 1)) ** 2).sum(0) <= 1.0)
+        m = (((xyz - centre.reshape(3, 1, 1, 1)) / axes.reshape(3, 1, 1, 1)) ** 2).sum(0) <= 1.0
         m &= np.isin(labels, [LABEL[o] for o in occupy])
         m[tuple(ijk)] = True
         les[m] = LESION_CODE[t]

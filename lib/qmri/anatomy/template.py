@@ -184,9 +184,7 @@ def template_anatomy() -> TemplateAnatomy:
 
     labels = np.zeros(mask.shape, dtype=np.uint8)
     brain_tissue = np.argmax(np.stack([csf, gm, wm]), axis=0)
-    labels[intracranial] = (np.array([LABEL["csf"], LABEL["cortical_gm"], LABEL["wm"]], dtype=np.uint8))[
-        brain_tissue[intracranial]
-    ]
+    labels[intracranial] = (np.array([LABEL["csf"], LABEL["cortical_gm"], LABEL["wm"]], dtype=np.uint8))[brain_tissue[intracranial]]
 
     xyz = _world_grid(mask.shape, affine)
     parenchyma = intracranial & (csf < 0.5)

@@ -80,9 +80,11 @@ def setup_studies(url: str, studies) -> dict[str, str]:
     }
     for image_id, (data, meta) in made.items():
         r = requests.put(
-            f"{url}/datastore/image", params={"image": image_id},
+            f"{url}/datastore/image",
+            params={"image": image_id},
             files={"file": (f"{image_id}.nii.gz", nifti_bytes(data.astype(np.float32), ref.affine), NIFTI)},
-            data={"params": json.dumps({"sidecar": meta, "overwrite": True})}, timeout=60,
+            data={"params": json.dumps({"sidecar": meta, "overwrite": True})},
+            timeout=60,
         )
         r.raise_for_status()
     return {k: k for k in made}

@@ -22,19 +22,14 @@ from pathlib import Path
 import numpy as np
 
 #: (task, sample study, method) measured; every method of every task.
-RUNS = [
-    ("qsm", "sub-1000_qsm", m) for m in ("qsmnet", "qsmnet_direct", "l2", "tkd", "tv", "cg")
-] + [
-    ("qsm_raw", "sub-1000_qsmraw", m) for m in ("qsmnet", "tkd")
-] + [
-    ("oef", "sub-1000_oef", m) for m in ("best", "cnn3d", "lstm", "qq_fit")
-] + [
-    ("pvc", "sub-1000_pet", m) for m in ("pvcnet_fwhm", "pvcnet", "rbv", "iterative_yang", "gtm", "muller_gartner", "richardson_lucy", "van_cittert", "sharpen")
-] + [
-    ("synthetic_ct", "sub-1000_t2w", m) for m in ("sccyclegan", "bulk_density", "tissue_mixture")
-] + [
-    ("synthetic_mr", "sub-1000_ct", m) for m in ("sccyclegan", "bulk_density")
-]
+RUNS = (
+    [("qsm", "sub-1000_qsm", m) for m in ("qsmnet", "qsmnet_direct", "l2", "tkd", "tv", "cg")]
+    + [("qsm_raw", "sub-1000_qsmraw", m) for m in ("qsmnet", "tkd")]
+    + [("oef", "sub-1000_oef", m) for m in ("best", "cnn3d", "lstm", "qq_fit")]
+    + [("pvc", "sub-1000_pet", m) for m in ("pvcnet_fwhm", "pvcnet", "rbv", "iterative_yang", "gtm", "muller_gartner", "richardson_lucy", "van_cittert", "sharpen")]
+    + [("synthetic_ct", "sub-1000_t2w", m) for m in ("sccyclegan", "bulk_density", "tissue_mixture")]
+    + [("synthetic_mr", "sub-1000_ct", m) for m in ("sccyclegan", "bulk_density")]
+)
 
 STUDIES = Path(__file__).resolve().parents[3] / "sample-data" / "studies"
 
@@ -84,8 +79,14 @@ def run(out_dir: str | Path = "bench-results") -> list[dict]:
     worst: dict[str, float] = {}
     for row in rows:
         worst[row["task"]] = max(worst.get(row["task"], 0.0), row["bytes_per_voxel"])
-    lines = ["# qmri bench memory", "", "Peak resident memory growth of one run on the 2 mm sample study, per voxel of the input grid (4D: channels included in the cost); 2 torch threads.", "",
-             "| task | method | input shape | peak growth (MB) | bytes per voxel |", "|---|---|---|---|---|"]
+    lines = [
+        "# qmri bench memory",
+        "",
+        "Peak resident memory growth of one run on the 2 mm sample study, per voxel of the input grid (4D: channels included in the cost); 2 torch threads.",
+        "",
+        "| task | method | input shape | peak growth (MB) | bytes per voxel |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {r['task']} | {r['method']} | {' x '.join(map(str, r['shape']))} | {r['peak_growth_mb']} | {r['bytes_per_voxel']} |" for r in rows]
     lines += ["", "| task | largest bytes per voxel |", "|---|---|"] + [f"| {t} | {v} |" for t, v in worst.items()]
     text = "\n".join(lines) + "\n"

@@ -67,7 +67,18 @@ def _metric_row(est, sd, truth, mask, regions, vs) -> dict:
     return {k: (bool(v) if isinstance(v, (bool, np.bool_)) else float(v)) for k, v in row.items()}
 
 
-def run(out_dir: str, weights_dir: str | Path | None = None, subjects: int = 6, resolution_mm: float = 2.0, snrs=(50.0, 100.0, 200.0), other_snr_subjects: int = 1, methods=METHODS, reuse_rows: bool = False, first_subject: int = 0, noise_draws: int = NOISE_DRAWS):
+def run(
+    out_dir: str,
+    weights_dir: str | Path | None = None,
+    subjects: int = 6,
+    resolution_mm: float = 2.0,
+    snrs=(50.0, 100.0, 200.0),
+    other_snr_subjects: int = 1,
+    methods=METHODS,
+    reuse_rows: bool = False,
+    first_subject: int = 0,
+    noise_draws: int = NOISE_DRAWS,
+):
     """Benchmark; writes ``bench_oef.md``, ``bench_oef.json`` and ``bench_oef.png`` into ``out_dir``.
 
     Each (subject, SNR, draw, method) row is stored in ``bench_oef_rows.json`` after each volume;
@@ -162,23 +173,25 @@ def _summary_rows(raw, snr, order) -> list[dict]:
         if not rows:
             continue
         s = om.summarise(rows)
-        out.append({
-            "method": TITLES.get(m, m),
-            "subjects": s["subjects"],
-            "infarct C min / mean": f"{_fmt(s['infarct_core_C_min'])} / {_fmt(s['infarct_core_C_mean'])}",
-            "infarct max abs ROI err": _fmt(s["infarct_core_err_max"], 1),
-            "penumbra C min / mean": f"{_fmt(s['penumbra_C_min'])} / {_fmt(s['penumbra_C_mean'])}",
-            "penumbra max abs ROI err": _fmt(s["penumbra_err_max"], 1),
-            "C min, v changed / not": f"{_fmt(min(s['infarct_core_v_C_min'], s['penumbra_v_C_min']))} / {_fmt(min(s['infarct_core_no_v_C_min'], s['penumbra_no_v_C_min']))}",
-            "r": _fmt(s["r"]),
-            "r 6 mm": _fmt(s["r_smooth"]),
-            "max asym err": _fmt(s["asym_err_max"], 1),
-            "max abs brain-mean err": _fmt(s["mean_err_max"], 1),
-            "RMSE": _fmt(s["rmse"]),
-            "2-sd coverage": f"{_fmt(s.get('coverage_2sd_min'))}-{_fmt(s.get('coverage_2sd_max'))}" if "coverage_2sd_min" in s else "",
-            "seconds": _fmt(float(np.mean([r["seconds"] for r in rows])), 1),
-            "reused": any(r.get("reused") for r in rows),
-        })
+        out.append(
+            {
+                "method": TITLES.get(m, m),
+                "subjects": s["subjects"],
+                "infarct C min / mean": f"{_fmt(s['infarct_core_C_min'])} / {_fmt(s['infarct_core_C_mean'])}",
+                "infarct max abs ROI err": _fmt(s["infarct_core_err_max"], 1),
+                "penumbra C min / mean": f"{_fmt(s['penumbra_C_min'])} / {_fmt(s['penumbra_C_mean'])}",
+                "penumbra max abs ROI err": _fmt(s["penumbra_err_max"], 1),
+                "C min, v changed / not": f"{_fmt(min(s['infarct_core_v_C_min'], s['penumbra_v_C_min']))} / {_fmt(min(s['infarct_core_no_v_C_min'], s['penumbra_no_v_C_min']))}",
+                "r": _fmt(s["r"]),
+                "r 6 mm": _fmt(s["r_smooth"]),
+                "max asym err": _fmt(s["asym_err_max"], 1),
+                "max abs brain-mean err": _fmt(s["mean_err_max"], 1),
+                "RMSE": _fmt(s["rmse"]),
+                "2-sd coverage": f"{_fmt(s.get('coverage_2sd_min'))}-{_fmt(s.get('coverage_2sd_max'))}" if "coverage_2sd_min" in s else "",
+                "seconds": _fmt(float(np.mean([r["seconds"] for r in rows])), 1),
+                "reused": any(r.get("reused") for r in rows),
+            }
+        )
     return out
 
 
@@ -197,7 +210,11 @@ def _goals(raw, method: str) -> list[dict]:
     secs = float(np.mean([r["seconds"] for r in rows]))
     g = lambda goal, measured, met: {"goal": goal, "measured": measured, "met": bool(met)}  # noqa: E731
     return [
-        g("lesions >= 20 mm: contrast recovery >= 0.7 (low and high OEF, with and without a change in v)", f"min C {c_min:.2f} (infarct {s['infarct_core_C_min']:.2f}, penumbra {s['penumbra_C_min']:.2f}; v changed {min(s['infarct_core_v_C_min'], s['penumbra_v_C_min']):.2f}, not {min(s['infarct_core_no_v_C_min'], s['penumbra_no_v_C_min']):.2f})", c_min >= 0.7),
+        g(
+            "lesions >= 20 mm: contrast recovery >= 0.7 (low and high OEF, with and without a change in v)",
+            f"min C {c_min:.2f} (infarct {s['infarct_core_C_min']:.2f}, penumbra {s['penumbra_C_min']:.2f}; v changed {min(s['infarct_core_v_C_min'], s['penumbra_v_C_min']):.2f}, not {min(s['infarct_core_no_v_C_min'], s['penumbra_no_v_C_min']):.2f})",
+            c_min >= 0.7,
+        ),
         g("lesions >= 20 mm: ROI-mean OEF within 5 %-points", f"max abs error {err:.1f}", err <= 5.0),
         g("brain-wide r >= 0.5 native, >= 0.7 after 6 mm", f"{s['r']:.2f} / {s['r_smooth']:.2f}", s["r"] >= 0.5 and s["r_smooth"] >= 0.7),
         g("territory asymmetry within 3 %-points", f"max abs error {s['asym_err_max']:.1f}", s["asym_err_max"] <= 3.0),
@@ -212,7 +229,9 @@ def _crb_rows() -> tuple[list[dict], list[dict]]:
     from ..physics.qq_crb import crb_table, protocol_needed
 
     table = crb_table(snrs=(50, 100, 200), diameters_mm=(8, 20, 40), oef_percent=(37,))
-    rows = [{"SNR": r["snr"], "diameter (mm)": r["diameter_mm"], "voxels": r["voxels"], "one voxel": _fmt(r["crb_voxel_pp"], 1), "region, Y shared": _fmt(r["crb_region_Y_pp"], 1), "region, Y and v shared": _fmt(r["crb_region_Yv_pp"], 1)} for r in table]
+    rows = [
+        {"SNR": r["snr"], "diameter (mm)": r["diameter_mm"], "voxels": r["voxels"], "one voxel": _fmt(r["crb_voxel_pp"], 1), "region, Y shared": _fmt(r["crb_region_Y_pp"], 1), "region, Y and v shared": _fmt(r["crb_region_Yv_pp"], 1)} for r in table
+    ]
     need = protocol_needed(target_pp=5.0, diameter_mm=20.0)
     return rows, need
 
@@ -220,7 +239,23 @@ def _crb_rows() -> tuple[list[dict], list[dict]]:
 def _report(out: Path, raw, methods, subjects, other_snr_subjects, resolution_mm, weights, noise_draws=NOISE_DRAWS):
     order = TRIVIAL + tuple(m for m in METHODS if any(r["method"] == m for r in raw))
     sections = {}
-    cols = ["method", "subjects", "infarct C min / mean", "infarct max abs ROI err", "penumbra C min / mean", "penumbra max abs ROI err", "C min, v changed / not", "r", "r 6 mm", "max asym err", "max abs brain-mean err", "RMSE", "2-sd coverage", "seconds", "reused"]
+    cols = [
+        "method",
+        "subjects",
+        "infarct C min / mean",
+        "infarct max abs ROI err",
+        "penumbra C min / mean",
+        "penumbra max abs ROI err",
+        "C min, v changed / not",
+        "r",
+        "r 6 mm",
+        "max asym err",
+        "max abs brain-mean err",
+        "RMSE",
+        "2-sd coverage",
+        "seconds",
+        "reused",
+    ]
     sections[f"Lesions, spatial agreement and level at echo-1 SNR {MAIN_SNR:g} (OEF in %, errors in %-points; C and ROI errors over lesions >= 20 mm)"] = (_summary_rows(raw, MAIN_SNR, order), cols)
     goal_method = "best" if any(r["method"] == "best" for r in raw) else next((m for m in order[::-1] if m not in TRIVIAL), None)
     if goal_method:
@@ -233,10 +268,25 @@ def _report(out: Path, raw, methods, subjects, other_snr_subjects, resolution_mm
     level = []
     for r in raw:
         if r["SNR"] == MAIN_SNR and r["method"] in order:
-            level.append({"subject": r["subject"], "draw": r["draw"], "method": r["method"], "true brain mean": _fmt(r["mean_true"], 1), "estimated": _fmt(r["mean_true"] + r["mean_error"], 1), "error": _fmt(r["mean_error"], 1), "r": _fmt(r["r"]), "infarct C (diam mm)": f"{_fmt(r.get('infarct_core_C'))} ({_fmt(r.get('infarct_core_diameter_mm'), 0)})", "penumbra C (diam mm)": f"{_fmt(r.get('penumbra_C'))} ({_fmt(r.get('penumbra_diameter_mm'), 0)})"})
+            level.append(
+                {
+                    "subject": r["subject"],
+                    "draw": r["draw"],
+                    "method": r["method"],
+                    "true brain mean": _fmt(r["mean_true"], 1),
+                    "estimated": _fmt(r["mean_true"] + r["mean_error"], 1),
+                    "error": _fmt(r["mean_error"], 1),
+                    "r": _fmt(r["r"]),
+                    "infarct C (diam mm)": f"{_fmt(r.get('infarct_core_C'))} ({_fmt(r.get('infarct_core_diameter_mm'), 0)})",
+                    "penumbra C (diam mm)": f"{_fmt(r.get('penumbra_C'))} ({_fmt(r.get('penumbra_diameter_mm'), 0)})",
+                }
+            )
     sections["Per subject and noise draw at the main SNR"] = (level, ["subject", "draw", "method", "true brain mean", "estimated", "error", "r", "infarct C (diam mm)", "penumbra C (diam mm)"])
     crb, need = _crb_rows()
-    sections["Information limit: Cramer-Rao sd of a region's OEF (%-points; GM, OEF 37 %, this protocol: 8 echoes 4.5..39.5 ms, 0.005 ppm QSM noise, 2 mm)"] = (crb, ["SNR", "diameter (mm)", "voxels", "one voxel", "region, Y shared", "region, Y and v shared"])
+    sections["Information limit: Cramer-Rao sd of a region's OEF (%-points; GM, OEF 37 %, this protocol: 8 echoes 4.5..39.5 ms, 0.005 ppm QSM noise, 2 mm)"] = (
+        crb,
+        ["SNR", "diameter (mm)", "voxels", "one voxel", "region, Y shared", "region, Y and v shared"],
+    )
     sections["Echo-1 SNR needed for a 5 %-point bound on a 20 mm region (Y shared)"] = ([{k: (_fmt(v, 1) if isinstance(v, float) else v) for k, v in r.items()} for r in need], list(need[0]) if need else [])
     meta = {
         "device": device_label(),

@@ -107,45 +107,105 @@ def run(out_dir: str, weights: dict | None = None, subjects: int = 2, resolution
                     s_b, s_v = ssim(out, target, judged, drange)
                     a_b, a_v = ssim(out, act, judged, arange)
                     est = suvr(out, cortex, ref)
-                    rows.append({
-                        "subject": v.subject, "amyloid": "pos" if pos else "neg", "FWHM_mm": fwhm, "method": LABEL[m],
-                        "segmentation": which or "none", "seconds": 0.0 if m == "input" else t.seconds,
-                        "RMSE_vs_RBV": rmse(out, target, judged), "SSIM_vs_RBV": s_b, "SSIM_volume_vs_RBV": s_v,
-                        "RMSE_vs_truth": rmse(out, act, judged), "SSIM_vs_truth": a_b, "SSIM_volume_vs_truth": a_v,
-                        "composite_SUVR": est, "SUVR_RBV": suvr_rbv, "SUVR_true": suvr_true,
-                        "SUVR_err_vs_RBV_%": 100 * (est - suvr_rbv) / suvr_rbv, "SUVR_err_vs_true_%": 100 * (est - suvr_true) / suvr_true,
-                    })
+                    rows.append(
+                        {
+                            "subject": v.subject,
+                            "amyloid": "pos" if pos else "neg",
+                            "FWHM_mm": fwhm,
+                            "method": LABEL[m],
+                            "segmentation": which or "none",
+                            "seconds": 0.0 if m == "input" else t.seconds,
+                            "RMSE_vs_RBV": rmse(out, target, judged),
+                            "SSIM_vs_RBV": s_b,
+                            "SSIM_volume_vs_RBV": s_v,
+                            "RMSE_vs_truth": rmse(out, act, judged),
+                            "SSIM_vs_truth": a_b,
+                            "SSIM_volume_vs_truth": a_v,
+                            "composite_SUVR": est,
+                            "SUVR_RBV": suvr_rbv,
+                            "SUVR_true": suvr_true,
+                            "SUVR_err_vs_RBV_%": 100 * (est - suvr_rbv) / suvr_rbv,
+                            "SUVR_err_vs_true_%": 100 * (est - suvr_true) / suvr_true,
+                        }
+                    )
                 if pictures is None and pos and fwhm == fwhms[len(fwhms) // 2]:
                     pictures = (outs, act, brain, fwhm)
     summary, goals = _summaries(rows, fwhms)
     truth = _truth_table(rows, fwhms)
     goals25, overall25 = _issue25_goals(rows, fwhms)
     seed_table = _seed_table(rows)
-    cols = ["FWHM_mm", "method", "seconds", "SSIM_vs_RBV", "SSIM_volume_vs_RBV", "RMSE_vs_RBV", "RMSE_ratio_to_input", "RMSE_vs_truth", "SSIM_vs_truth", "abs_SUVR_err_vs_RBV_%_pos", "abs_SUVR_err_vs_RBV_%_neg", "abs_SUVR_err_vs_true_%_pos", "abs_SUVR_err_vs_true_%_neg"]
-    g25_cols = ["network", "FWHM_mm", "RMSE", "RMSE_RBV_realistic", "RMSE_IY_realistic", "RMSE_RBV_ideal", "RMSE_ratio_to_RBV_ideal",
-                "abs_SUVR_err_%", "abs_SUVR_err_%_RBV_realistic", "abs_SUVR_err_%_IY_realistic", "abs_SUVR_err_%_RBV_ideal",
-                "SSIM", "SSIM_RBV_realistic", "SSIM_IY_realistic", "SSIM_RBV_ideal",
-                "RMSE<RBV_realistic", "RMSE<IY_realistic", "SUVR_err<RBV_realistic", "SUVR_err<IY_realistic", "RMSE_within_10%_of_RBV_ideal", "met"]
+    cols = [
+        "FWHM_mm",
+        "method",
+        "seconds",
+        "SSIM_vs_RBV",
+        "SSIM_volume_vs_RBV",
+        "RMSE_vs_RBV",
+        "RMSE_ratio_to_input",
+        "RMSE_vs_truth",
+        "SSIM_vs_truth",
+        "abs_SUVR_err_vs_RBV_%_pos",
+        "abs_SUVR_err_vs_RBV_%_neg",
+        "abs_SUVR_err_vs_true_%_pos",
+        "abs_SUVR_err_vs_true_%_neg",
+    ]
+    g25_cols = [
+        "network",
+        "FWHM_mm",
+        "RMSE",
+        "RMSE_RBV_realistic",
+        "RMSE_IY_realistic",
+        "RMSE_RBV_ideal",
+        "RMSE_ratio_to_RBV_ideal",
+        "abs_SUVR_err_%",
+        "abs_SUVR_err_%_RBV_realistic",
+        "abs_SUVR_err_%_IY_realistic",
+        "abs_SUVR_err_%_RBV_ideal",
+        "SSIM",
+        "SSIM_RBV_realistic",
+        "SSIM_IY_realistic",
+        "SSIM_RBV_ideal",
+        "RMSE<RBV_realistic",
+        "RMSE<IY_realistic",
+        "SUVR_err<RBV_realistic",
+        "SUVR_err<IY_realistic",
+        "RMSE_within_10%_of_RBV_ideal",
+        "met",
+    ]
     sections = {
-        "against the true activity (issue 25; mean over subjects and amyloid status)": (truth, ["FWHM_mm", "method", "RMSE_vs_truth", "RMSE_vs_truth_ratio_to_input", "SSIM_vs_truth", "SSIM_volume_vs_truth", "abs_SUVR_err_vs_true_%", "abs_SUVR_err_vs_true_%_pos", "abs_SUVR_err_vs_true_%_neg", "seconds"]),
+        "against the true activity (issue 25; mean over subjects and amyloid status)": (
+            truth,
+            ["FWHM_mm", "method", "RMSE_vs_truth", "RMSE_vs_truth_ratio_to_input", "SSIM_vs_truth", "SSIM_volume_vs_truth", "abs_SUVR_err_vs_true_%", "abs_SUVR_err_vs_true_%_pos", "abs_SUVR_err_vs_true_%_neg", "seconds"],
+        ),
         "goals (issue 25): PET-only network vs RBV / IY with realistic segmentations, against the true activity": (goals25, g25_cols),
         "goal (issue 25) over all FWHM": (overall25, ["network", "FWHMs_met", "met_at_every_FWHM"]),
-        "realistic segmentations (one per subject; Dice of probability > 0.5 against the truth)": (seg_rows, ["subject", "translation_mm", "translation_norm_mm", "rotation_deg", "rotation_axis", "mislabelled_voxels", "Dice_GM", "Dice_WM", "Dice_CSF"]),
+        "realistic segmentations (one per subject; Dice of probability > 0.5 against the truth)": (
+            seg_rows,
+            ["subject", "translation_mm", "translation_norm_mm", "rotation_deg", "rotation_axis", "mislabelled_voxels", "Dice_GM", "Dice_WM", "Dice_CSF"],
+        ),
         "seed 002 layout (mean over subjects, amyloid status and FWHM; against the RBV target)": (seed_table, ["metric"] + [LABEL[m] for m in METHODS]),
         "goals (issue 7), per network and FWHM": (goals, ["network", "FWHM_mm", "SSIM", "SSIM>=0.99", "RMSE_ratio", "ratio<=0.65", "beats_sharpen_SSIM", "beats_sharpen_RMSE", "max_abs_SUVR_err_vs_RBV_%", "SUVR_within_5%"]),
         "per FWHM (mean over subjects and amyloid status)": (summary, cols),
         "per subject": (rows, list(rows[0].keys())),
     }
-    meta = {"device": device_label(), "weights": {m: str(w) for m, w in weights.items()}, "network_epochs": {m: n[1].get("epoch") for m, n in nets.items()}, "network_targets": {m: n[1].get("target") for m, n in nets.items()}, "subjects": subjects, "seed": BENCH_SEED, "fwhms_mm": list(fwhms),
-            "realistic_segmentation_errors": real.describe()["errors"],
-            "note": f"Held-out phantoms (seeds {BENCH_SEED}..), each amyloid-positive and -negative, FWHM {', '.join(f'{f:g}' for f in fwhms)} mm, 5 % noise. "
-                    "Segmentation-based methods (IY, RBV, GTM, MG) run with the true PSF and either the true tissue probabilities (ideal seg) or a realistic segmentation "
-                    "(T1 segmenter's class errors plus a 1-2 mm / 0.5-1.5 deg rigid PET-MR misregistration, qmri.physics.pet_segmentation; one per subject). "
-                    "PET-only: Sharpen, Van Cittert, Richardson-Lucy (PETPVC defaults) and the networks. "
-                    "RBV target = RBV with the true PSF and tissue probabilities; RBV (ideal seg) is therefore exact by construction against it (its row is a check). "
-                    "Issue 25's goal is judged against the TRUE activity: RMSE in the brain and |composite SUVR error| (mean over subjects and amyloid status), "
-                    f"the network beating RBV and IY with realistic segmentations and its RMSE within {100 * WITHIN_IDEAL_RBV:g} % of RBV with the ideal one. "
-                    "MG judged in the true GM (it corrects GM only). Seconds per volume on this device."}
+    meta = {
+        "device": device_label(),
+        "weights": {m: str(w) for m, w in weights.items()},
+        "network_epochs": {m: n[1].get("epoch") for m, n in nets.items()},
+        "network_targets": {m: n[1].get("target") for m, n in nets.items()},
+        "subjects": subjects,
+        "seed": BENCH_SEED,
+        "fwhms_mm": list(fwhms),
+        "realistic_segmentation_errors": real.describe()["errors"],
+        "note": f"Held-out phantoms (seeds {BENCH_SEED}..), each amyloid-positive and -negative, FWHM {', '.join(f'{f:g}' for f in fwhms)} mm, 5 % noise. "
+        "Segmentation-based methods (IY, RBV, GTM, MG) run with the true PSF and either the true tissue probabilities (ideal seg) or a realistic segmentation "
+        "(T1 segmenter's class errors plus a 1-2 mm / 0.5-1.5 deg rigid PET-MR misregistration, qmri.physics.pet_segmentation; one per subject). "
+        "PET-only: Sharpen, Van Cittert, Richardson-Lucy (PETPVC defaults) and the networks. "
+        "RBV target = RBV with the true PSF and tissue probabilities; RBV (ideal seg) is therefore exact by construction against it (its row is a check). "
+        "Issue 25's goal is judged against the TRUE activity: RMSE in the brain and |composite SUVR error| (mean over subjects and amyloid status), "
+        f"the network beating RBV and IY with realistic segmentations and its RMSE within {100 * WITHIN_IDEAL_RBV:g} % of RBV with the ideal one. "
+        "MG judged in the true GM (it corrects GM only). Seconds per volume on this device.",
+    }
     md = save_report(out_dir, "bench_pvc", sections, meta)
     if pictures:
         _figure(Path(out_dir) / "bench_pvc.png", *pictures)
@@ -178,8 +238,20 @@ def _summaries(rows, fwhms):
         for net in NETWORKS:
             n = by[net]
             worst = max(abs(r["SUVR_err_vs_RBV_%"]) for r in rows if r["FWHM_mm"] == f and r["method"] == LABEL[net])
-            goals.append({"network": LABEL[net], "FWHM_mm": f, "SSIM": n["SSIM_vs_RBV"], "SSIM>=0.99": bool(n["SSIM_vs_RBV"] >= 0.99), "RMSE_ratio": n["RMSE_ratio_to_input"], "ratio<=0.65": bool(n["RMSE_ratio_to_input"] <= 0.65),
-                          "beats_sharpen_SSIM": bool(n["SSIM_vs_RBV"] > s["SSIM_vs_RBV"]), "beats_sharpen_RMSE": bool(n["RMSE_vs_RBV"] < s["RMSE_vs_RBV"]), "max_abs_SUVR_err_vs_RBV_%": worst, "SUVR_within_5%": bool(worst <= 5.0)})
+            goals.append(
+                {
+                    "network": LABEL[net],
+                    "FWHM_mm": f,
+                    "SSIM": n["SSIM_vs_RBV"],
+                    "SSIM>=0.99": bool(n["SSIM_vs_RBV"] >= 0.99),
+                    "RMSE_ratio": n["RMSE_ratio_to_input"],
+                    "ratio<=0.65": bool(n["RMSE_ratio_to_input"] <= 0.65),
+                    "beats_sharpen_SSIM": bool(n["SSIM_vs_RBV"] > s["SSIM_vs_RBV"]),
+                    "beats_sharpen_RMSE": bool(n["RMSE_vs_RBV"] < s["RMSE_vs_RBV"]),
+                    "max_abs_SUVR_err_vs_RBV_%": worst,
+                    "SUVR_within_5%": bool(worst <= 5.0),
+                }
+            )
     goals.sort(key=lambda g: (g["network"], g["FWHM_mm"]))
     return summary, goals
 
@@ -206,24 +278,42 @@ def _issue25_goals(rows, fwhms):
     """Issue 25: against the true activity with realistic segmentations the PET-only network has lower
     RMSE and lower |composite SUVR error| than RBV and IY, and its RMSE stays within 10 % of RBV with
     the perfect segmentation. Means over subjects and amyloid status at each FWHM."""
+
     def stats(label, f):
         sel = [r for r in rows if r["FWHM_mm"] == f and r["method"] == label]
-        return (float(np.mean([r["RMSE_vs_truth"] for r in sel])), float(np.mean([abs(r["SUVR_err_vs_true_%"]) for r in sel])),
-                float(np.mean([r["SSIM_vs_truth"] for r in sel])))
+        return (float(np.mean([r["RMSE_vs_truth"] for r in sel])), float(np.mean([abs(r["SUVR_err_vs_true_%"]) for r in sel])), float(np.mean([r["SSIM_vs_truth"] for r in sel])))
 
     goals = []
     for net in NETWORKS:
         for f in fwhms:
             n, rr, ir, ri = (stats(LABEL[m], f) for m in (net, "rbv@realistic", "iterative_yang@realistic", "rbv@ideal"))
-            g = {"network": LABEL[net], "FWHM_mm": f, "RMSE": n[0], "RMSE_RBV_realistic": rr[0], "RMSE_IY_realistic": ir[0], "RMSE_RBV_ideal": ri[0], "RMSE_ratio_to_RBV_ideal": n[0] / ri[0],
-                 "abs_SUVR_err_%": n[1], "abs_SUVR_err_%_RBV_realistic": rr[1], "abs_SUVR_err_%_IY_realistic": ir[1], "abs_SUVR_err_%_RBV_ideal": ri[1],
-                 "SSIM": n[2], "SSIM_RBV_realistic": rr[2], "SSIM_IY_realistic": ir[2], "SSIM_RBV_ideal": ri[2],
-                 "RMSE<RBV_realistic": bool(n[0] < rr[0]), "RMSE<IY_realistic": bool(n[0] < ir[0]), "SUVR_err<RBV_realistic": bool(n[1] < rr[1]), "SUVR_err<IY_realistic": bool(n[1] < ir[1]),
-                 "RMSE_within_10%_of_RBV_ideal": bool(n[0] <= (1 + WITHIN_IDEAL_RBV) * ri[0])}
+            g = {
+                "network": LABEL[net],
+                "FWHM_mm": f,
+                "RMSE": n[0],
+                "RMSE_RBV_realistic": rr[0],
+                "RMSE_IY_realistic": ir[0],
+                "RMSE_RBV_ideal": ri[0],
+                "RMSE_ratio_to_RBV_ideal": n[0] / ri[0],
+                "abs_SUVR_err_%": n[1],
+                "abs_SUVR_err_%_RBV_realistic": rr[1],
+                "abs_SUVR_err_%_IY_realistic": ir[1],
+                "abs_SUVR_err_%_RBV_ideal": ri[1],
+                "SSIM": n[2],
+                "SSIM_RBV_realistic": rr[2],
+                "SSIM_IY_realistic": ir[2],
+                "SSIM_RBV_ideal": ri[2],
+                "RMSE<RBV_realistic": bool(n[0] < rr[0]),
+                "RMSE<IY_realistic": bool(n[0] < ir[0]),
+                "SUVR_err<RBV_realistic": bool(n[1] < rr[1]),
+                "SUVR_err<IY_realistic": bool(n[1] < ir[1]),
+                "RMSE_within_10%_of_RBV_ideal": bool(n[0] <= (1 + WITHIN_IDEAL_RBV) * ri[0]),
+            }
             g["met"] = all(g[k] for k in ("RMSE<RBV_realistic", "RMSE<IY_realistic", "SUVR_err<RBV_realistic", "SUVR_err<IY_realistic", "RMSE_within_10%_of_RBV_ideal"))
             goals.append(g)
-    overall = [{"network": LABEL[net], "FWHMs_met": ", ".join(f"{g['FWHM_mm']:g}" for g in goals if g["network"] == LABEL[net] and g["met"]) or "none",
-                "met_at_every_FWHM": all(g["met"] for g in goals if g["network"] == LABEL[net])} for net in NETWORKS]
+    overall = [
+        {"network": LABEL[net], "FWHMs_met": ", ".join(f"{g['FWHM_mm']:g}" for g in goals if g["network"] == LABEL[net] and g["met"]) or "none", "met_at_every_FWHM": all(g["met"] for g in goals if g["network"] == LABEL[net])} for net in NETWORKS
+    ]
     return goals, overall
 
 
@@ -241,8 +331,16 @@ def _figure(path: Path, outs, act, brain, fwhm):
     import matplotlib.pyplot as plt
 
     c = np.argwhere(brain).mean(0).astype(int)
-    cols = [("input", outs["input"]), ("Richardson-Lucy", outs["richardson_lucy"]), ("RBV, ideal seg\n(target)", outs["rbv@ideal"]), ("RBV, realistic seg", outs["rbv@realistic"]),
-            ("IY, realistic seg", outs["iterative_yang@realistic"]), ("PVCNet", outs["pvcnet"]), ("PVCNet-FWHM", outs["pvcnet_fwhm"]), ("truth", act)]
+    cols = [
+        ("input", outs["input"]),
+        ("Richardson-Lucy", outs["richardson_lucy"]),
+        ("RBV, ideal seg\n(target)", outs["rbv@ideal"]),
+        ("RBV, realistic seg", outs["rbv@realistic"]),
+        ("IY, realistic seg", outs["iterative_yang@realistic"]),
+        ("PVCNet", outs["pvcnet"]),
+        ("PVCNet-FWHM", outs["pvcnet_fwhm"]),
+        ("truth", act),
+    ]
     vmax = float(np.percentile(act[brain], 99.5))
     fig, axes = plt.subplots(2, len(cols), figsize=(2.4 * len(cols), 5.6), facecolor="black")
     for j, (name, vol) in enumerate(cols):

@@ -105,8 +105,19 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 2, reso
         sel = [r for r in rows if r["method"] == m]
         summary.append({"method": m, **{k: float(np.mean([r[k] for r in sel])) for k in ("seconds", "NRMSE", "HFEN", "SSIM", "pSNR_dB", "max_ROI_error_ppm", "lesion_slope")}})
     cols = ["method", "seconds", "NRMSE", "HFEN", "SSIM", "pSNR_dB", "max_ROI_error_ppm", "lesion_slope"]
-    sections = {"mean over subjects and B0 orientations": (summary, cols), "per subject and orientation": (rows, ["subject", "B0_tilt_deg"] + cols), "deep grey nuclei (demeaned ppm)": (roi_rows, ["subject", "B0_tilt_deg", "method", "nucleus", "estimate_ppm", "truth_ppm", "error_ppm"])}
-    meta = {"device": device_label(), "weights": str(weights), "network_epoch": cfg.get("epoch"), "subjects": subjects, "seed": BENCH_SEED, "note": f"Held-out phantoms (seeds {BENCH_SEED}..), B0 along z and tilted {tilt_deg:g} deg; QSMnet inverts the tilted case by rotating to z; qsmnet = network + masked-CG data consistency, qsmnet_direct = network alone, cg = masked CG from zero."}
+    sections = {
+        "mean over subjects and B0 orientations": (summary, cols),
+        "per subject and orientation": (rows, ["subject", "B0_tilt_deg"] + cols),
+        "deep grey nuclei (demeaned ppm)": (roi_rows, ["subject", "B0_tilt_deg", "method", "nucleus", "estimate_ppm", "truth_ppm", "error_ppm"]),
+    }
+    meta = {
+        "device": device_label(),
+        "weights": str(weights),
+        "network_epoch": cfg.get("epoch"),
+        "subjects": subjects,
+        "seed": BENCH_SEED,
+        "note": f"Held-out phantoms (seeds {BENCH_SEED}..), B0 along z and tilted {tilt_deg:g} deg; QSMnet inverts the tilted case by rotating to z; qsmnet = network + masked-CG data consistency, qsmnet_direct = network alone, cg = masked CG from zero.",
+    }
     md = save_report(out_dir, "bench_qsm", sections, meta)
     _figure(Path(out_dir) / "bench_qsm.png", *pictures)
     return md
@@ -119,6 +130,7 @@ def _figure(path: Path, chi, results, mask):
     import matplotlib.pyplot as plt
 
     c = np.argwhere(mask).mean(0).astype(int)
+
     def demeaned(vol):
         return np.where(mask, vol - vol[mask].mean(), 0.0)
 

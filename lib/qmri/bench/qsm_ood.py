@@ -181,7 +181,13 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 1, tilt
     goals = _goals(rows)
     cols = ["case", "method", "seconds", "NRMSE", "HFEN", "SSIM", "max_ROI_error_ppm", "lesion_slope", "l2_beta"]
     sections = {"out-of-distribution cases (qsm-forward fields, independent tissue model)": (rows, cols), "goals (issue 25)": (goals, ["case", "direct / tuned L2", "served / tuned L2", "served / TV", "worst ROI error (ppm)", "lesion slope", "met"])}
-    meta = {"device": device_label(), "weights": str(weights), "network_epoch": cfg.get("epoch"), "note": "Fields by qsm-forward 0.32 (independent dipole simulator, never used for training) + 0.001 ppm noise; brains: project anatomy (held-out seeds %d..) with an independent tissue table and ellipsoid nuclei; l2_tuned = the best of %d L2 weights (the default among them) by NRMSE against the truth (an oracle)." % (OOD_SEED, len(L2_GRID))}
+    meta = {
+        "device": device_label(),
+        "weights": str(weights),
+        "network_epoch": cfg.get("epoch"),
+        "note": "Fields by qsm-forward 0.32 (independent dipole simulator, never used for training) + 0.001 ppm noise; brains: project anatomy (held-out seeds %d..) with an independent tissue table and ellipsoid nuclei; l2_tuned = the best of %d L2 weights (the default among them) by NRMSE against the truth (an oracle)."
+        % (OOD_SEED, len(L2_GRID)),
+    }
     return save_report(out_dir, "bench_qsm_ood", sections, meta)
 
 

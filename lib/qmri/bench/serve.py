@@ -105,10 +105,16 @@ def bad_inputs(url: str, studies: Path, roots: tuple[Path, ...]) -> list[dict]:
         r = case.send(url)
         detail = answer_detail(r)
         expected = case.status if isinstance(case.status, tuple) else (case.status,)
-        rows.append({
-            "case": case.name, "expected": list(expected), "status": r.status_code, "seconds": round(time.time() - t, 3),
-            "ok": r.status_code in expected and case.says in detail.lower(), "message": detail[:160],
-        })
+        rows.append(
+            {
+                "case": case.name,
+                "expected": list(expected),
+                "status": r.status_code,
+                "seconds": round(time.time() - t, 3),
+                "ok": r.status_code in expected and case.says in detail.lower(),
+                "message": detail[:160],
+            }
+        )
     unchanged = _sha(*roots) == before
     for row in rows:
         row["files_unchanged"] = unchanged
@@ -157,17 +163,22 @@ def markdown(rows: list[dict] | None, loadres: dict | None, env: dict) -> str:
     out = ["# qmri bench serve", "", f"Server: `make serve`'s command on a copy of the sample studies; limits {json.dumps(env)}; {os.cpu_count()} CPU cores.", ""]
     if rows is not None:
         ok = sum(r["ok"] for r in rows)
-        out += [f"## Bad-input catalogue: {ok}/{len(rows)} answered as expected; files unchanged: {rows[0]['files_unchanged'] if rows else 'n/a'}", "",
-                "| case | expected | status | ok | message |", "|---|---|---|---|---|"]
+        out += [f"## Bad-input catalogue: {ok}/{len(rows)} answered as expected; files unchanged: {rows[0]['files_unchanged'] if rows else 'n/a'}", "", "| case | expected | status | ok | message |", "|---|---|---|---|---|"]
         out += [f"| {r['case']} | {'/'.join(map(str, r['expected']))} | {r['status']} | {'yes' if r['ok'] else '**no**'} | {r['message'].replace('|', '/')} |" for r in rows]
         out.append("")
     if loadres is not None:
         il, fl = loadres["infer_latency_s"], loadres["info_latency_s"]
-        out += [f"## Load: {loadres['requests']} parallel qsm (L2) inferences", "",
-                "| what | p50 (s) | p90 (s) | p99 (s) | max (s) |", "|---|---|---|---|---|",
-                f"| infer (queued + computed) | {il['p50']} | {il['p90']} | {il['p99']} | {il['max']} |",
-                f"| /info meanwhile ({loadres['info_polls']} polls) | {fl['p50']} | {fl['p90']} | {fl['p99']} | {fl['max']} |", "",
-                f"Statuses {loadres['statuses']}; wall {loadres['wall_s']} s; {loadres['throughput_per_s']} maps/s.", ""]
+        out += [
+            f"## Load: {loadres['requests']} parallel qsm (L2) inferences",
+            "",
+            "| what | p50 (s) | p90 (s) | p99 (s) | max (s) |",
+            "|---|---|---|---|---|",
+            f"| infer (queued + computed) | {il['p50']} | {il['p90']} | {il['p99']} | {il['max']} |",
+            f"| /info meanwhile ({loadres['info_polls']} polls) | {fl['p50']} | {fl['p90']} | {fl['p99']} | {fl['max']} |",
+            "",
+            f"Statuses {loadres['statuses']}; wall {loadres['wall_s']} s; {loadres['throughput_per_s']} maps/s.",
+            "",
+        ]
     return "\n".join(out)
 
 

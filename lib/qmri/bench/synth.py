@@ -51,11 +51,21 @@ def _picture(path: Path, mr, ct, sct, smr, sct_bulk, sct_mix, head) -> None:
     k = int(np.argmax(head.reshape(-1, head.shape[-1]).sum(0) * (np.arange(head.shape[-1]) < 0.6 * head.shape[-1])))
     sl = lambda a: np.rot90(a[..., k])  # noqa: E731
     fig, ax = plt.subplots(2, 5, figsize=(16, 6.8))
-    top = [(mr, "T2w MR (input)", "gray", 0, np.percentile(mr, 99.5)), (ct, "CT truth (HU)", "gray", -160, 240), (sct, "sCT scCycleGAN (HU)", "gray", -160, 240),
-           (np.abs(sct - ct), "|sCT - CT| (HU)", "magma", 0, 300), (np.abs(sct_bulk - ct), "|bulk-density sCT - CT| (HU)", "magma", 0, 300)]
+    top = [
+        (mr, "T2w MR (input)", "gray", 0, np.percentile(mr, 99.5)),
+        (ct, "CT truth (HU)", "gray", -160, 240),
+        (sct, "sCT scCycleGAN (HU)", "gray", -160, 240),
+        (np.abs(sct - ct), "|sCT - CT| (HU)", "magma", 0, 300),
+        (np.abs(sct_bulk - ct), "|bulk-density sCT - CT| (HU)", "magma", 0, 300),
+    ]
     vmax = np.percentile(mr[head], 99.5)
-    bot = [(ct, "CT (input, bone window)", "gray", 300, 1800), (mr, "T2w MR truth (a.u.)", "gray", 0, vmax), (smr, "sMR scCycleGAN (a.u.)", "gray", 0, vmax),
-           (np.abs(smr - mr), "|sMR - MR| (a.u.)", "magma", 0, 0.3 * vmax), (np.abs(sct_mix - ct), "|tissue-mixture sCT - CT| (HU)", "magma", 0, 300)]
+    bot = [
+        (ct, "CT (input, bone window)", "gray", 300, 1800),
+        (mr, "T2w MR truth (a.u.)", "gray", 0, vmax),
+        (smr, "sMR scCycleGAN (a.u.)", "gray", 0, vmax),
+        (np.abs(smr - mr), "|sMR - MR| (a.u.)", "magma", 0, 0.3 * vmax),
+        (np.abs(sct_mix - ct), "|tissue-mixture sCT - CT| (HU)", "magma", 0, 300),
+    ]
     for a, (img, title, cmap, lo, hi) in zip(list(ax[0]) + list(ax[1]), top + bot):
         im = a.imshow(sl(img), cmap=cmap, vmin=lo, vmax=hi)
         a.set_title(title, fontsize=9)
@@ -118,7 +128,12 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 2, reso
     sct_rows += means(sct_rows, sct_cols[2:])
     smr_rows += means(smr_rows, smr_cols[2:])
     meta = {
-        "device": device_label(), "weights": str(weights), "epoch": cfg.get("epoch"), "subjects": subjects, "resolution_mm": resolution_mm, "seeds": [BENCH_SEED + i for i in range(subjects)],
+        "device": device_label(),
+        "weights": str(weights),
+        "epoch": cfg.get("epoch"),
+        "subjects": subjects,
+        "resolution_mm": resolution_mm,
+        "seeds": [BENCH_SEED + i for i in range(subjects)],
         "note": f"{subjects} held-out phantoms (seeds {BENCH_SEED}..) at {resolution_mm:g} mm; SynthRAD2023 metrics inside the head mask "
         f"(sCT clipped to [-1024, 3000] HU, range 4024; bone = voxels >= {sm.BONE_THRESHOLD_HU:g} HU); sMR normalised by the truth's 99.5th percentile; "
         "seconds = wall time per whole volume, network slice by slice. Goals: sCT MAE <= 60 HU, bone Dice >= 0.80, sMR SSIM >= 0.90, each better than bulk density. "

@@ -135,16 +135,36 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 1, cach
             classical_sct = {m: v for (k, m), v in got.items() if k == "sct" and m != NETWORK}
             best_sct = min(classical_sct, key=classical_sct.get)
             net_sct = got[("sct", NETWORK)]
-            goals.append({"case": case, "seed": seed, "goal": f"sCT MAE <= {GOAL_SCT_MAE_HU:g} HU, or refused", "network": "refused (422)" if net_sct is None else net_sct, "met": bool(net_sct is None or net_sct <= GOAL_SCT_MAE_HU),
-                          "best classical": f"{best_sct} {classical_sct[best_sct]:.4g}", "classical met": bool(classical_sct[best_sct] <= GOAL_SCT_MAE_HU)})
+            goals.append(
+                {
+                    "case": case,
+                    "seed": seed,
+                    "goal": f"sCT MAE <= {GOAL_SCT_MAE_HU:g} HU, or refused",
+                    "network": "refused (422)" if net_sct is None else net_sct,
+                    "met": bool(net_sct is None or net_sct <= GOAL_SCT_MAE_HU),
+                    "best classical": f"{best_sct} {classical_sct[best_sct]:.4g}",
+                    "classical met": bool(classical_sct[best_sct] <= GOAL_SCT_MAE_HU),
+                }
+            )
             c_smr = got[("smr", "bulk_density")]
-            goals.append({"case": case, "seed": seed, "goal": f"sMR SSIM >= {GOAL_SMR_SSIM:g}", "network": got[("smr", NETWORK)], "met": bool(got[("smr", NETWORK)] >= GOAL_SMR_SSIM),
-                          "best classical": f"bulk_density {c_smr:.4g}", "classical met": bool(c_smr >= GOAL_SMR_SSIM)})
+            goals.append(
+                {
+                    "case": case,
+                    "seed": seed,
+                    "goal": f"sMR SSIM >= {GOAL_SMR_SSIM:g}",
+                    "network": got[("smr", NETWORK)],
+                    "met": bool(got[("smr", NETWORK)] >= GOAL_SMR_SSIM),
+                    "best classical": f"bulk_density {c_smr:.4g}",
+                    "classical met": bool(c_smr >= GOAL_SMR_SSIM),
+                }
+            )
     sct_cols = ["case", "method", "MAE_HU", "PSNR_dB", "SSIM", "bone_Dice", "seconds"]
     smr_cols = ["case", "method", "PSNR_dB", "SSIM", "seconds"]
     goal_cols = ["case", "goal", "network", "met", "best classical", "classical met"]
     meta = {
-        "device": device_label(), "weights": str(weights), "seeds": [OOD_SEED + i for i in range(subjects)],
+        "device": device_label(),
+        "weights": str(weights),
+        "seeds": [OOD_SEED + i for i in range(subjects)],
         "cases": [{"case": c, "voxel_mm": v, "t2w_snr": s, "ct_noise_sd_hu": n, "bias_amplitude": a, "bias_order": o} for c, v, s, n, a, o in cases],
         "all_goals_met": all(g["met"] for g in goals),
         "note": f"Out-of-distribution synthesis: {subjects} held-out phantom(s) (seeds {OOD_SEED}..) simulated unlike the training data "

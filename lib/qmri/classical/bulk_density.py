@@ -226,8 +226,13 @@ def _denoise_brain_hu(ct: np.ndarray, brain: np.ndarray, noise_sd_hu: float, h_f
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     win = np.clip(ct[box], -100.0, 100.0).astype(np.float64)
     den = denoise_nl_means(
-        win, patch_size=3, patch_distance=3, h=h_factor * noise_sd_hu, sigma=noise_sd_hu,
-        fast_mode=True, channel_axis=None,
+        win,
+        patch_size=3,
+        patch_distance=3,
+        h=h_factor * noise_sd_hu,
+        sigma=noise_sd_hu,
+        fast_mode=True,
+        channel_axis=None,
     )
     out = ct.copy()
     out[box] = np.where(brain[box], den, ct[box])

@@ -39,6 +39,7 @@ _MASK_SUM_TOL = 1e-2
 # Input handling
 # --------------------------------------------------------------------------------------------
 
+
 def _as_tensor(x, name: str, device=None) -> tuple[torch.Tensor, bool, torch.device | None]:
     """Return (float32 tensor, was_numpy, original device)."""
     if isinstance(x, torch.Tensor):
@@ -65,22 +66,18 @@ def _output(f: torch.Tensor, was_numpy: bool, orig):
     return f.cpu().numpy() if was_numpy else f.to(orig)
 
 
-def _prepare_masks(masks, shape: tuple[int, ...], device, layout: str = "auto",
-                   sum_tol: float = _MASK_SUM_TOL) -> torch.Tensor:
+def _prepare_masks(masks, shape: tuple[int, ...], device, layout: str = "auto", sum_tol: float = _MASK_SUM_TOL) -> torch.Tensor:
     """Validate a 4D region mask and return it channel-first (R, x, y, z), float32."""
     m, _, _ = _as_tensor(masks, "masks", device)
     if m.ndim != 4:
-        raise ValueError(f"masks must be 4D (x,y,z,R) or (R,x,y,z), got shape {tuple(m.shape)}; "
-                         "PETPVC needs one region per volume")
+        raise ValueError(f"masks must be 4D (x,y,z,R) or (R,x,y,z), got shape {tuple(m.shape)}; PETPVC needs one region per volume")
     last_ok = tuple(m.shape[:3]) == tuple(shape)
     first_ok = tuple(m.shape[1:]) == tuple(shape)
     if layout == "auto":
         if last_ok and first_ok:
-            raise ValueError(f"masks shape {tuple(m.shape)} is ambiguous for pet shape {tuple(shape)}: "
-                             "pass mask_layout='last' or 'first'")
+            raise ValueError(f"masks shape {tuple(m.shape)} is ambiguous for pet shape {tuple(shape)}: pass mask_layout='last' or 'first'")
         if not (last_ok or first_ok):
-            raise ValueError(f"masks shape {tuple(m.shape)} does not match pet shape {tuple(shape)} "
-                             "as (x,y,z,R) or (R,x,y,z)")
+            raise ValueError(f"masks shape {tuple(m.shape)} does not match pet shape {tuple(shape)} as (x,y,z,R) or (R,x,y,z)")
         layout = "last" if last_ok else "first"
     if layout == "last":
         if not last_ok:
@@ -103,8 +100,7 @@ def _prepare_masks(masks, shape: tuple[int, ...], device, layout: str = "auto",
     worst = float(dev.max())
     if worst > sum_tol:
         n_bad = int((dev > sum_tol).sum())
-        raise ValueError(f"masks must sum to 1 in every voxel (background region included, PETPVC "
-                         f"convention); {n_bad} voxels deviate, max |sum - 1| = {worst:.4g}")
+        raise ValueError(f"masks must sum to 1 in every voxel (background region included, PETPVC convention); {n_bad} voxels deviate, max |sum - 1| = {worst:.4g}")
     sizes = m.sum(dim=(1, 2, 3))
     empty = [i for i, s in enumerate(sizes.tolist()) if s <= 0]
     if empty:
@@ -140,6 +136,7 @@ def _safe_div(num: torch.Tensor, den: torch.Tensor, rel_eps: float = 1e-6) -> to
 # --------------------------------------------------------------------------------------------
 # Region-based methods
 # --------------------------------------------------------------------------------------------
+
 
 class GTMResult(NamedTuple):
     """Output of :func:`gtm`. ``values[i]`` is the PV-corrected mean of region i (PET units)."""
@@ -198,8 +195,7 @@ def rbv(pet, masks, fwhm_mm, voxel_size, mask_layout: str = "auto", device=None)
     return _output(f, was_numpy, orig)
 
 
-def iterative_yang(pet, masks, fwhm_mm, voxel_size, n_iter: int = 10, mask_layout: str = "auto",
-                   device=None):
+def iterative_yang(pet, masks, fwhm_mm, voxel_size, n_iter: int = 10, mask_layout: str = "auto", device=None):
     """Iterative Yang correction (Erlandsson et al. 2012), PETPVC formulation.
 
     ``f_0 = g``; each iteration: ``mu_i = max(sum(f . m_i) / sum(m_i), 0)``; PETPVC's fuzziness
@@ -257,8 +253,7 @@ def eroded_wm_mask(wm, voxel_size, wm_erosion_mm=None, threshold: float = 0.99) 
     return dist > wm_erosion_mm
 
 
-def muller_gartner(pet, gm, wm, fwhm_mm, voxel_size, wm_erosion_mm=None, c_wm: float | None = None,
-                   concentration: bool = False, device=None):
+def muller_gartner(pet, gm, wm, fwhm_mm, voxel_size, wm_erosion_mm=None, c_wm: float | None = None, concentration: bool = False, device=None):
     """Muller-Gartner (1992) grey-matter correction, PETPVC formulation.
 
     ``C_WM`` = mean of ``g`` over the eroded WM mask (:func:`eroded_wm_mask`; or the given ``c_wm``,
@@ -296,6 +291,7 @@ def muller_gartner(pet, gm, wm, fwhm_mm, voxel_size, wm_erosion_mm=None, c_wm: f
 # Deconvolution (no anatomy)
 # --------------------------------------------------------------------------------------------
 
+
 def richardson_lucy(pet, fwhm_mm, voxel_size, n_iter: int = 10, device=None):
     """Richardson-Lucy deconvolution: ``f_0 = max(g, 0)``, ``f <- f . h*( g / (h*f) )``.
 
@@ -312,8 +308,7 @@ def richardson_lucy(pet, fwhm_mm, voxel_size, n_iter: int = 10, device=None):
     return _output(f, was_numpy, orig)
 
 
-def reblurred_van_cittert(pet, fwhm_mm, voxel_size, n_iter: int = 30, alpha: float = 1.5,
-                          stop_criterion: float | None = 0.01, device=None):
+def reblurred_van_cittert(pet, fwhm_mm, voxel_size, n_iter: int = 30, alpha: float = 1.5, stop_criterion: float | None = 0.01, device=None):
     """Re-blurred Van Cittert deconvolution, PETPVC formulation.
 
     ``f_0 = g``; ``f <- max(0, f + alpha h*(g - h*f))``, step ``alpha = 1.5``; up to ``n_iter`` = 30
@@ -369,6 +364,14 @@ def sharpen(pet, method: str = "laplacian", amount: float = 1.0, sigma_voxels: f
 
 
 __all__ = [
-    "GTMResult", "gtm", "rbv", "iterative_yang", "muller_gartner", "eroded_wm_mask",
-    "petpvc_wm_erosion_radius_voxels", "richardson_lucy", "reblurred_van_cittert", "sharpen",
+    "GTMResult",
+    "gtm",
+    "rbv",
+    "iterative_yang",
+    "muller_gartner",
+    "eroded_wm_mask",
+    "petpvc_wm_erosion_radius_voxels",
+    "richardson_lucy",
+    "reblurred_van_cittert",
+    "sharpen",
 ]

@@ -101,9 +101,7 @@ class _Problem:
         S0, R2, Y, v, cnb = p.unbind(1)
         S, chim, JS, jc = qq_model(S0, R2, Y, v, cnb, self.t, self.B0, jac=jac)
         oef = 1.0 - Y / YA
-        r = torch.cat(
-            [S - self.s, (self.sw * (chim - self.chi))[:, None], (self.sl * (oef - self.oef_wb))[:, None]], dim=1
-        )
+        r = torch.cat([S - self.s, (self.sw * (chim - self.chi))[:, None], (self.sl * (oef - self.oef_wb))[:, None]], dim=1)
         if not jac:
             return r, None
         zero = torch.zeros_like(S0)

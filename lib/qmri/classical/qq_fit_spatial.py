@@ -396,9 +396,7 @@ def _closed_form(model: _Model, Y, v):
     return ((p - model.lo) / (model.hi - model.lo)).clamp(0.0, 1.0)
 
 
-def _cluster_fit(
-    model: _Model, lab, K: int, n_iter: int, oef_ref: float = 1.0 - 0.6 / YA, oef_sd: float = CLUSTER_OEF_PRIOR_SD
-):
+def _cluster_fit(model: _Model, lab, K: int, n_iter: int, oef_ref: float = 1.0 - 0.6 / YA, oef_sd: float = CLUSTER_OEF_PRIOR_SD):
     """Y and v shared within each cluster, S0, R2, chi_nb per voxel; clusters are independent.
 
     Start: per cluster the best (OEF, v) of CLUSTER_OEF_GRID x CLUSTER_V_GRID (per-voxel parameters
@@ -433,6 +431,7 @@ def _cluster_fit(
             better = c < best
             best = torch.where(better, c, best)
             q = qg if q is None else torch.where(better[lab][:, None], qg, q)
+
     def cluster_qa(qq):
         return csum(qq[:, _A]) / torch.bincount(lab, minlength=K).to(dt).clamp_min(1)[:, None]
 

@@ -16,6 +16,7 @@ phase unwrapping with a mask, no SMV/V-SHARP background removal and no QSM TV-AD
 pieces are short and written on ``torch.fft`` so that they run on the GPU. (scikit-image's
 ``unwrap_phase`` is a CPU-only path-following unwrapper and not a declared dependency.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

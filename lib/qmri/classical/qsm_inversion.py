@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from qmri.classical.bounding_box import mask_box
 from qmri.physics.dipole import (
     crop_to,
     dipole_kernel,
@@ -293,8 +294,8 @@ def masked_cg(
     estimate it is the data-consistency step of the QSM network
     (:func:`qmri.networks.qsm_predict.predict_chi`).
 
-    The solver is scipy's ``cg`` on a ``LinearOperator`` over the mask voxels; only the operator
-    (two zero-padded FFT dipole convolutions) is written here, on ``torch.fft``.
+    The solver is :func:`conjugate_gradient` over the mask voxels, on the field's device (the
+    operator: two zero-padded FFT dipole convolutions on ``torch.fft``).
 
     Args:
         field: local field (ppm); mask: brain mask; voxel_size: mm; b0_dir: B0 in array axes.
@@ -307,8 +308,14 @@ def masked_cg(
     Returns:
         chi (ppm) inside the mask, 0 outside; numpy in -> numpy out.
     """
-    from scipy.sparse.linalg import LinearOperator, cg
-
+    box = mask_box(mask, margin=2)  # exact: see below
+    if box is not None:  # sources and data lie in the mask: its bounding box is the whole problem
+        cropped = masked_cg(field[box], mask[box], voxel_size, b0_dir, None if init is None else init[box], n_iter, pad, device)
+        out = np.zeros(np.shape(mask), np.float32) if isinstance(cropped, np.ndarray) else torch.zeros(tuple(mask.shape), dtype=cropped.dtype, device=cropped.device)
+        out[box] = cropped
+        return out
+    # cropping changes nothing: with the FFT grid padded to twice the box, the dipole convolution of
+    # sources in the box is exact at every point of it, and the noise estimate's Laplacian reaches 1 voxel
     f, m, shape, grid, _, d, was_np = _prep_inversion(field, mask, voxel_size, b0_dir, pad, device)
     local = f * m
     inside = m > 0
@@ -320,27 +327,49 @@ def masked_cg(
         xp = pad_to(x, grid)
         return crop_to(torch.fft.irfftn(torch.fft.rfftn(xp, dim=_DIMS) * d, s=grid, dim=_DIMS), shape)
 
-    def scatter(v: np.ndarray) -> torch.Tensor:
+    def scatter(v: torch.Tensor) -> torch.Tensor:
         x = torch.zeros(shape, device=f.device)
-        x[inside] = torch.as_tensor(v, dtype=torch.float32, device=f.device)
+        x[inside] = v.to(torch.float32)
         return x
 
-    def normal(v: np.ndarray) -> np.ndarray:
-        return dipole(dipole(scatter(v)) * m)[inside].double().cpu().numpy()
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        return dipole(dipole(scatter(v)) * m)[inside].double()
 
-    op = LinearOperator((n, n), matvec=normal, dtype=np.float64)
-    rhs = dipole(local)[inside].double().cpu().numpy()
-    x0 = None
-    if init is not None:
-        x0 = _tensor(init, f.device)[0][inside].double().cpu().numpy()
+    rhs = dipole(local)[inside].double()
+    x0 = _tensor(init, f.device)[0][inside].double() if init is not None else None
     if n_iter is None:
         sigma = field_noise_ppm(local, m)
         snr = float(local[inside].std()) / max(sigma, 1e-12)
         k = CG_ITERATIONS_PER_SNR_FROM_ZERO if init is None else CG_ITERATIONS_PER_SNR_FROM_PRIOR
         n_iter = int(np.clip(round(k * snr), 5, CG_MAX_ITER))
         log.info("masked_cg: field noise ~%.2g ppm, field SNR %.1f -> %d CG iterations", sigma, snr, n_iter)
-    sol, _ = cg(op, rhs, x0=x0, rtol=1e-12, atol=0.0, maxiter=int(n_iter))
+    sol = conjugate_gradient(normal, rhs, x0, int(n_iter), rtol=1e-12)
     return _out(scatter(sol) * m, was_np)
+
+
+def conjugate_gradient(op, b: torch.Tensor, x0: torch.Tensor | None, maxiter: int, rtol: float = 1e-12) -> torch.Tensor:
+    """Conjugate gradients for a symmetric positive (semi-)definite ``op``, on ``b``'s device.
+
+    scipy's ``cg`` (whose iteration this repeats step for step: no preconditioner, stop when the
+    residual norm falls below ``rtol * ||b||`` or after ``maxiter`` iterations) works on host numpy
+    arrays, so a GPU solve would copy every iterate to the host and back; torch has no CG. Written
+    here so the data-consistency step stays on the device; tests check it against scipy.
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - op(x) if x0 is not None else b.clone()
+    atol = rtol * float(torch.linalg.vector_norm(b))
+    p = rho_prev = None
+    for _ in range(maxiter):
+        if float(torch.linalg.vector_norm(r)) < atol:
+            break
+        rho = torch.dot(r, r)
+        p = r.clone() if p is None else r + (rho / rho_prev) * p
+        q = op(p)
+        alpha = rho / torch.dot(p, q)
+        x += alpha * p
+        r -= alpha * q
+        rho_prev = rho
+    return x
 
 
 # ----------------------------------------------------------------------------- unwrapping

@@ -30,7 +30,8 @@ def _wrap(x: torch.Tensor) -> torch.Tensor:
 
 
 def _neumann_poisson_solver(shape, voxel_size, device):
-    """Solver of the discrete Neumann Poisson problem ``-L x = r`` on a box via mirror extension + FFT.
+    """Solver of the discrete Neumann Poisson problem ``-L x = r`` on a box via mirror extension + FFT
+    (on the CPU: the equivalent type-II DCT).
 
     Returns a function r -> x (zero-mean), L the 7-point Laplacian with voxel sizes (mm^-2).
     """
@@ -46,7 +47,24 @@ def _neumann_poisson_solver(shape, voxel_size, device):
         sym = sym + e.reshape(view)
     sym = torch.where(sym == 0, torch.ones_like(sym), sym)  # type: ignore[arg-type]
 
+    # on the CPU the same solve as a type-II DCT (scipy.fft; torch has none): the mirror extension is
+    # the DCT's symmetry, so its eigenvalues are those of the extended FFT, without the 8x grid
+    dct_sym = 0.0
+    for ax, n in enumerate(shape):
+        k = np.arange(n, dtype=np.float64)
+        view = [1, 1, 1]
+        view[ax] = n
+        dct_sym = dct_sym + ((2.0 - 2.0 * np.cos(math.pi * k / n)) / vx[ax] ** 2).reshape(view)
+    dct_sym = np.where(dct_sym == 0, 1.0, dct_sym)
+
     def solve(r: torch.Tensor) -> torch.Tensor:
+        if r.device.type == "cpu":
+            from scipy import fft as sfft
+
+            workers = torch.get_num_threads()
+            rk = sfft.dctn(r.numpy(), type=2, axes=(-3, -2, -1), norm="ortho", workers=workers)
+            rk[..., 0, 0, 0] = 0
+            return torch.from_numpy(sfft.idctn(rk / dct_sym, type=2, axes=(-3, -2, -1), norm="ortho", workers=workers).astype(r.numpy().dtype, copy=False))
         ext = torch.cat([r, torch.flip(r, dims=(-3,))], dim=-3)
         ext = torch.cat([ext, torch.flip(ext, dims=(-2,))], dim=-2)
         ext = torch.cat([ext, torch.flip(ext, dims=(-1,))], dim=-1)
@@ -150,6 +168,16 @@ def laplacian_unwrap(
     return _out(x, was_np)
 
 
+#: Voxels per slab of :func:`echo_fit_total_field`'s voxelwise steps (memory, not results).
+ECHO_FIT_SLAB_VOXELS = 2**20
+
+
+def _slabs(shape, voxels: int) -> list[tuple[slice]]:
+    """Slabs along the first axis of about ``voxels`` voxels each."""
+    per = max(1, voxels // max(1, int(np.prod(shape[1:3]))))
+    return [(slice(i, min(i + per, shape[0])),) for i in range(0, shape[0], per)]
+
+
 def echo_fit_total_field(
     magnitude,
     phase,
@@ -178,45 +206,58 @@ def echo_fit_total_field(
     Returns:
         field in ppm (X, Y, Z), 0 outside the mask [, phi0 in rad].
     """
-    mag, was_np = _tensor(magnitude, device, torch.float64)
-    ph, _ = _tensor(phase, mag.device, torch.float64)
+
+    # stored in the input's precision (float32 inputs stay float32: a 1 mm head's echoes are GBs in
+    # float64); each slab is computed in float64
+    def keep(x):
+        return torch.float64 if getattr(x, "dtype", None) in (np.float64, torch.float64) else torch.float32
+
+    mag, was_np = _tensor(magnitude, device, keep(magnitude))
+    ph, _ = _tensor(phase, mag.device, keep(phase))
     te = torch.as_tensor(np.asarray(te_ms, dtype=np.float64) * 1e-3, device=mag.device)  # s
     m = torch.ones(mag.shape[:3], device=mag.device) if mask is None else _tensor(mask, mag.device, torch.float64)[0]
     scale = 2.0 * math.pi * GAMMA_BAR_MHZ_PER_T * B0_T  # rad/s per ppm
-    s = mag * torch.exp(1j * ph)
     w_mag = mag[..., 0]
     if te.numel() == 1:
-        u = laplacian_unwrap(ph[..., 0], voxel_size, m, weight=w_mag)
+        u = laplacian_unwrap(ph[..., 0].double(), voxel_size, m, weight=w_mag.double())
         field = u / (scale * te[0]) * m
         if return_offset:
             return _out(field, was_np), _out(torch.zeros_like(field), was_np)
         return _out(field, was_np)
     dte_all = torch.diff(te)
     uniform = bool(torch.allclose(dte_all, dte_all[0].expand_as(dte_all), rtol=1e-3))
-    if uniform:
-        h = (s[..., 1:] * torch.conj(s[..., :-1])).sum(-1)
-        dte = float(dte_all[0])
-    else:
-        h = s[..., 1] * torch.conj(s[..., 0])
-        dte = float(dte_all[0])
+    dte = float(dte_all[0])
+    # the voxelwise steps run slab by slab (ECHO_FIT_SLAB_VOXELS at a time): the complex echoes of a
+    # whole 1 mm head in float64 would take several GB; only the spatial unwrap needs the whole grid
+    slabs = _slabs(mag.shape, ECHO_FIT_SLAB_VOXELS)
+    h = torch.empty(mag.shape[:3], dtype=torch.complex128, device=mag.device)
+    for sl in slabs:
+        s = mag[sl].double() * torch.exp(1j * ph[sl].double())
+        h[sl] = (s[..., 1:] * torch.conj(s[..., :-1])).sum(-1) if uniform else s[..., 1] * torch.conj(s[..., 0])
     dphi = laplacian_unwrap(torch.angle(h), voxel_size, m, weight=h.abs() ** 0.5)
     inside = m > 0
     wd = (h.abs() * m)[inside]
     mean_d = float((dphi[inside] * wd).sum() / wd.sum().clamp_min(1e-30))
     dphi = (dphi - 2.0 * math.pi * round(mean_d / (2.0 * math.pi))) * m
+    del h
     omega0 = dphi / dte  # rad/s
-    pred = omega0[..., None] * te  # (X, Y, Z, E)
-    p0 = torch.angle((s * torch.exp(-1j * pred)).sum(-1))
-    model = p0[..., None] + pred
-    unwrapped = model + _wrap(ph - model)
-    # weighted linear fit phi = a + omega * te, weights |S|^2
-    w = mag**2
-    sw = w.sum(-1).clamp_min(1e-30)
-    t_mean = (w * te).sum(-1) / sw
-    p_mean = (w * unwrapped).sum(-1) / sw
-    tc = te - t_mean[..., None]
-    omega = (w * tc * (unwrapped - p_mean[..., None])).sum(-1) / (w * tc * tc).sum(-1).clamp_min(1e-30)
-    phi0 = p_mean - omega * t_mean
+    omega = torch.empty(mag.shape[:3], dtype=torch.float64, device=mag.device)
+    phi0 = torch.empty_like(omega)
+    for sl in slabs:
+        ms, ps = mag[sl].double(), ph[sl].double()
+        s = ms * torch.exp(1j * ps)
+        pred = omega0[sl][..., None] * te  # (x, Y, Z, E)
+        p0 = torch.angle((s * torch.exp(-1j * pred)).sum(-1))
+        model = p0[..., None] + pred
+        unwrapped = model + _wrap(ps - model)
+        # weighted linear fit phi = a + omega * te, weights |S|^2
+        w = ms**2
+        sw = w.sum(-1).clamp_min(1e-30)
+        t_mean = (w * te).sum(-1) / sw
+        p_mean = (w * unwrapped).sum(-1) / sw
+        tc = te - t_mean[..., None]
+        omega[sl] = (w * tc * (unwrapped - p_mean[..., None])).sum(-1) / (w * tc * tc).sum(-1).clamp_min(1e-30)
+        phi0[sl] = p_mean - omega[sl] * t_mean
     field = omega / scale * m
     if return_offset:
         return _out(field, was_np), _out(_wrap(phi0) * m, was_np)

@@ -226,10 +226,7 @@ def check_input_header(hdr, max_voxels: int = DEFAULT_MAX_VOXELS, max_channels: 
     """
     shape, dtype = _header_shape_dtype(hdr)
     if dtype.kind == "c":
-        raise ValueError(
-            f"the input is complex-valued ({dtype.name}): the tasks take real images; send the magnitude "
-            "(and, for raw QSM, the phase in rad) as separate real channels"
-        )
+        raise ValueError(f"the input is complex-valued ({dtype.name}): the tasks take real images; send the magnitude (and, for raw QSM, the phase in rad) as separate real channels")
     if dtype.fields is not None or dtype.kind not in "biuf":
         raise ValueError(f"the input has data type {dtype.name if dtype.fields is None else 'RGB/structured ' + str(dtype)}: the tasks take real numbers (integer or floating point)")
     if len(shape) not in (3, 4):

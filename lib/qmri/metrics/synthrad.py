@@ -149,16 +149,22 @@ def normalise_mr(img, reference, mask=None, percentile: float = MR_PERCENTILE) -
 def psnr_mr(pred, truth, mask=None, percentile: float = MR_PERCENTILE) -> float:
     """PSNR (dB) of MR images normalised by :func:`normalise_mr` (range [0, 1], data range 1)."""
     return psnr(
-        normalise_mr(pred, truth, mask, percentile), normalise_mr(truth, truth, mask, percentile),
-        mask, data_range=1.0, clip=(0.0, 1.0),
+        normalise_mr(pred, truth, mask, percentile),
+        normalise_mr(truth, truth, mask, percentile),
+        mask,
+        data_range=1.0,
+        clip=(0.0, 1.0),
     )
 
 
 def ssim_mr(pred, truth, mask=None, percentile: float = MR_PERCENTILE) -> float:
     """Masked SSIM of MR images normalised by :func:`normalise_mr` (window [0, 1])."""
     return ssim_masked(
-        normalise_mr(pred, truth, mask, percentile), normalise_mr(truth, truth, mask, percentile),
-        mask, clip=(0.0, 1.0), data_range=1.0,
+        normalise_mr(pred, truth, mask, percentile),
+        normalise_mr(truth, truth, mask, percentile),
+        mask,
+        clip=(0.0, 1.0),
+        data_range=1.0,
     )
 
 

@@ -9,12 +9,10 @@ back into physical units.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
 from ..physics.qq import PARAM_NAMES, QQNET_MEAN, QQNET_STD
-
 
 N_ECHOES = 8
 N_INPUTS = N_ECHOES + 1  # 8 normalised echo magnitudes + QSM

@@ -21,8 +21,7 @@ from .oef_context import CONTEXT_HIDDEN, CONTEXT_SIGMAS, GLOBAL_CODE, ContextNet
 from .oef_io import *  # noqa: F401,F403
 from .oef_pyramid import CONTEXT_COARSE_FROM, axis_operator, pyramid_plan  # noqa: F401
 from .oef_seed_nets import *  # noqa: F401,F403
-from .oef_seed_nets import CNN_WIDTHS, DENSE_UNITS, LSTM_UNITS, UNET_FEATURES, BoundedUNet, OEFLSTM, cnn3d
-
+from .oef_seed_nets import CNN_WIDTHS, DENSE_UNITS, LSTM_UNITS, OEFLSTM, UNET_FEATURES, BoundedUNet, cnn3d
 
 ARCHITECTURES = ("cnn3d", "lstm", "unet", "context", "setcontext")
 

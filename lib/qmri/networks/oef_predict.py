@@ -36,10 +36,7 @@ class OEFNet:
         te = [float(t) for t in te_ms]
         exp = self.echo_times_ms
         if len(te) != len(exp) or any(abs(a - b) > TE_TOLERANCE_MS for a, b in zip(te, exp)):
-            raise ValueError(
-                f"the {self.config.get('model', self.arch)} OEF network was trained for echo times {exp} ms; this study has "
-                f"{te} ms. Resample/acquire with those echo times or use method 'qq_fit' (any echo times)."
-            )
+            raise ValueError(f"the {self.config.get('model', self.arch)} OEF network was trained for echo times {exp} ms; this study has {te} ms. Resample/acquire with those echo times or use method 'qq_fit' (any echo times).")
 
 
 def load_oef_net(path: str | Path, device: str = "cpu") -> OEFNet:

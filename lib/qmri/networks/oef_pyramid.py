@@ -13,7 +13,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-
 CONTEXT_COARSE_FROM = 4.0  # sigmas (voxels) at or above this (8, 16, 32 mm at 2 mm) are blurred on a 2x coarser grid
 
 

@@ -119,18 +119,21 @@ def translate_slices(generator: torch.nn.Module, slices_unit: np.ndarray, batch:
     if k < 1:
         raise ValueError(f"shift_average must be >= 1, got {shift_average}")
     h, w = x.shape[-2:]
+    # every pass (offset, and its mirror) is one stack of slices of one shape, translated as one batch
+    # of windows: the generator normalises per window, so this equals the passes run one by one
+    offsets = [(dy, dx) for dy in range(k) for dx in range(k)]
+    passes = [np.pad(x, ((0, 0), (dy, k - 1 - dy), (dx, k - 1 - dx)), constant_values=-1.0) for dy, dx in offsets]
+    if flip_average:  # mirrored after padding, so that the padding is mirrored too
+        passes += [p[:, ::-1] for p in passes]
+    n = len(x)
+    y = _translate(generator, np.concatenate(passes), batch * len(passes), device, tile, overlap)
     out = np.zeros(x.shape, np.float32)
-    for dy in range(k):
-        for dx in range(k):
-            xs = np.pad(x, ((0, 0), (dy, k - 1 - dy), (dx, k - 1 - dx)), constant_values=-1.0)
-            out += _flip_averaged(generator, xs, batch, device, tile, overlap, flip_average)[:, dy : dy + h, dx : dx + w]
+    for i, (dy, dx) in enumerate(offsets):
+        v = y[i * n : (i + 1) * n]
+        if flip_average:
+            v = 0.5 * (v + y[(len(offsets) + i) * n : (len(offsets) + i + 1) * n][:, ::-1])
+        out += v[:, dy : dy + h, dx : dx + w]
     return out / k**2
-
-
-def _flip_averaged(generator, x: np.ndarray, batch: int, device, tile: int | None, overlap: float, flip_average: bool) -> np.ndarray:
-    if flip_average:  # on the unpadded slices, so that the padding is mirrored too
-        return 0.5 * (_translate(generator, x, batch, device, tile, overlap) + _translate(generator, x[:, ::-1], batch, device, tile, overlap)[:, ::-1])
-    return _translate(generator, x, batch, device, tile, overlap)
 
 
 def _translate(generator, slices_unit: np.ndarray, batch: int, device, tile: int | None, overlap: float) -> np.ndarray:
@@ -187,14 +190,15 @@ def synthetic_mr(model, ct_hu, batch: int = 16, device="cpu", flip_average: bool
     return translate_volume(model.g_ct2mr, ct_hu, "ct", "mr", batch, device, getattr(model, "tile", None), flip_average, shift_average)
 
 
-def load_synthnet(path: str | Path):
-    """(SynthCycleGAN in eval mode, config) from a checkpoint of ``qmri train synth``."""
+def load_synthnet(path: str | Path, device="cpu"):
+    """(SynthCycleGAN in eval mode on ``device``, config) from a checkpoint of ``qmri train synth``."""
     from .checkpoint import load_checkpoint
     from .synth_nets import SynthCycleGAN
 
     state, cfg = load_checkpoint(path)
     net = SynthCycleGAN(**cfg["net"])
     net.load_state_dict(state)
+    net.to(device)
     net.tile = cfg.get("tile", cfg.get("crop"))
     net.eval()
     return net, cfg

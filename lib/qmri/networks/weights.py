@@ -6,9 +6,12 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from . import compute
+
 
 class ReloadingWeights:
-    """Lazily load ``path`` with ``loader(path)``; load again whenever the file's mtime changes."""
+    """Lazily load ``path`` with ``loader(path, device=...)`` onto this process's compute device
+    (:func:`qmri.networks.compute.device`); load again whenever the file's mtime or the device changes."""
 
     def __init__(self, path: str | Path, loader: Callable[[Path], Any], what: str):
         self.path = Path(path)
@@ -25,8 +28,9 @@ class ReloadingWeights:
         if not self.path.exists():
             raise ValueError(f"no trained {self.what} weights at {self.path}: train them first (qmri train, or the server's trainer)")
         with self._lock:
-            stamp = self.path.stat().st_mtime_ns
+            dev = compute.device()
+            stamp = (self.path.stat().st_mtime_ns, str(dev))
             if stamp != self._stamp:
-                self._value = self.loader(self.path)
+                self._value = self.loader(self.path, device=dev)
                 self._stamp = stamp
             return self._value

@@ -147,9 +147,7 @@ def t2w_signal(pd, t1_ms, t2_ms, tr_ms: float = TR_MS, te_ms: float = TE_MS, sca
     return scale * pd * (1.0 - exp(-tr_ms / t1_ms)) * exp(-te_ms / t2_ms)
 
 
-def tissue_t2w_intensity(
-    name: str, tr_ms: float = TR_MS, te_ms: float = TE_MS, scale: float = T2W_SCALE
-) -> float:
+def tissue_t2w_intensity(name: str, tr_ms: float = TR_MS, te_ms: float = TE_MS, scale: float = T2W_SCALE) -> float:
     """Noiseless, bias-free T2w intensity of compartment ``name`` with the table's mean values.
 
     Same arbitrary units as :func:`t2w_mr` (``scale`` per unit PD).
@@ -189,9 +187,7 @@ def _check_inputs(labels, probseg, lesions) -> tuple[np.ndarray, np.ndarray | No
     if probseg is not None:
         probseg = np.asarray(probseg, dtype=np.float32)
         if probseg.shape != labels.shape + (N_CLASSES,):
-            raise ValueError(
-                f"probseg must have shape {labels.shape + (N_CLASSES,)}, got {probseg.shape}"
-            )
+            raise ValueError(f"probseg must have shape {labels.shape + (N_CLASSES,)}, got {probseg.shape}")
         if not np.all(np.isfinite(probseg)) or probseg.min() < -1e-6:
             raise ValueError("probseg must be finite and non-negative")
     if lesions is not None:
@@ -266,9 +262,7 @@ def _mix(
     return out
 
 
-def _apply_lesions(
-    img: torch.Tensor, lesions: np.ndarray | None, values: Mapping[str, float]
-) -> torch.Tensor:
+def _apply_lesions(img: torch.Tensor, lesions: np.ndarray | None, values: Mapping[str, float]) -> torch.Tensor:
     if lesions is None:
         return img
     les = torch.as_tensor(lesions, device=img.device)
@@ -286,9 +280,7 @@ def _tissue_image(labels, probseg, lesions, values: Mapping[str, float], voxel_s
     """Partial-volume mix of per-compartment ``values`` (HU or T2w signal): the scalp split into
     skin/muscle and fat, the skull into cortical tables and diploe, lesions replacing their voxels.
     Returns the image and the per-class fractions (x, y, z, C) it was mixed from."""
-    cortical, fat = compartment_fractions(
-        labels, probseg, voxel_size_mm, skin_mm=skin_mm, fat_fraction=fat_fraction, table_mm=table_mm
-    )
+    cortical, fat = compartment_fractions(labels, probseg, voxel_size_mm, skin_mm=skin_mm, fat_fraction=fat_fraction, table_mm=table_mm)
     frac = _fractions(labels, probseg, device)
     cort_t = torch.as_tensor(cortical, device=frac.device)
     fat_t = torch.as_tensor(fat, device=frac.device)
@@ -376,9 +368,7 @@ def draw_subject_mr(rng, mr_cv: float = 0.03) -> dict[str, tuple[float, float, f
     return out
 
 
-def polynomial_bias_field(
-    shape: Sequence[int], rng, amplitude: float = 0.15, order: int = 2, device="cpu"
-) -> torch.Tensor:
+def polynomial_bias_field(shape: Sequence[int], rng, amplitude: float = 0.15, order: int = 2, device="cpu") -> torch.Tensor:
     """Smooth multiplicative bias ``exp(P(x, y, z))`` with P a random polynomial of ``order``.
 
     Coordinates span [-1, 1] over the array; the coefficients are standard normal and P is scaled
@@ -393,11 +383,7 @@ def polynomial_bias_field(
                 if i + j + k > 0:
                     coef[i, j, k] = rng.standard_normal()
     # Separable evaluation: powers of each 1D coordinate, contracted with the coefficients.
-    powers = [
-        torch.linspace(-1.0, 1.0, int(n), device=device)[None, :]
-        ** torch.arange(order + 1, device=device, dtype=torch.float32)[:, None]
-        for n in shape
-    ]
+    powers = [torch.linspace(-1.0, 1.0, int(n), device=device)[None, :] ** torch.arange(order + 1, device=device, dtype=torch.float32)[:, None] for n in shape]
     p = torch.einsum("ijk,ia,jb,kc->abc", torch.as_tensor(coef, dtype=torch.float32, device=device), *powers)
     m = p.abs().max()
     if m > 0:

@@ -124,9 +124,7 @@ def _next_fast_len(n: int) -> int:
         m += 1
 
 
-def padded_shape(
-    shape: Sequence[int], pad: bool | int | Sequence[int], fast: bool = True
-) -> tuple[int, int, int]:
+def padded_shape(shape: Sequence[int], pad: bool | int | Sequence[int], fast: bool = True) -> tuple[int, int, int]:
     """FFT grid shape for a volume of ``shape``.
 
     ``pad=True``: at least twice the size on every axis; ``False``/``0``: no padding (exactly

@@ -117,8 +117,7 @@ def gaussian_psf(volume, fwhm_mm, voxel_size_mm, boundary: str = "replicate", tr
     if x.ndim not in (3, 4):
         raise ValueError(f"volume must be 3D (x,y,z) or channel-first 4D (c,x,y,z), got shape {tuple(x.shape)}")
     kernels = gaussian_kernels_1d(fwhm_mm, voxel_size_mm, truncated)
-    mats = [_band_matrix(n, tuple(k.tolist()), boundary).to(device=x.device, dtype=x.dtype)
-            for n, k in zip(x.shape[-3:], kernels)]
+    mats = [_band_matrix(n, tuple(k.tolist()), boundary).to(device=x.device, dtype=x.dtype) for n, k in zip(x.shape[-3:], kernels)]
     return _apply_separable(x, mats, is_numpy)
 
 
@@ -148,7 +147,7 @@ def _band_matrix(n: int, kernel: tuple[float, ...], boundary: str) -> torch.Tens
     mat = np.zeros((n, n))
     rows = np.arange(n)
     for j in range(k.size):
-        src = idx[j:j + n]
+        src = idx[j : j + n]
         ok = src >= 0
         np.add.at(mat, (rows[ok], src[ok]), k[j])
     return torch.from_numpy(mat)
@@ -236,7 +235,7 @@ def cerebellar_gm_mask(labels: np.ndarray, voxel_size_mm=2.0) -> np.ndarray:
     _, yy, zz = np.indices(labels.shape, sparse=True)
     dentate = labels == LABEL["dentate"]
     if dentate.any():
-        cy, cz = (np.argwhere(dentate)[:, 1:].mean(axis=0))
+        cy, cz = np.argwhere(dentate)[:, 1:].mean(axis=0)
         region = (zz <= cz + 15.0 / vox[2]) & (yy <= cy + 10.0 / vox[1])
     else:
         brain = np.isin(labels, [LABEL["csf"], LABEL["cortical_gm"], LABEL["wm"], *DEEP_GM_LABELS])
@@ -247,8 +246,7 @@ def cerebellar_gm_mask(labels: np.ndarray, voxel_size_mm=2.0) -> np.ndarray:
     return gm & region
 
 
-def amyloid_activity(labels, probseg=None, lesions=None, amyloid_positive: bool = False, rng=None,
-                     voxel_size_mm=2.0, wm_suvr_range=(1.6, 2.0)) -> np.ndarray:
+def amyloid_activity(labels, probseg=None, lesions=None, amyloid_positive: bool = False, rng=None, voxel_size_mm=2.0, wm_suvr_range=(1.6, 2.0)) -> np.ndarray:
     """True amyloid-tracer activity map (SUV-like units, cerebellar GM = 1.0, so means are SUVR).
 
     Parameters
@@ -344,8 +342,7 @@ def suvr(activity, region_mask, reference_mask) -> float:
     return out[0] / out[1]
 
 
-def simulate_pet(activity, voxel_size_mm, fwhm_mm, rng=None, noise_level: float = 0.05,
-                 boundary: str = "replicate", device=None) -> np.ndarray:
+def simulate_pet(activity, voxel_size_mm, fwhm_mm, rng=None, noise_level: float = 0.05, boundary: str = "replicate", device=None) -> np.ndarray:
     """Scanner image of ``activity``: Gaussian PSF blur plus signal-dependent Gaussian noise.
 
     ``pet = h * activity + noise``, ``noise ~ N(0, sigma^2)`` with
@@ -399,7 +396,17 @@ def segmentation_probabilities(probseg, channel_last: bool = True) -> np.ndarray
 
 
 __all__: Sequence[str] = (
-    "FWHM_TO_SIGMA", "CLASS_SUVR", "LESION_FACTOR", "PVC_REGIONS", "fwhm_to_sigma_voxels",
-    "gaussian_kernels_1d", "gaussian_psf", "smooth_field", "cerebellar_gm_mask", "amyloid_activity",
-    "suvr", "simulate_pet", "segmentation_probabilities",
+    "FWHM_TO_SIGMA",
+    "CLASS_SUVR",
+    "LESION_FACTOR",
+    "PVC_REGIONS",
+    "fwhm_to_sigma_voxels",
+    "gaussian_kernels_1d",
+    "gaussian_psf",
+    "smooth_field",
+    "cerebellar_gm_mask",
+    "amyloid_activity",
+    "suvr",
+    "simulate_pet",
+    "segmentation_probabilities",
 )

@@ -74,9 +74,14 @@ class RealisticSegmentation:
 
     def describe(self) -> dict:
         """JSON-friendly record of the misregistration and error sizes."""
-        return {"translation_mm": [round(float(v), 3) for v in self.translation_mm], "translation_norm_mm": round(float(np.linalg.norm(self.translation_mm)), 3),
-                "rotation_deg": round(float(self.rotation_deg), 3), "rotation_axis": [round(float(v), 3) for v in self.rotation_axis],
-                "mislabelled_voxels": int(self.mislabelled_voxels), "errors": asdict(self.errors)}
+        return {
+            "translation_mm": [round(float(v), 3) for v in self.translation_mm],
+            "translation_norm_mm": round(float(np.linalg.norm(self.translation_mm)), 3),
+            "rotation_deg": round(float(self.rotation_deg), 3),
+            "rotation_axis": [round(float(v), 3) for v in self.rotation_axis],
+            "mislabelled_voxels": int(self.mislabelled_voxels),
+            "errors": asdict(self.errors),
+        }
 
 
 def rotation_matrix(axis, angle_deg: float) -> np.ndarray:
@@ -101,8 +106,7 @@ def rigid_resample(seg: np.ndarray, voxel_size_mm, translation_mm, rotation: np.
     rt = np.asarray(rotation, dtype=float).T
     matrix = dinv @ rt @ d
     offset = dinv @ (c - rt @ (c + t))
-    return np.stack([ndimage.affine_transform(seg[..., k].astype(np.float64), matrix, offset, order=1, mode="nearest")
-                     for k in range(seg.shape[-1])], axis=-1)
+    return np.stack([ndimage.affine_transform(seg[..., k].astype(np.float64), matrix, offset, order=1, mode="nearest") for k in range(seg.shape[-1])], axis=-1)
 
 
 def _gradient_magnitude(p: np.ndarray, vox, sigma_vox: float = 0.7) -> np.ndarray:
@@ -127,8 +131,7 @@ def _normalise(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def realistic_segmentation(seg, voxel_size_mm, rng: np.random.Generator, errors: SegmentationErrors | None = None,
-                           translation_mm=None, rotation_deg: float | None = None, rotation_axis=None) -> RealisticSegmentation:
+def realistic_segmentation(seg, voxel_size_mm, rng: np.random.Generator, errors: SegmentationErrors | None = None, translation_mm=None, rotation_deg: float | None = None, rotation_axis=None) -> RealisticSegmentation:
     """Degrade true (x, y, z, 4) GM/WM/CSF/other probabilities into a registered T1 segmentation.
 
     ``voxel_size_mm``: scalar or per axis (mm). ``rng``: numpy Generator (the same seed gives the same

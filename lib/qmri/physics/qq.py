@@ -112,9 +112,7 @@ def _algebraic_coefficients(n_terms: int) -> np.ndarray:
     pre = math.gamma(b1) * math.gamma(b2) / math.gamma(a)
     h = np.zeros(n_terms)
     for n in range(n_terms):
-        h[n] = pre * (-1) ** n / math.factorial(n) * math.gamma(a + n) / (
-            math.gamma(b1 - a - n) * math.gamma(b2 - a - n)
-        )
+        h[n] = pre * (-1) ** n / math.factorial(n) * math.gamma(a + n) / (math.gamma(b1 - a - n) * math.gamma(b2 - a - n))
     return h
 
 
@@ -137,15 +135,7 @@ def _oscillatory_coefficients(n_terms: int) -> np.ndarray:
     for m in range(n_terms):
         for n in range(n_terms - m):
             for l in range(n_terms - m - n):
-                d[m + n + l] += (
-                    (1j) ** m
-                    * hankel_a(m)
-                    * (2 * n + 3)
-                    * rising(m + 0.5, l)
-                    / math.factorial(l)
-                    * math.gamma(n + l + 1.5)
-                    * (1j) ** (-(n + l + 1.5))
-                )
+                d[m + n + l] += (1j) ** m * hankel_a(m) * (2 * n + 3) * rising(m + 0.5, l) / math.factorial(l) * math.gamma(n + l + 1.5) * (1j) ** (-(n + l + 1.5))
     return math.sqrt(2.0 / math.pi) * np.exp(-1j * math.pi / 4.0) * d
 
 

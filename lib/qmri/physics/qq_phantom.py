@@ -137,10 +137,7 @@ def draw_qq_parameters(
 
     # subject-level means and one smooth field per parameter
     tissue_ids = [LABEL[name] for name in TISSUE_PRIORS]
-    subj = {
-        name: {p: m + SUBJECT_FRACTION * sd * rng.standard_normal() for p, (m, sd) in pri.items()}
-        for name, pri in TISSUE_PRIORS.items()
-    }
+    subj = {name: {p: m + SUBJECT_FRACTION * sd * rng.standard_normal() for p, (m, sd) in pri.items()} for name, pri in TISSUE_PRIORS.items()}
     y_global = y_from_oef(rng.uniform(*OEF_GLOBAL_RANGE))
     for name in TISSUE_PRIORS:
         subj[name]["Y"] = y_global + Y_TISSUE_SD * rng.standard_normal()

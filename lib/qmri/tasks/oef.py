@@ -20,8 +20,9 @@ import numpy as np
 
 from ..classical.qq_fit import fit_qq
 from ..io import sidecar_values as sv
-from ..io.sidecar_values import echo_times_s
 from ..io.maps import QuantMap
+from ..io.sidecar_values import echo_times_s
+from ..networks import compute
 from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, require_channels, voxel_size
 
@@ -45,6 +46,7 @@ OEF_SD_MAX = 100.0  # %-points: an sd map is clipped here (a voxel whose data ca
 #: A map in ppb (x 1000) is far above.
 QSM_P99_MAX_PPM = 3.0
 
+
 def split_oef_input(image: np.ndarray, sidecar: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Echo magnitudes (x,y,z,E), QSM (ppm), brain mask (QSM != 0) and echo times (s)."""
     te = echo_times_s(sidecar)
@@ -60,8 +62,7 @@ def split_oef_input(image: np.ndarray, sidecar: dict[str, Any]) -> tuple[np.ndar
     p99 = float(np.percentile(np.abs(chi[mask]), 99))
     if p99 > QSM_P99_MAX_PPM:
         raise ValueError(
-            f"the QSM channel does not look like ppm: 99% of the brain voxels have |chi| up to {p99:.3g}, while brain "
-            f"susceptibility is -0.03..0.35 ppm (lesions ~1.4 ppm; accepted: 99th percentile <= {QSM_P99_MAX_PPM:g} ppm). Is it in ppb?"
+            f"the QSM channel does not look like ppm: 99% of the brain voxels have |chi| up to {p99:.3g}, while brain susceptibility is -0.03..0.35 ppm (lesions ~1.4 ppm; accepted: 99th percentile <= {QSM_P99_MAX_PPM:g} ppm). Is it in ppb?"
         )
     return mag, chi, mask, te
 
@@ -79,11 +80,11 @@ def _network_maps(net: ReloadingWeights, mag, chi, mask, te_s, b0: float, voxel_
         raise ValueError(f"the OEF networks were trained at B0 = 3 T; this study has B0_T = {b0:g}: use method 'qq_fit'")
     grid = NetworkGrid(mask.shape, voxel_mm, NETWORK_VOXEL_MM, "the OEF network")
     if grid.identity:
-        return predict_oef(net.get(), mag, chi, mask, [1000.0 * t for t in te_s])
+        return predict_oef(net.get(), mag, chi, mask, [1000.0 * t for t in te_s], device=compute.device())
     m = grid.mask_to_network(mask)
     if not m.any():
         raise ValueError(f"the brain mask has no voxel left on the OEF network's {NETWORK_VOXEL_MM:g} mm grid: send a whole-brain study")
-    out = predict_oef(net.get(), grid.masked_to_network(mag, mask, m), grid.masked_to_network(chi, mask, m), m, [1000.0 * t for t in te_s])
+    out = predict_oef(net.get(), grid.masked_to_network(mag, mask, m), grid.masked_to_network(chi, mask, m), m, [1000.0 * t for t in te_s], device=compute.device())
     return {k: grid.masked_to_input(v, m, mask) for k, v in out.items()}
 
 
@@ -114,11 +115,11 @@ def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     b0 = sv.field_strength_t(sidecar)
     if method in CLASSICAL:
         if method == "qq_fit":
-            r = fit_qq(mag, chi, te, mask, B0=b0, device="cpu")
+            r = fit_qq(mag, chi, te, mask, B0=b0, device=compute.device())
         else:
             from ..classical.qq_fit_spatial import fit_qq_spatial
 
-            r = fit_qq_spatial(mag, chi, te, mask, B0=b0, voxel_size_mm=voxel_size(affine), device="cpu")
+            r = fit_qq_spatial(mag, chi, te, mask, B0=b0, voxel_size_mm=voxel_size(affine), device=compute.device())
         values = {"OEF": 100.0 * r["OEF"], "S0": r["S0"], "R2": r["R2"], "Y": r["Y"], "v": r["v"], "chi_nb": r["chi_nb"]}
         if "OEF_sd" in r:  # the fit's Laplace approximation (fraction)
             values["OEF_sd"] = 100.0 * r["OEF_sd"]
@@ -155,6 +156,7 @@ def oef_spec(weights: Mapping[str, str | Path] | None = None) -> TaskSpec:
         run=lambda image, affine, sidecar, method: run_oef(image, affine, sidecar, method, nets),
         required_sidecar=("echo_times_ms",),
         bytes_per_voxel=2500,  # qmri bench memory, two runs: qq_fit 1938-1991, LSTM 1787-1864 (8 echoes + QSM)
+        networks=tuple(nets.values()),
     )
 
 

@@ -65,10 +65,7 @@ def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     units = sv.units_label(sidecar, "SUV", channel=0)
     wide = [f / v for f, v in zip(fwhm, vs)]
     if max(wide) > MAX_FWHM_VOXELS:
-        raise ValueError(
-            f"psf_fwhm_mm {list(fwhm)} mm spans {max(wide):.3g} voxels of {[round(v, 3) for v in vs]} mm (at most {MAX_FWHM_VOXELS} accepted): "
-            "check the voxel size and the FWHM units (mm), or resample the PET"
-        )
+        raise ValueError(f"psf_fwhm_mm {list(fwhm)} mm spans {max(wide):.3g} voxels of {[round(v, 3) for v in vs]} mm (at most {MAX_FWHM_VOXELS} accepted): check the voxel size and the FWHM units (mm), or resample the PET")
     if method in nets:
         out = _network(pet, vs, fwhm, nets[method])
     elif method == "rbv":
@@ -124,6 +121,7 @@ def pvc_spec(weights: dict[str, str | Path] | None = None, default: str = DEFAUL
         run=partial(run_pvc, nets=nets),
         required_sidecar=("psf_fwhm_mm",),
         bytes_per_voxel=400,  # qmri bench memory, two runs: the PVC networks 320-326 (PET + 4 tissue channels)
+        networks=tuple(nets.values()),
     )
 
 

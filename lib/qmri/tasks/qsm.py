@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 
 from ..classical import qsm as cq
+from ..classical.bounding_box import mask_box, paste
 from ..io import sidecar_values as sv
 from ..io.maps import QuantMap
+from ..io.sidecar_values import echo_times_s
+from ..networks import compute
 from ..networks.qsm_predict import load_qsmnet, predict_chi
 from ..networks.weights import ReloadingWeights
 from ..physics.dipole import GAMMA_BAR_MHZ_PER_T
-from ..io.sidecar_values import echo_times_s
 from .spec import TaskSpec, real_volume, require_3d, voxel_size
 
 CLASSICAL = ("l2", "tkd", "tv", "cg")
@@ -22,6 +24,9 @@ METHODS = ("qsmnet", "qsmnet_direct") + CLASSICAL
 CHI_RANGE = (-0.2, 0.2)
 
 VSHARP_MIN_RADIUS_MM = 4.0  # smallest sphere of cq.vsharp's default radii
+#: The raw path runs on the mask's bounding box grown by this much (mm): V-SHARP's largest sphere
+#: (12 mm) and a margin for the FFT-based unwrapping and deconvolution.
+RAW_BOX_MARGIN_MM = 16.0
 
 # Unit check of a local field map (ppm of B0) on the 99th percentile of |field| inside the mask
 # (ppm does not depend on B0, so neither does the limit; B0_T only converts to Hz in the message).
@@ -75,7 +80,7 @@ def _invert(field, mask, vs, b0, method, magnitude=None, net: ReloadingWeights |
         if net is None:
             raise ValueError(f"method '{method}' is not available on this server (no weights configured)")
         model, _ = net.get()
-        return predict_chi(model, field, mask, vs, b0, refine_iterations=None if method == "qsmnet" else 0)
+        return predict_chi(model, field, mask, vs, b0, device=compute.device(), refine_iterations=None if method == "qsmnet" else 0)
     if method == "tkd":
         return cq.tkd(field, mask, vs, b0)
     if method == "l2":
@@ -83,7 +88,7 @@ def _invert(field, mask, vs, b0, method, magnitude=None, net: ReloadingWeights |
     if method == "tv":
         return cq.tv_inversion(field, mask, vs, b0, magnitude=magnitude)
     if method == "cg":
-        return cq.masked_cg(field, mask, vs, b0)
+        return cq.masked_cg(field, mask, vs, b0, device=compute.device())
     raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
 
 
@@ -105,10 +110,7 @@ def run_qsm_raw(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], 
     te_ms = 1000.0 * echo_times_s(sidecar)
     n = len(te_ms)
     if np.ndim(image) != 4 or np.shape(image)[3] != 2 * n + 1:
-        raise ValueError(
-            f"the raw QSM input must be 4D with {2 * n + 1} channels ({n} magnitudes, {n} phases in rad from the sidecar's "
-            f"{n} echo_times_ms, then the brain mask); got shape {tuple(np.shape(image))}"
-        )
+        raise ValueError(f"the raw QSM input must be 4D with {2 * n + 1} channels ({n} magnitudes, {n} phases in rad from the sidecar's {n} echo_times_ms, then the brain mask); got shape {tuple(np.shape(image))}")
     image = real_volume(image, "the raw QSM input")
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; choose from {', '.join(METHODS if net else CLASSICAL)}")
@@ -123,17 +125,21 @@ def run_qsm_raw(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], 
         raise ValueError("phase channels must be wrapped phase in radians (-pi..pi)")
     if np.any(mag < 0):
         raise ValueError("the echo magnitudes (first channels) must be non-negative (magnitude images, not real parts)")
+    # the brain's box (plus V-SHARP's largest sphere and a little): a clinical matrix is mostly air
+    box = mask_box(mask, int(np.ceil(RAW_BOX_MARGIN_MM / min(vs))))
+    full = mask.shape
+    if box is not None:
+        mag, phase, mask = mag[box], phase[box], mask[box]
     total = cq.echo_fit_total_field(mag, phase, te_ms, b0_t, mask=mask, voxel_size=vs)
     local, m = cq.vsharp(total, mask, vs)
     local, m = np.asarray(local), np.asarray(m, dtype=bool)
     if m.sum() < 27:
-        raise ValueError(
-            f"the brain mask keeps {int(m.sum())} voxels after V-SHARP's erosion (sphere radius {VSHARP_MIN_RADIUS_MM:g} mm at "
-            f"voxel sizes {[round(v, 3) for v in vs]} mm): send a whole-brain mask"
-        )
+        raise ValueError(f"the brain mask keeps {int(m.sum())} voxels after V-SHARP's erosion (sphere radius {VSHARP_MIN_RADIUS_MM:g} mm at voxel sizes {[round(v, 3) for v in vs]} mm): send a whole-brain mask")
     chi = np.asarray(_invert(local, m, vs, b0, method, magnitude=mag[..., 0], net=net))
     chi = np.where(m, chi, 0.0).astype(np.float32)
     local = np.where(m, local, 0.0).astype(np.float32)
+    if box is not None:
+        chi, local = paste(chi, box, full), paste(local, box, full)
     return [
         QuantMap("chi", chi, "ppm", CHI_RANGE, f"magnetic susceptibility ({method}, after V-SHARP)"),
         QuantMap("local_field", local, "ppm", (-0.05, 0.05), "local field after V-SHARP background removal"),
@@ -158,6 +164,7 @@ def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
         run=lambda image, affine, sidecar, method: run_qsm(image, affine, sidecar, method, net),
         required_sidecar=("B0_dir",),
         bytes_per_voxel=1000,  # qmri bench memory, two runs: QSMnet 730-759, TV 530-666
+        networks=(net,) if net else (),
     )
     raw = TaskSpec(
         name="qsm_raw",
@@ -169,5 +176,6 @@ def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
         run=lambda image, affine, sidecar, method: run_qsm_raw(image, affine, sidecar, method, net),
         required_sidecar=("echo_times_ms", "B0_dir"),
         bytes_per_voxel=1200,  # qmri bench memory, two runs: QSMnet after V-SHARP 886-935 (8 echoes + mask)
+        networks=(net,) if net else (),
     )
     return qsm, raw

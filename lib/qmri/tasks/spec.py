@@ -29,8 +29,11 @@ class TaskSpec:
             (``bench-results/bench_memory.md``) and the task modules round it up by about a quarter;
             a server refuses inputs whose estimate exceeds its memory budget before any work.
             0: not measured.
-        run: ``run(image, affine, sidecar, method) -> [QuantMap, ...]``; raises ValueError naming
-            the problem for bad input.
+        run: ``run(image, affine, sidecar, method, **options) -> [QuantMap, ...]``; raises
+            ValueError naming the problem for bad input.
+        networks: the task's :class:`~qmri.networks.weights.ReloadingWeights` (see :meth:`warm_up`).
+        options: per-request choices beside the method, ``{name: {"choices", "default", "help"}}``
+            (e.g. the synthesis tasks' test-time augmentation ``tta``); :meth:`call` checks them.
     """
 
     name: str
@@ -42,6 +45,43 @@ class TaskSpec:
     run: RunFn
     required_sidecar: tuple[str, ...] = field(default_factory=tuple)
     bytes_per_voxel: float = 0.0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    networks: tuple = ()
+
+    def warm_up(self) -> list[str]:
+        """Load every network of the task whose weights exist (the server calls this at start, so
+        that the first request does not pay for it); returns what was loaded."""
+        loaded = []
+        for net in self.networks:
+            if net.exists():
+                net.get()
+                loaded.append(net.what)
+        return loaded
+
+    def parse_options(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """The request's task options (``{name: value}``) checked against :attr:`options`, defaults
+        filled in; ValueError naming an unknown option or a value outside its choices."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            raise ValueError(f"option(s) {', '.join(repr(str(k)[:40]) for k in unknown)} not accepted by {self.name}; options: {', '.join(self.options) or 'none'}")
+        out = {}
+        for name, o in self.options.items():
+            v = given.get(name, o["default"])
+            kind = type(o["default"])
+            try:
+                v = kind(v) if not isinstance(v, bool) and str(v).strip() != "" else None
+            except (TypeError, ValueError):
+                v = None
+            if v is None or v not in o["choices"]:
+                raise ValueError(f"option {name} must be one of {', '.join(map(str, o['choices']))}, got {str(given.get(name))[:40]!r}")
+            out[name] = v
+        return out
+
+    def call(self, image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, options: dict[str, Any] | None = None) -> list[QuantMap]:
+        """:attr:`run` with the task options checked (see :meth:`parse_options`)."""
+        opts = self.parse_options(options)
+        return self.run(image, affine, sidecar, method, **opts) if opts else self.run(image, affine, sidecar, method)
 
 
 #: Voxel sizes (mm) the tasks accept: head images from 0.1 mm (high-resolution MR) to 20 mm (thick

@@ -79,7 +79,9 @@ def train(
     epoch, train_loss, lr, seconds and the validation metrics; ``init_metrics`` are the validation
     metrics of the ``init`` weights before training (None without ``init``).
     """
-    opts = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), device=device, progress=progress, max_minutes=max_minutes, patience_epochs=patience_epochs, t0=time.time())
+    opts = dict(
+        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=None if init is None else str(init), device=device, progress=progress, max_minutes=max_minutes, patience_epochs=patience_epochs, t0=time.time()
+    )
     if world_size > 1:
         import tempfile
 

@@ -27,10 +27,7 @@ METADATA_FILE = "metadata.json"
 NOTES_FILE = "NOTES.md"
 SCHEMA_VERSION = 1
 INTENDED_USE = "Research on digital phantoms: quantitative-imaging method development and comparison with the classical reference methods."
-LIMITS = (
-    "Trained only on digital phantoms generated from the MNI152 anatomy through the project's forward models; "
-    "not validated on patient data; not for clinical use or diagnosis. Retrain on real data with the same trainers before any study use."
-)
+LIMITS = "Trained only on digital phantoms generated from the MNI152 anatomy through the project's forward models; not validated on patient data; not for clinical use or diagnosis. Retrain on real data with the same trainers before any study use."
 
 
 def sha256(path: str | Path) -> str:

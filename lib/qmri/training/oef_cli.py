@@ -65,7 +65,9 @@ def optim_text(arch: str) -> str:
     }[arch]
 
 
-def train_oef_model(model: str, out_dir: Path, train_seeds, val_seeds, epochs: int, steps: int, batch: int | None, seed: int = 0, device=None, max_minutes=None, draws: int = 2, cache: str | None = None, lr: float | None = None, workers: int = 1) -> dict:
+def train_oef_model(
+    model: str, out_dir: Path, train_seeds, val_seeds, epochs: int, steps: int, batch: int | None, seed: int = 0, device=None, max_minutes=None, draws: int = 2, cache: str | None = None, lr: float | None = None, workers: int = 1
+) -> dict:
     """Train one OEF network on phantom anatomies ``train_seeds`` and save ``<out_dir>/<model>.pt``."""
     from .loop import train
     from .oef_data import cached_phantom_volumes, phantom_feature_banks
@@ -144,7 +146,11 @@ def select_best(out_dir: Path, cand_path: Path, recipe: OEFRecipe) -> dict:
 
     net = build(cfg["arch"], **checkpoint_arch_kwargs(cfg))
     net.load_state_dict(state)
-    save_checkpoint(out_dir / "best.pt", net, {**cfg, "model": "best", "selected_from": winner, "candidates": scores, "selection_data": f"{len(recipe.val)} validation volumes ({', '.join(v.name for v in recipe.val)}), {int(sum(m.sum() for m in recipe.val_sel))} voxels"})
+    save_checkpoint(
+        out_dir / "best.pt",
+        net,
+        {**cfg, "model": "best", "selected_from": winner, "candidates": scores, "selection_data": f"{len(recipe.val)} validation volumes ({', '.join(v.name for v in recipe.val)}), {int(sum(m.sum() for m in recipe.val_sel))} voxels"},
+    )
     cand_path.unlink()  # the candidate is shipped (if it won) as best.pt only
     return {"winner": winner, "candidates": scores}
 
@@ -158,7 +164,11 @@ def _card_section(h: dict) -> str:
     sel = ""
     if "selection" in h:
         c = h["selection"]["candidates"]
-        sel = f"- **Selection**: `best.pt` = the {h['selection']['winner']} network (lowest validation OEF RMSE among networks with validation r >= {SELECT_MIN_R}; on the same validation voxels: " + ", ".join(f"{k} RMSE {v['val_oef_rmse']:.2f} %-points, r {v.get('val_oef_r', float('nan')):.2f}" for k, v in c.items()) + ")\n"
+        sel = (
+            f"- **Selection**: `best.pt` = the {h['selection']['winner']} network (lowest validation OEF RMSE among networks with validation r >= {SELECT_MIN_R}; on the same validation voxels: "
+            + ", ".join(f"{k} RMSE {v['val_oef_rmse']:.2f} %-points, r {v.get('val_oef_r', float('nan')):.2f}" for k, v in c.items())
+            + ")\n"
+        )
     extra = ""
     if "val_oef_r" in best:
         extra += f"; validation OEF r {best['val_oef_r']:.2f}"
@@ -169,12 +179,12 @@ def _card_section(h: dict) -> str:
         head = f"`best.pt`: shipped = the {h['selection']['winner']} network; candidate trained by this command: {arch}"
     return f"""## {head}
 
-- **Command**: `{h.get('command', 'qmri train oef --model ' + model)}`
-- **Date**: {h.get('date')}; **device**: {dev}, {h.get('torch_threads')} thread(s); training took {h['seconds'] / 60:.1f} min
-- **Network{' (candidate)' if 'selection' in h else ''}**: {DESCRIPTION[arch]}; {h.get('parameters', 0) / 1e6:.2f} M parameters
-- **Optimisation**: {optim_text(arch)}; {len(h['history'])} epochs run of {h['epochs_requested']} x {h['steps_per_epoch']} steps, batch {h['batch_size']}, seed {h['config'].get('seed')}
-- **Data**: {h['config'].get('data')}; Rician noise at echo-1 SNR U{tuple(SNR_RANGE)} and 0.005 ppm QSM noise, {'once per training volume' if arch == 'setcontext' else 'drawn afresh per example'}; echo times {list(TE_MS)} ms
-- **Best epoch{' (candidate)' if 'selection' in h else ''}**: {best.get('epoch')}: validation OEF RMSE {best.get('val_oef_rmse', float('nan')):.2f} %-points; RMSE {rm} (S0 a.u., R2 1/s, Y, v, chi_nb ppm){extra}
+- **Command**: `{h.get("command", "qmri train oef --model " + model)}`
+- **Date**: {h.get("date")}; **device**: {dev}, {h.get("torch_threads")} thread(s); training took {h["seconds"] / 60:.1f} min
+- **Network{" (candidate)" if "selection" in h else ""}**: {DESCRIPTION[arch]}; {h.get("parameters", 0) / 1e6:.2f} M parameters
+- **Optimisation**: {optim_text(arch)}; {len(h["history"])} epochs run of {h["epochs_requested"]} x {h["steps_per_epoch"]} steps, batch {h["batch_size"]}, seed {h["config"].get("seed")}
+- **Data**: {h["config"].get("data")}; Rician noise at echo-1 SNR U{tuple(SNR_RANGE)} and 0.005 ppm QSM noise, {"once per training volume" if arch == "setcontext" else "drawn afresh per example"}; echo times {list(TE_MS)} ms
+- **Best epoch{" (candidate)" if "selection" in h else ""}**: {best.get("epoch")}: validation OEF RMSE {best.get("val_oef_rmse", float("nan")):.2f} %-points; RMSE {rm} (S0 a.u., R2 1/s, Y, v, chi_nb ppm){extra}
 {sel}- Curve: `training_curve_{model}.png`; history: `training_history_{model}.json`
 """
 
@@ -207,7 +217,9 @@ def add_arguments(p):
     """The options of ``qmri train oef`` with this task's defaults."""
     from ..cli_args import add_training_arguments, positive_float
 
-    add_training_arguments(p, f"weights folder (default {default_dir()})", 8, 2, 20, 40, 4, train_help="phantom anatomies (seeds 40000..)", val_help="validation anatomies (seeds 41000..)", batch_help="cnn3d: volumes per batch (lstm, best: see --voxels)")
+    add_training_arguments(
+        p, f"weights folder (default {default_dir()})", 8, 2, 20, 40, 4, train_help="phantom anatomies (seeds 40000..)", val_help="validation anatomies (seeds 41000..)", batch_help="cnn3d: volumes per batch (lstm, best: see --voxels)"
+    )
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: the model's, see the model card)")
     p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
     p.add_argument("--workers", type=positive_int, default=None, help="best: processes generating the phantoms (default 1)")

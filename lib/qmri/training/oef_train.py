@@ -108,7 +108,20 @@ class OEFRecipe:
 
     metric = "val_oef_rmse"
 
-    def __init__(self, arch: str, train: list[OEFVolume], val: list[OEFVolume], model: str | None = None, patch: int | None = None, val_snr: float = 100.0, physics_weight: float | None = None, data_note: str = "", seed: int = 0, banks: list | None = None, arch_kwargs: dict | None = None):
+    def __init__(
+        self,
+        arch: str,
+        train: list[OEFVolume],
+        val: list[OEFVolume],
+        model: str | None = None,
+        patch: int | None = None,
+        val_snr: float = 100.0,
+        physics_weight: float | None = None,
+        data_note: str = "",
+        seed: int = 0,
+        banks: list | None = None,
+        arch_kwargs: dict | None = None,
+    ):
         self.arch = arch
         # build() keywords, saved with the weights; context networks record their feature grid
         self.arch_kwargs = dict(arch_kwargs) if arch_kwargs is not None else ({"coarse_from": CONTEXT_COARSE_FROM, "hidden": list(CONTEXT_HIDDEN), "uncertainty": True, **DEFAULT_FEATURES} if arch in BANKED else {})
@@ -149,7 +162,13 @@ class OEFRecipe:
             "param_names": list(PARAM_NAMES),
             "input": "8 echo magnitudes / echo-1 magnitude (clipped to [0, 3]) + QSM (ppm) x 10, 0 outside the brain",
             "output": "(p - QQNET_MEAN) / QQNET_STD for S0 (relative to echo 1), R2 (1/s), Y, v, chi_nb (ppm)",
-            "loss": {"cnn3d": "masked MSE", "lstm": "Huber (delta 1)", "unet": f"masked MSE + {self.physics_weight} x physics consistency", "context": f"MSE weighted {LOSS_WEIGHTS['context']} + {self.physics_weight} x physics consistency", "setcontext": f"MSE weighted {LOSS_WEIGHTS['setcontext']} + {self.physics_weight} x physics consistency"}[self.arch],
+            "loss": {
+                "cnn3d": "masked MSE",
+                "lstm": "Huber (delta 1)",
+                "unet": f"masked MSE + {self.physics_weight} x physics consistency",
+                "context": f"MSE weighted {LOSS_WEIGHTS['context']} + {self.physics_weight} x physics consistency",
+                "setcontext": f"MSE weighted {LOSS_WEIGHTS['setcontext']} + {self.physics_weight} x physics consistency",
+            }[self.arch],
             "patch": self.patch,
             "snr_range": list(SNR_RANGE),
             "val_snr": self.val_snr,

@@ -68,7 +68,28 @@ def train_pvc_command(args) -> dict:
     for k, v in vars(add_arguments(argparse.ArgumentParser()).parse_args([])).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
-    res = train_pvc(out, train, val, resolution_mm=args.resolution, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, patch=args.patch, lr=args.lr, target=args.target, condition_fwhm=args.condition_fwhm, init=args.init, seed=args.seed, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size, channels=(ch := tuple(int(c) for c in str(args.channels).split(","))), strides=(2,) * (len(ch) - 1), workers=args.workers, residual=args.residual)
+    res = train_pvc(
+        out,
+        train,
+        val,
+        resolution_mm=args.resolution,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch,
+        patch=args.patch,
+        lr=args.lr,
+        target=args.target,
+        condition_fwhm=args.condition_fwhm,
+        init=args.init,
+        seed=args.seed,
+        device=args.device,
+        max_minutes=args.max_minutes,
+        world_size=args.world_size,
+        channels=(ch := tuple(int(c) for c in str(args.channels).split(","))),
+        strides=(2,) * (len(ch) - 1),
+        workers=args.workers,
+        residual=args.residual,
+    )
     save_training_curve(res["history"], out.parent / "training_curve.png")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]
@@ -78,13 +99,13 @@ def train_pvc_command(args) -> dict:
     n_params = sum(p.numel() for p in torch.load(out, weights_only=True)["state_dict"].values() if hasattr(p, "numel") and p.is_floating_point())
     command = training_command("pvc")
     fields = {
-        "Network": f"""MONAI UNet with residual units (num_res_units 2, instance norm), channels {cfg['channels']}, strides {cfg['strides']}, plus a global {cfg.get('residual', 'additive')} residual (output = {'input x (1 + g x U-Net)' if cfg.get('residual') == 'multiplicative' else 'input + g x U-Net'}, g a learned gain starting at 0); {n_params / 1e6:.2f} M parameters (seed 002's patch-based 3D ResUNet{', scaled for a CPU' if cfg['channels'][0] < 32 else ''})""",
-        "Input / output": f"""PET only (no segmentation){', plus the PSF FWHM (mm) / 8 as a constant second channel' if cfg['fwhm_conditioned'] else ', no FWHM (one network must serve every scanner blur)'}, per-subject min-max scaled (minimum -> 0, 99th percentile -> 1, values above clipped); the output is mapped back with the same (min, p99), so it is in the input's units (SUV)""",
-        "Target": f"""{cfg['target']} ({'RBV-corrected PET with the true PSF and the phantom GM/WM/CSF/other probabilities' if cfg['target'] == 'rbv' else 'true phantom activity'})""",
-        "Data": f"""phantom heads from MNI152 (qmri.anatomy) at {cfg['voxel_size_mm']} mm, cropped to brain + 10 mm; each epoch every subject gets a new amyloid status (positive/negative), PSF FWHM uniform in 5-8 mm (one network for every scanner), 5 % Poisson-like noise; training seeds {train[0]}..{train[-1]} ({len(train)} subjects), validation seeds {val[0]}..{val[-1]} ({len(val)} subjects, FWHM 5, 6.5, 8 mm), never trained on; benchmark seeds 5400.. are disjoint from both""",
-        "Training": f"""{f"fine-tuned from `{args.init}` ({json.dumps(_init_summary(args.init))}); " if args.init else ""}{len(res['history'])} epochs (of {args.epochs} planned) x {args.steps} steps, batch {args.batch}, patches {cfg['patch']}^3 ({cfg['patch'] * cfg['voxel_size_mm']:g} mm field of view; the seed's 128^3 at 1 mm is 128 mm) with random flips, MSE loss, Adam lr {args.lr:g} cosine-decayed, seed {args.seed}""",
-        "Device": f"""{device}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; training took {res['seconds'] / 60:.1f} min (including {len(train) + len(val)} phantom generations)""",
-        "Best epoch": f"""{best.get('epoch')}: validation RMSE {best.get('val_rmse', float('nan')):.4f} SUV vs {best.get('val_rmse_input', float('nan')):.4f} SUV for the uncorrected input (ratio {best.get('val_ratio', float('nan')):.3f}), brain voxels, against the {cfg['target']} target""",
+        "Network": f"""MONAI UNet with residual units (num_res_units 2, instance norm), channels {cfg["channels"]}, strides {cfg["strides"]}, plus a global {cfg.get("residual", "additive")} residual (output = {"input x (1 + g x U-Net)" if cfg.get("residual") == "multiplicative" else "input + g x U-Net"}, g a learned gain starting at 0); {n_params / 1e6:.2f} M parameters (seed 002's patch-based 3D ResUNet{", scaled for a CPU" if cfg["channels"][0] < 32 else ""})""",
+        "Input / output": f"""PET only (no segmentation){", plus the PSF FWHM (mm) / 8 as a constant second channel" if cfg["fwhm_conditioned"] else ", no FWHM (one network must serve every scanner blur)"}, per-subject min-max scaled (minimum -> 0, 99th percentile -> 1, values above clipped); the output is mapped back with the same (min, p99), so it is in the input's units (SUV)""",
+        "Target": f"""{cfg["target"]} ({"RBV-corrected PET with the true PSF and the phantom GM/WM/CSF/other probabilities" if cfg["target"] == "rbv" else "true phantom activity"})""",
+        "Data": f"""phantom heads from MNI152 (qmri.anatomy) at {cfg["voxel_size_mm"]} mm, cropped to brain + 10 mm; each epoch every subject gets a new amyloid status (positive/negative), PSF FWHM uniform in 5-8 mm (one network for every scanner), 5 % Poisson-like noise; training seeds {train[0]}..{train[-1]} ({len(train)} subjects), validation seeds {val[0]}..{val[-1]} ({len(val)} subjects, FWHM 5, 6.5, 8 mm), never trained on; benchmark seeds 5400.. are disjoint from both""",
+        "Training": f"""{f"fine-tuned from `{args.init}` ({json.dumps(_init_summary(args.init))}); " if args.init else ""}{len(res["history"])} epochs (of {args.epochs} planned) x {args.steps} steps, batch {args.batch}, patches {cfg["patch"]}^3 ({cfg["patch"] * cfg["voxel_size_mm"]:g} mm field of view; the seed's 128^3 at 1 mm is 128 mm) with random flips, MSE loss, Adam lr {args.lr:g} cosine-decayed, seed {args.seed}""",
+        "Device": f"""{device}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; training took {res["seconds"] / 60:.1f} min (including {len(train) + len(val)} phantom generations)""",
+        "Best epoch": f"""{best.get("epoch")}: validation RMSE {best.get("val_rmse", float("nan")):.4f} SUV vs {best.get("val_rmse_input", float("nan")):.4f} SUV for the uncorrected input (ratio {best.get("val_ratio", float("nan")):.3f}), brain voxels, against the {cfg["target"]} target""",
         "Files": """Curve: `training_curve.png`; per-epoch history: `training_history.json`. Benchmark against the input, the sharpen filter, IY, RBV and MG on held-out phantoms: `qmri bench pvc`.""",
     }
     card = model_card.record(out, f"""PET partial-volume-correction network (`{out.name}`)""", fields, res, command=command)

@@ -67,8 +67,7 @@ def make_volume(seed: int, resolution_mm: float = 2.0) -> PVCVolume:
     )
 
 
-def draw_example(vol: PVCVolume, rng: np.random.Generator, target: str = "rbv", fwhm_mm: float | None = None,
-                 amyloid_positive: bool | None = None, fwhm_range=FWHM_RANGE_MM):
+def draw_example(vol: PVCVolume, rng: np.random.Generator, target: str = "rbv", fwhm_mm: float | None = None, amyloid_positive: bool | None = None, fwhm_range=FWHM_RANGE_MM):
     """One (pet, target, fwhm_mm) triple, PET and target in SUV.
 
     Phantom volumes: amyloid status (drawn if None), activity, FWHM (drawn from ``fwhm_range`` mm if

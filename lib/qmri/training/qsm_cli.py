@@ -26,7 +26,9 @@ def default_out() -> Path:
 
 def add_arguments(p):
     """The options of ``qmri train qsm`` with this task's defaults."""
-    add_training_arguments(p, f"weights file (default {default_out()})", 8, 2, 20, 40, 4, train_help="phantom brains (seeds 20000..; with --randomised also base brains 22000..)", val_help="validation brains (seeds 21000..; with --randomised also 23000..)")
+    add_training_arguments(
+        p, f"weights file (default {default_out()})", 8, 2, 20, 40, 4, train_help="phantom brains (seeds 20000..; with --randomised also base brains 22000..)", val_help="validation brains (seeds 21000..; with --randomised also 23000..)"
+    )
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (QSMnet's 1e-3), cosine-decayed")
     p.add_argument("--resolution", type=positive_float, default=2.0, help="phantom voxel size (mm)")
     p.add_argument("--max-minutes", type=positive_float, default=None, help="stop after the epoch that passes this wall time")
@@ -48,7 +50,24 @@ def train_qsm_command(args) -> dict:
     frac = getattr(args, "randomised", 0.0) or 0.0
     random_train = list(range(RANDOM_SEED0, RANDOM_SEED0 + args.train_subjects)) if frac > 0 else []
     random_val = list(range(RANDOM_VAL_SEED0, RANDOM_VAL_SEED0 + args.val_subjects)) if frac > 0 else []
-    res = train_qsm(out, train, val, resolution_mm=getattr(args, "resolution", 2.0), randomised=frac, random_train=random_train, random_val=random_val, init=getattr(args, "init", None), max_minutes=getattr(args, "max_minutes", None), epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, lr=args.lr, seed=args.seed, device=args.device, world_size=getattr(args, "world_size", 1))
+    res = train_qsm(
+        out,
+        train,
+        val,
+        resolution_mm=getattr(args, "resolution", 2.0),
+        randomised=frac,
+        random_train=random_train,
+        random_val=random_val,
+        init=getattr(args, "init", None),
+        max_minutes=getattr(args, "max_minutes", None),
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        world_size=getattr(args, "world_size", 1),
+    )
     save_training_curve(res["history"], out.parent / "training_curve.png")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]

@@ -177,7 +177,30 @@ class SynthRecipe:
     name = "synthnet"
     metric = "val_score"
 
-    def __init__(self, mr_vols: list[SynthVolume], ct_vols: list[SynthVolume], val_vols: list[SynthVolume], crop: int = 96, lr: float = 2e-4, weights: dict | None = None, net: dict | None = None, pool_size: int = 50, n_queries: int = 256, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, warm_only_steps: int = 0, warm_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture", ema_decay: float = 0.0):
+    def __init__(
+        self,
+        mr_vols: list[SynthVolume],
+        ct_vols: list[SynthVolume],
+        val_vols: list[SynthVolume],
+        crop: int = 96,
+        lr: float = 2e-4,
+        weights: dict | None = None,
+        net: dict | None = None,
+        pool_size: int = 50,
+        n_queries: int = 256,
+        val_slices: int | None = None,
+        warm_steps: int = 0,
+        warm_weight: float = 10.0,
+        warm_only_steps: int = 0,
+        warm_lr: float = 1e-3,
+        pseudo_sct: str = "tissue_mixture",
+        bt: float = 0.0,
+        pseudo: float = 1.0,
+        bt_ssim: float = 0.0,
+        bt_hybrid: float = 0.0,
+        hybrid_brain: str = "tissue_mixture",
+        ema_decay: float = 0.0,
+    ):
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.ema_decay = float(ema_decay)
@@ -228,13 +251,32 @@ class SynthRecipe:
 
     def config(self) -> dict:
         return {
-            "task": "synth", "net": self.net, "loss_weights": self.weights, "hu_range": list(HU_RANGE),
-            "mr_range": list(MR_RANGE), "crop": self.crop, "tile": self.crop, "n_mr_slices": int(len(self.mr_pool)),
-            "n_ct_slices": int(len(self.ct_pool)), "lr_adam": self.lr, "betas": [0.5, 0.999], "image_pool": self.pool_size,
-            "warm_steps": self.warm_steps, "warm_weight": self.warm_weight, "pretrain_steps": self.warm_only_steps, "pretrain_lr": self.warm_lr,
-            "pseudo_sct": self.pseudo_sct, "backtranslation_weight": self.bt, "pseudo_weight": self.pseudo, "backtranslation_ssim_weight": self.bt_ssim,
-            "backtranslation_hybrid_weight": self.bt_hybrid, "hybrid_brain": self.hybrid_brain, "hybrid_soft_tissue_hu": {"tissue_mixture": list(HYBRID_TM_HU), "generator": list(HYBRID_G_HU)},
-            "bt_mr_noise_sd": self.mr_noise_sd, "bt_ct_noise_sd_hu": self.ct_noise_sd_hu, "ema_decay": self.ema_decay,
+            "task": "synth",
+            "net": self.net,
+            "loss_weights": self.weights,
+            "hu_range": list(HU_RANGE),
+            "mr_range": list(MR_RANGE),
+            "crop": self.crop,
+            "tile": self.crop,
+            "n_mr_slices": int(len(self.mr_pool)),
+            "n_ct_slices": int(len(self.ct_pool)),
+            "lr_adam": self.lr,
+            "betas": [0.5, 0.999],
+            "image_pool": self.pool_size,
+            "warm_steps": self.warm_steps,
+            "warm_weight": self.warm_weight,
+            "pretrain_steps": self.warm_only_steps,
+            "pretrain_lr": self.warm_lr,
+            "pseudo_sct": self.pseudo_sct,
+            "backtranslation_weight": self.bt,
+            "pseudo_weight": self.pseudo,
+            "backtranslation_ssim_weight": self.bt_ssim,
+            "backtranslation_hybrid_weight": self.bt_hybrid,
+            "hybrid_brain": self.hybrid_brain,
+            "hybrid_soft_tissue_hu": {"tissue_mixture": list(HYBRID_TM_HU), "generator": list(HYBRID_G_HU)},
+            "bt_mr_noise_sd": self.mr_noise_sd,
+            "bt_ct_noise_sd_hu": self.ct_noise_sd_hu,
+            "ema_decay": self.ema_decay,
         }
 
     def batches(self, rng: np.random.Generator, steps: int, batch_size: int):
@@ -361,19 +403,73 @@ class SynthRecipe:
             r = sm.evaluate_smr(smr, v.mr, v.head)
             ssim_mr.append(r["ssim"]), psnr_mr.append(r["psnr"])
         out = {
-            "val_sct_mae_hu": float(np.mean(mae)), "val_sct_bone_dice": float(np.mean(dice)), "val_sct_ssim": float(np.mean(ssim_ct)),
-            "val_smr_ssim": float(np.mean(ssim_mr)), "val_smr_psnr_db": float(np.mean(psnr_mr)),
+            "val_sct_mae_hu": float(np.mean(mae)),
+            "val_sct_bone_dice": float(np.mean(dice)),
+            "val_sct_ssim": float(np.mean(ssim_ct)),
+            "val_smr_ssim": float(np.mean(ssim_mr)),
+            "val_smr_psnr_db": float(np.mean(psnr_mr)),
         }
         out["val_score"] = out["val_sct_mae_hu"] / 60.0 + (1.0 - out["val_smr_ssim"]) / 0.10
         return out
 
 
-def train_synth(out_path, mr_vols, ct_vols, val_vols, epochs: int, steps_per_epoch: int, batch_size: int, lr: float = 2e-4, crop: int = 96, weights=None, net=None, seed: int = 0, init=None, device=None, max_minutes=None, world_size: int = 1, progress: bool = True, on_epoch=None, val_slices: int | None = None, warm_steps: int = 0, warm_weight: float = 10.0, pretrain_steps: int = 0, pretrain_lr: float = 1e-3, pseudo_sct: str = "tissue_mixture", bt: float = 0.0, pseudo: float = 1.0, bt_ssim: float = 0.0, bt_hybrid: float = 0.0, hybrid_brain: str = "tissue_mixture", ema_decay: float = 0.0) -> dict:
+def train_synth(
+    out_path,
+    mr_vols,
+    ct_vols,
+    val_vols,
+    epochs: int,
+    steps_per_epoch: int,
+    batch_size: int,
+    lr: float = 2e-4,
+    crop: int = 96,
+    weights=None,
+    net=None,
+    seed: int = 0,
+    init=None,
+    device=None,
+    max_minutes=None,
+    world_size: int = 1,
+    progress: bool = True,
+    on_epoch=None,
+    val_slices: int | None = None,
+    warm_steps: int = 0,
+    warm_weight: float = 10.0,
+    pretrain_steps: int = 0,
+    pretrain_lr: float = 1e-3,
+    pseudo_sct: str = "tissue_mixture",
+    bt: float = 0.0,
+    pseudo: float = 1.0,
+    bt_ssim: float = 0.0,
+    bt_hybrid: float = 0.0,
+    hybrid_brain: str = "tissue_mixture",
+    ema_decay: float = 0.0,
+) -> dict:
     """Build the recipe and run :func:`qmri.training.loop.train`; returns its result dict.
 
     ``val_slices``: validate on that many contiguous central axial slices (None: whole volumes).
     """
     from .loop import train
 
-    recipe = SynthRecipe(mr_vols, ct_vols, val_vols, crop=crop, lr=lr, weights=weights, net=net, val_slices=val_slices, warm_steps=warm_steps, warm_weight=warm_weight, warm_only_steps=pretrain_steps, warm_lr=pretrain_lr, pseudo_sct=pseudo_sct, bt=bt, pseudo=pseudo, bt_ssim=bt_ssim, bt_hybrid=bt_hybrid, hybrid_brain=hybrid_brain, ema_decay=ema_decay)
+    recipe = SynthRecipe(
+        mr_vols,
+        ct_vols,
+        val_vols,
+        crop=crop,
+        lr=lr,
+        weights=weights,
+        net=net,
+        val_slices=val_slices,
+        warm_steps=warm_steps,
+        warm_weight=warm_weight,
+        warm_only_steps=pretrain_steps,
+        warm_lr=pretrain_lr,
+        pseudo_sct=pseudo_sct,
+        bt=bt,
+        pseudo=pseudo,
+        bt_ssim=bt_ssim,
+        bt_hybrid=bt_hybrid,
+        hybrid_brain=hybrid_brain,
+        ema_decay=ema_decay,
+    )
     return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)

@@ -1,6 +1,5 @@
 """OEF and QQ parameters from mGRE magnitude + QSM: the OEF networks (best by default), the classical QQ fit, and their trainer."""
 
-
 from monailabel.interfaces.config import TaskConfig
 
 from qmri.tasks import registry

@@ -1,6 +1,5 @@
 """Partial-volume correction of amyloid PET: PET-only networks and the classical PETPVC-style methods."""
 
-
 from monailabel.interfaces.config import TaskConfig
 
 from qmri.tasks import registry

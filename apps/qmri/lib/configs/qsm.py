@@ -1,6 +1,5 @@
 """QSM from a local field map and from raw multi-echo phase; QSMnet and its trainer."""
 
-
 from monailabel.interfaces.config import TaskConfig
 
 from qmri.tasks import registry

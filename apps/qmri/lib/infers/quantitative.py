@@ -28,6 +28,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from qmri.io.maps import QuantMap, requested_names, select_maps, write_maps
 from qmri.io.nifti_input import InputTooLarge, check_nifti_header, load_input_volume
 from qmri.io.study import resolve_sidecar
+from qmri.networks import compute
 
 from ..server.policy import POLICY
 
@@ -69,12 +70,16 @@ class QuantitativeInferTask(InferTask):
     def info(self) -> Dict[str, Any]:
         i = super().info()
         weights = {m: w for m in self.methods if (w := self.weights_identity(m))}
-        i.update({"inputs": self.inputs, "outputs": self.outputs, "methods": list(self.methods), "default_method": self.default_method, "weights": weights})
+        i.update({"inputs": self.inputs, "outputs": self.outputs, "methods": list(self.methods), "default_method": self.default_method, "weights": weights, "options": getattr(self, "options", {})})
         return i
 
     def weights_identity(self, method: str) -> Dict[str, str] | None:
         """``{"file", "sha256"}`` of the weights ``method`` runs with (None: a classical method)."""
         return None
+
+    def task_options(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        """The request's task options, checked (ValueError naming a bad one); none by default."""
+        return {}
 
     def is_valid(self) -> bool:
         return True
@@ -92,8 +97,7 @@ class QuantitativeInferTask(InferTask):
         need_mb = math.prod(info.shape[:3]) * self.bytes_per_voxel / 2**20
         if need_mb > POLICY.infer_memory_mb:
             raise InputTooLarge(
-                f"this input (shape {info.shape}) needs about {need_mb / 1024:.1f} GiB to compute, more than the server allows one request "
-                f"({POLICY.infer_memory_mb / 1024:.1f} GiB, QMRI_INFER_MEMORY_MB); crop it to the brain or use a coarser grid"
+                f"this input (shape {info.shape}) needs about {need_mb / 1024:.1f} GiB to compute, more than the server allows one request ({POLICY.infer_memory_mb / 1024:.1f} GiB, QMRI_INFER_MEMORY_MB); crop it to the brain or use a coarser grid"
             )
 
     def sidecar(self, image_path: str, request: Dict[str, Any]) -> Dict[str, Any]:
@@ -107,6 +111,7 @@ class QuantitativeInferTask(InferTask):
             if method not in self.methods:
                 raise ValueError(f"unknown method '{method}'; choose from {', '.join(self.methods)}")
             requested_names(list(self.outputs), request.get("map"))  # refuse before any work
+            options = self.task_options(request)
             path = request["image"]
             self.check_memory(path)
             data, affine = load_input_volume(path, max_voxels=POLICY.max_voxels)
@@ -121,6 +126,6 @@ class QuantitativeInferTask(InferTask):
         except ValueError as e:  # includes StudyError; the message names the problem
             logger.warning("rejected request: %s", e)
             raise HTTPException(status_code=422, detail=str(e)) from None
-        result.update({"method": method, "weights": self.weights_identity(method), "latency_s": round(time.time() - t0, 3)})
+        result.update({"method": method, "weights": self.weights_identity(method), "options": options, "device": str(compute.device()), "latency_s": round(time.time() - t0, 3)})
         logger.info("%s finished in %.2f s", method, result["latency_s"])
         return str(primary), result

@@ -27,9 +27,13 @@ class TaskInfer(QuantitativeInferTask):
         )
         self.spec = spec
         self.model_dir = model_dir
+        self.options = dict(spec.options)
 
     def weights_identity(self, method: str):
         return registry.weights_identity(registry.method_weights(self.spec.name, method, self.model_dir))
 
+    def task_options(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        return self.spec.parse_options({k: request[k] for k in self.spec.options if k in request})
+
     def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, request: Dict[str, Any]):
-        return self.spec.run(image, affine, sidecar, method)
+        return self.spec.call(image, affine, sidecar, method, {k: request[k] for k in self.spec.options if k in request})

@@ -58,11 +58,23 @@ logger = logging.getLogger(__name__)
 
 #: (method, path) of MONAI Label routes kept as they are.
 KEPT = {
-    ("GET", "/"), ("GET", "/favicon.ico"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/info/"), ("POST", "/login/token"), ("GET", "/login/token/valid"),
-    ("GET", "/datastore/"), ("GET", "/datastore/image"), ("GET", "/datastore/image/info"),
-    ("HEAD", "/datastore/label"), ("GET", "/datastore/label"), ("GET", "/datastore/label/info"),
-    ("DELETE", "/datastore/"), ("DELETE", "/datastore/image"), ("DELETE", "/datastore/label"),  # refused by the datastore unless enabled
+    ("GET", "/"),
+    ("GET", "/favicon.ico"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/info/"),
+    ("POST", "/login/token"),
+    ("GET", "/login/token/valid"),
+    ("GET", "/datastore/"),
+    ("GET", "/datastore/image"),
+    ("GET", "/datastore/image/info"),
+    ("HEAD", "/datastore/label"),
+    ("GET", "/datastore/label"),
+    ("GET", "/datastore/label/info"),
+    ("DELETE", "/datastore/"),
+    ("DELETE", "/datastore/image"),
+    ("DELETE", "/datastore/label"),  # refused by the datastore unless enabled
     ("DELETE", "/train/"),
 }
 LOG_ROUTES = {("GET", "/logs/"), ("GET", "/logs/gpu")}

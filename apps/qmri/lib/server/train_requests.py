@@ -20,7 +20,7 @@ from fastapi import HTTPException
 from qmri.io.atomic import atomic_write_text
 
 #: Bounds of the numeric parameters every trainer shares (inclusive).
-BOUNDS = {"max_epochs": (1, 10000), "steps_per_epoch": (1, 100000), "batch_size": (1, 256), "lr": (1e-8, 1.0), "patch": (8, 512), "crop": (8, 1024), "val_slices": (1, 4096)}
+BOUNDS = {"max_epochs": (1, 10000), "steps_per_epoch": (1, 100000), "batch_size": (1, 256), "lr": (1e-8, 1.0), "patch": (8, 512), "crop": (8, 1024), "val_slices": (1, 4096), "torch_threads": (0, 256)}
 DEVICE = re.compile(r"cpu|cuda(:\d{1,2})?|cuda if available")
 GPUS = re.compile(r"all|\d{1,2}(,\d{1,2}){0,15}")
 HISTORY = "train_tasks.json"

@@ -5,7 +5,8 @@ a network is fitted to them (``fit``, which calls :func:`qmri.training.loop.trai
 the rest the same way for all of them:
 
 - the request's parameters (``max_epochs``, ``steps_per_epoch``, ``batch_size``, ``lr``,
-  ``from_scratch``, ``device``, MONAI Label's ``multi_gpu``/``gpus``, and the task's own), whose
+  ``from_scratch``, ``device``, ``torch_threads`` (0: half the cores, the server answers requests on
+  the other half), MONAI Label's ``multi_gpu``/``gpus``, and the task's own), whose
   defaults are the ``fine_tune`` section of the network's recipe file
   (:func:`qmri.training.replay.fine_tune`): the command line's recipes and the server read one file;
 - the split (the last study validates; a single study trains and validates);
@@ -34,12 +35,13 @@ from typing import Any, Callable, Dict
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 from qmri.io.atomic import atomic_copy, atomic_write_text
+from qmri.networks import compute
 
 logger = logging.getLogger(__name__)
 
 #: Request parameters every trainer takes beside its recipe's ``fine_tune`` section (epochs, steps,
 #: batch, learning rate and the network's own: ``lib/qmri/training/recipes/<network>.json``).
-COMMON_DEFAULTS = {"from_scratch": False, "device": "cuda if available", "multi_gpu": False, "gpus": "all"}
+COMMON_DEFAULTS = {"from_scratch": False, "device": "cuda if available", "multi_gpu": False, "gpus": "all", "torch_threads": 0}
 
 
 def _true(v) -> bool:
@@ -101,6 +103,10 @@ class NetworkTrainer(TrainTask):
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         stop_with_parent()
         p = {**self.config(), **request}
+        # the server keeps answering requests while this process trains: on the CPU it takes half
+        # the cores unless the request says otherwise (torch_threads > 0), so neither starves
+        n = int(p.get("torch_threads") or 0)
+        compute.set_threads(n if n > 0 else max(1, compute.cores() // 2))
         p["device"] = None if p["device"] == "cuda if available" else p["device"]
         p["world_size"] = self.world_size(p)
         weights = self.target(p)

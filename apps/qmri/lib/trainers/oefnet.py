@@ -30,7 +30,9 @@ def fit_from_studies(out_path, train_vols: list[OEFVolume], val_vols: list[OEFVo
     kw = checkpoint_arch_kwargs(init_cfg) if init_cfg else None  # the fine-tuned weights' own features
     recipe = OEFRecipe(arch, train_vols, val_vols, model=model, patch=patch, data_note="datastore studies " + ", ".join(v.name for v in train_vols), arch_kwargs=kw)
     batch = int(params.get("voxels", DEFAULTS[arch]["batch_size"])) if arch in VOXEL_BATCHED else int(params["batch_size"])
-    res = train(recipe, out_path, epochs=int(params["max_epochs"]), steps_per_epoch=int(params["steps_per_epoch"]), batch_size=batch, lr=float(params["lr"]), init=init, device=params.get("device"), progress=False, world_size=int(params.get("world_size", 1)))
+    res = train(
+        recipe, out_path, epochs=int(params["max_epochs"]), steps_per_epoch=int(params["steps_per_epoch"]), batch_size=batch, lr=float(params["lr"]), init=init, device=params.get("device"), progress=False, world_size=int(params.get("world_size", 1))
+    )
     res["metric"] = OEFRecipe.metric
     return res
 

@@ -29,7 +29,22 @@ def _fit(out, train, val, init, p):
         kwargs = {"channels": cfg["channels"], "strides": cfg["strides"], "condition_fwhm": cfg.get("in_channels", 1) == 2, "residual": cfg.get("residual", "additive")}
     else:
         kwargs = {"condition_fwhm": p["network"] == "pvcnet_fwhm"}
-    return train_pvc(out, train, val, epochs=int(p["max_epochs"]), steps_per_epoch=int(p["steps_per_epoch"]), batch_size=int(p["batch_size"]), patch=int(p["patch"]), lr=float(p["lr"]), target=p["target"], init=init, device=p["device"], progress=False, world_size=p["world_size"], **kwargs)
+    return train_pvc(
+        out,
+        train,
+        val,
+        epochs=int(p["max_epochs"]),
+        steps_per_epoch=int(p["steps_per_epoch"]),
+        batch_size=int(p["batch_size"]),
+        patch=int(p["patch"]),
+        lr=float(p["lr"]),
+        target=p["target"],
+        init=init,
+        device=p["device"],
+        progress=False,
+        world_size=p["world_size"],
+        **kwargs,
+    )
 
 
 def pvcnet_trainer(weights: dict[str, str | Path]) -> NetworkTrainer:
