@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml requirements.lock
 	$(VENV)/bin/python -c "import torch, monai, monailabel.main, qmri; print('environment ready: torch', torch.__version__, '| monai', monai.__version__)"
 	touch $(STAMP)
 
+# OpenMP threads sleep instead of spinning while they wait: two processes on the same cores (the
+# server and a training it started, or parallel tests) then share them instead of slowing each
+# other 3.5x (experiments/threads/results.md)
+export OMP_WAIT_POLICY ?= PASSIVE
+
 serve: $(STAMP)
 	@echo "qmri MONAI Label server: http://$(HOST):$(PORT)  (studies: $(STUDIES); Ctrl-C to stop)"
 	PYTHONPATH=$(CURDIR)/apps/qmri $(VENV)/bin/python -m monailabel.main start_server --app apps/qmri --studies $(STUDIES) --host $(HOST) --port $(PORT) --conf device $(DEVICE) --uvicorn_app lib.server.asgi:app

@@ -120,3 +120,23 @@ def test_raw_qsm_on_a_padded_matrix_equals_the_brain_box():
     outside[12:-7, 9:-10, 6:-11] = 0
     assert not outside.any()  # nothing outside the brain's box
     assert np.linalg.norm(inner - ref) / np.linalg.norm(ref) < 0.05  # only the FFT border conditions differ
+
+
+def test_memory_admission_per_method_and_brain_extent():
+    """The server's admission uses each method's measured model: QSMnet on a 1 mm clinical matrix
+    fits a 9 GiB budget (it crops to the brain and runs in windows), TV on the same does not; a
+    'brain mask' filling a 256 mm field of view is refused before any work."""
+    from qmri.tasks.registry import task_spec
+    from qmri.tasks.spec import check_brain_extent
+
+    qsm = task_spec("qsm")
+    voxels = 256 * 256 * 200
+    assert 3000 < qsm.estimate_mb("qsmnet", voxels) < 6000
+    assert qsm.estimate_mb("tv", voxels) > 12000
+    assert task_spec("oef").estimate_mb("best", voxels) < task_spec("oef").estimate_mb("qq_fit", voxels) / 5
+    full = np.ones((256, 256, 200), bool)
+    with pytest.raises(ValueError, match="spans 256 x 256 x 200 mm, more than a brain"):
+        check_brain_extent(full, (1.0, 1.0, 1.0), "the mask")
+    brain = np.zeros((256, 256, 200), bool)
+    brain[60:200, 40:210, 30:160] = True
+    check_brain_extent(brain, (1.0, 1.0, 1.0), "the mask")

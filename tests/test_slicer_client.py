@@ -203,7 +203,7 @@ def test_retrain_flow_with_the_qsm_trainer(server, model_dir, tmp_path):
     src = STUDIES / "sub-1001_qsm.nii.gz"
     ref = STUDIES / "labels" / "final" / "sub-1001_qsm.nii.gz"
     sidecar = json.loads((STUDIES / "sub-1001_qsm.json").read_text())  # task qsm, tilted B0
-    add_training_case(client, "slicer_retrain_qsm", src, ref, sidecar=sidecar)
+    add_training_case(client, "slicer_retrain_qsm", src, ref, sidecar=sidecar, task="qsm")  # checked by the qsm trainer's reader
     assert json.loads((studies / "slicer_retrain_qsm.json").read_text())["B0_dir"] == sidecar["B0_dir"]  # layout kept
     weights = model_dir / "qsmnet" / "qsmnet.pt"
     with served_weights_moved_aside(weights):
@@ -218,3 +218,38 @@ def test_retrain_flow_with_the_qsm_trainer(server, model_dir, tmp_path):
         res = client.infer("qsm", "slicer_retrain_qsm", {"method": "qsmnet"})
     assert res.meta["maps"][0]["units"] == "ppm" and res.meta["method"] == "qsmnet"
     assert res.image().shape == nib.load(src).shape
+
+
+def test_a_training_case_the_trainer_would_skip_is_refused_with_the_reason(server, tmp_path):
+    """Issue 28: a case sent for training is checked by its trainer's reader before it is stored;
+    the Slicer client fills the sidecar's task, so a case with only B0 keys is used, not dropped."""
+    url, studies = server
+    client = QMRIClient(url, consent=True)
+    ref = nib.load(STUDIES / "sub-1000_qsm.nii.gz")
+    field = ref.get_fdata(dtype=np.float32)
+    chi = nib.load(STUDIES / "labels" / "final" / "sub-1000_qsm.nii.gz").get_fdata(dtype=np.float32)
+    img, lab = tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz"
+    nib.save(nib.Nifti1Image(field, ref.affine), img)
+    nib.save(nib.Nifti1Image(chi, ref.affine), lab)
+    add_training_case(client, "slicer_case_ok", img, lab, sidecar={"B0_T": 3.0, "B0_dir": [0, 0, 1]}, task="qsm")
+    assert json.loads((studies / "slicer_case_ok.json").read_text())["task"] == "qsm"
+    assert (studies / "labels" / "final" / "slicer_case_ok.nii.gz").exists()
+    # anisotropic voxels: the qsm trainer skips them, so the case is refused and no label is stored
+    aniso = ref.affine @ np.diag([1.0, 1.0, 1.5, 1.0])
+    nib.save(nib.Nifti1Image(field, aniso), img)
+    nib.save(nib.Nifti1Image(chi, aniso), lab)
+    with pytest.raises(QMRIClientError) as e:
+        add_training_case(client, "slicer_case_aniso", img, lab, sidecar={"B0_T": 3.0, "B0_dir": [0, 0, 1]}, task="qsm")
+    assert e.value.status == 422 and "would skip this case" in str(e.value) and "anisotropic" in str(e.value)
+    assert not (studies / "labels" / "final" / "slicer_case_aniso.nii.gz").exists()
+    # a study whose sidecar names no task, declared for training over REST
+    with pytest.raises(QMRIClientError) as e:
+        client.upload_label("slicer_case_aniso", lab, params={"train_for": "qsm", "overwrite": True})
+    assert e.value.status == 422
+    client.upload_image("slicer_case_notask", img, {"B0_dir": [0, 0, 1]})
+    with pytest.raises(QMRIClientError) as e:
+        client.upload_label("slicer_case_notask", lab, params={"train_for": "qsm"})
+    assert e.value.status == 422 and "names no task" in str(e.value)
+    with pytest.raises(QMRIClientError) as e:
+        client.upload_label("slicer_case_notask", lab, params={"train_for": "qsm_raw"})
+    assert e.value.status == 422 and "no trainer learns from 'qsm_raw' studies" in str(e.value)

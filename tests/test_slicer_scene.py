@@ -167,3 +167,38 @@ def test_inputs_are_stacked_on_one_grid():
     c = logic.add_volume(np.ones((4, 5, 7), np.float32), aff, "other")
     with pytest.raises(ValueError, match="not on the grid"):
         logic.stack_volumes([a, c])
+
+
+def test_fit_slice_works_with_the_slicer_5_6_signature():
+    """Slicer 5.6's FitSliceToBackground(int width, int height) has no defaults (5.8+ does): the
+    module's call falls back to the view size instead of failing on the first Run."""
+    from QuantitativeMapsLib.scene import fit_slice
+
+    calls = []
+
+    class Slicer56SliceLogic:  # the 5.6 signatures, as wrapped by VTK's Python layer
+        def FitSliceToBackground(self, width, height):
+            calls.append(("background", width, height))
+
+        def FitSliceToAll(self, width, height):
+            calls.append(("all", width, height))
+
+        def GetSliceNode(self):
+            class Node:
+                def GetDimensions(self):
+                    return (512, 384, 1)
+
+            return Node()
+
+    fit_slice(Slicer56SliceLogic(), True)
+    fit_slice(Slicer56SliceLogic(), False)
+    assert calls == [("background", 512, 384), ("all", 512, 384)]
+    # and this machine's slicer-core (the current signature) through the real slice logic
+    logic = MapSceneLogic()
+    t1 = nib.load(SAMPLE / "anatomy" / "sub-1000" / "T1w.nii.gz")
+    bg = logic.add_volume(t1.get_fdata(dtype=np.float32)[::4, ::4, ::4], t1.affine @ np.diag([4, 4, 4, 1]), "T1w")
+    sl = logic.slice_logics()["Red"]
+    sl.GetSliceCompositeNode().SetBackgroundVolumeID(bg.GetID())
+    fit_slice(sl, True)
+    fov = sl.GetSliceNode().GetFieldOfView()
+    assert fov[0] > 100 and fov[1] > 100  # fitted to a head (mm), not the default view

@@ -70,3 +70,17 @@ def test_writer_refuses_wrong_grid_and_nan(tmp_path):
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         write_maps([QuantMap("x", bad, "HU", (0, 1))], AFFINE, (2, 2, 2), tmp_path / "s.nii.gz")
+
+
+def test_maps_carry_their_units_in_the_nifti_header(tmp_path):
+    """A viewer that shows descrip / intent_name (Slicer, ITK-SNAP, fslhd) sees the units."""
+    z = np.zeros((4, 5, 6), np.float32)
+    p, _ = write_maps([QuantMap("chi", z, "ppm", (-0.1, 0.1), "susceptibility")], np.eye(4), z.shape, tmp_path / "chi.nii.gz")
+    h = nib.load(p).header
+    assert h["descrip"].tobytes().rstrip(b"\0") == b"qmri: chi [ppm]"
+    assert h.get_intent() == ("estimate", (), "ppm")
+    maps = [QuantMap(n, z, u, (0, 1), "") for n, u in (("OEF", "%"), ("R2", "1/s"), ("chi_nb", "ppm"))]
+    p, _ = write_maps(maps, np.eye(4), z.shape, tmp_path / "oef.nii.gz")
+    h = nib.load(p).header
+    assert h["descrip"].tobytes().rstrip(b"\0") == b"qmri: OEF [%]; R2 [1/s]; chi_nb [ppm]"
+    assert h.get_intent()[0] == "estimate"

@@ -10,11 +10,13 @@ import os
 import re
 import tempfile
 
+import numpy as np
 import qt
 import slicer
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
@@ -156,11 +158,11 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             client.grant_consent()
             return True
         answer = qt.QMessageBox.question(
-            slicer.util.mainWindow(), "Send images to the server?",
-            f"{what} will be sent to\n\n    {client.url}\n\nImages may contain information about the patient. "
-            "Send images to this server? Your answer is remembered for this server only "
-            "(use 'Forget consent' to be asked again).",
-            qt.QMessageBox.Yes | qt.QMessageBox.No, qt.QMessageBox.No,
+            slicer.util.mainWindow(),
+            "Send images to the server?",
+            f"{what} will be sent to\n\n    {client.url}\n\nImages may contain information about the patient. Send images to this server? Your answer is remembered for this server only (use 'Forget consent' to be asked again).",
+            qt.QMessageBox.Yes | qt.QMessageBox.No,
+            qt.QMessageBox.No,
         )
         if answer != qt.QMessageBox.Yes:
             self.status("Nothing was sent: consent not given.")
@@ -418,8 +420,9 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as e:
             self.showError("Cannot prepare the training case", e)
             return
-        client, sidecar = self.logic.client, params.get("sidecar", {})
-        self.startJob(Job(lambda job: add_training_case(client, case_id, image, label, sidecar, job)), "case")
+        client, sidecar, task = self.logic.client, params.get("sidecar", {}), self.currentTask()
+        # the case is declared for this task's trainer: the server refuses (422, with the reason) one it would skip
+        self.startJob(Job(lambda job: add_training_case(client, case_id, image, label, sidecar, job, task=task)), "case")
 
     def onStartTraining(self):
         task = self.currentTask()
@@ -454,3 +457,54 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.status("Training finished: the next Run uses the new model (the server loads it, no restart).")
             elif state == "ERROR":
                 self.showError("Training failed on the server", "\n".join(str(x) for x in (st.get("details") or [])[-5:]))
+
+
+class QuantitativeMapsTest(ScriptedLoadableModuleTest):
+    """Slicer's "Reload and Test" and ctest run this (no server needed): the module widget builds, and a
+    synthetic OEF result is loaded the way the module does after a Run, then checked in the scene."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_module_widget_builds()
+        self.setUp()
+        self.test_oef_result_over_anatomy()
+
+    def test_module_widget_builds(self):
+        slicer.util.selectModule("QuantitativeMaps")
+        widget = slicer.modules.QuantitativeMapsWidget
+        self.assertEqual(widget.ui.serverUrlEdit.text.startswith("http"), True)
+        self.assertFalse(widget.ui.runButton.enabled)  # nothing to run before connecting
+
+    def test_oef_result_over_anatomy(self):
+        try:
+            import nibabel as nib
+        except ImportError:
+            slicer.util.pip_install("nibabel")
+            import nibabel as nib
+        from QuantitativeMapsLib.scene import MapSceneLogic
+
+        logic = MapSceneLogic(slicer.mrmlScene, slicer.app.applicationLogic())
+        aff = np.diag([2.0, 2.0, 2.0, 1.0])
+        aff[:3, 3] = [-20, -20, -10]
+        anat = logic.add_volume(np.random.default_rng(0).uniform(0, 1, (20, 20, 10)).astype(np.float32), aff, "anatomy")
+        maps = np.zeros((20, 20, 10, 6), np.float32)
+        maps[5:15, 5:15, 2:8] = [35, 1, 20, 0.63, 0.03, 0.01]
+        meta = {"maps": [{"name": n, "units": u, "channel": i} for i, (n, u) in enumerate([("OEF", "%"), ("S0", "a.u."), ("R2", "1/s"), ("Y", "fraction"), ("v", "fraction"), ("chi_nb", "ppm")])]}
+        nodes = logic.load_result(nib.Nifti1Image(maps, aff), meta, "oef", "test")
+        self.assertEqual(len(nodes), 6)
+        self.assertEqual(nodes[0].GetName(), "test OEF")
+        self.assertAlmostEqual(slicer.util.arrayFromVolume(nodes[0])[5, 10, 10], 35.0)  # array is k, j, i
+        dn = nodes[0].GetDisplayNode()
+        self.assertAlmostEqual(dn.GetWindowLevelMax(), 80.0)
+        self.assertTrue(dn.GetApplyThreshold())
+        logic.show_overlay(anat, nodes[0], 0.5)
+        red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertEqual(red.GetBackgroundVolumeID(), anat.GetID())
+        self.assertEqual(red.GetForegroundVolumeID(), nodes[0].GetID())
+        self.assertAlmostEqual(red.GetForegroundOpacity(), 0.5)
+        legend = logic.add_colour_legend(nodes[0])
+        self.assertEqual(legend.GetTitleText(), "OEF (%)")
+        self.delayDisplay("OEF map over anatomy: test passed")

@@ -36,6 +36,7 @@ from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastor
 from qmri.io.atomic import atomic_copy, atomic_write_text
 from qmri.io.nifti_input import InputTooLarge, check_input_header, check_nifti_complete, check_nifti_header
 from qmri.io.study import NIFTI_EXTS
+from qmri.training.training_case import check_training_case
 
 from .server.policy import POLICY, ServerPolicy
 
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 #: A study id: a plain file-name stem (letters, digits, ``_``, ``-``, ``.``; no ``..``), 1-128 chars.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 #: Keys an upload's params may carry (MONAI Label's client adds ``user``/``client_id``).
-UPLOAD_PARAMS = {"sidecar", "overwrite", "user", "client_id"}
+UPLOAD_PARAMS = {"sidecar", "overwrite", "user", "client_id", "train_for"}
 MAX_SIDECAR_BYTES = 64 * 1024
 
 
@@ -76,7 +77,7 @@ def upload_params(info: Dict[str, Any] | None) -> tuple[dict | None, bool]:
         info.pop(k, None)
     unknown = sorted(set(info) - UPLOAD_PARAMS)
     if unknown:
-        raise HTTPException(status_code=422, detail=f"unknown upload parameter(s) {_show(unknown)}; allowed: sidecar (JSON object), overwrite (true/false)")
+        raise HTTPException(status_code=422, detail=f"unknown upload parameter(s) {_show(unknown)}; allowed: sidecar (JSON object), overwrite (true/false), train_for (a label's training task)")
     overwrite = info.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise HTTPException(status_code=422, detail=f"upload parameter 'overwrite' must be true or false, got {_show(overwrite)}")
@@ -127,6 +128,8 @@ class SidecarDatastore(LocalDatastore):
         image_id = check_id(image_id)
         ext = nifti_ext(image_filename)
         sidecar, overwrite = upload_params(image_info)
+        if "train_for" in (image_info or {}):
+            raise HTTPException(status_code=422, detail="upload parameter 'train_for' belongs to the label upload (PUT /datastore/label), not the image")
         check_upload(image_filename, self.policy)
         folder = Path(self._datastore.image_path())
         dest = folder / f"{image_id}{ext}"
@@ -158,6 +161,14 @@ class SidecarDatastore(LocalDatastore):
         image_header = nib.load(self.get_image_uri(image_id)).header
         if tuple(header.get_data_shape()[:3]) != tuple(image_header.get_data_shape()[:3]) or not np.allclose(header.get_best_affine(), image_header.get_best_affine(), atol=1e-3):
             raise HTTPException(status_code=422, detail=f"the label's grid (shape {tuple(header.get_data_shape())}) differs from study '{image_id}' (shape {tuple(image_header.get_data_shape())}) or its affine: a label must lie on its image's grid")
+        train_for = (label_info or {}).get("train_for")
+        if train_for is not None:  # a case sent for training: refuse what the trainer would skip
+            if label_tag != "final" or not isinstance(train_for, str):
+                raise HTTPException(status_code=422, detail="upload parameter 'train_for' names a training task (a string), for a 'final' label")
+            try:
+                check_training_case(train_for, self.get_image_uri(image_id), label_filename)
+            except ValueError as e:
+                raise HTTPException(status_code=422, detail=f"study '{image_id}' is not a usable training case: {e}") from None
         folder = Path(self._datastore.label_path(label_tag))
         dest = folder / f"{image_id}{ext}"
         with FileLock(self._lock_file):

@@ -232,6 +232,11 @@ def run(out_dir: str | Path = "bench-results", repeats: int = 5, resolutions=(2.
                     row["rest_overhead"] = row["rest_warm_s"] / row["inproc_warm_s"] - 1
             finally:
                 stop_server(proc)
+    # rows of the resolutions not run now are kept from the previous table (one table for both)
+    previous = out_dir / "bench_speed.json"
+    if previous.exists():
+        kept = [r for r in json.loads(previous.read_text()).get("rows", []) if r["resolution_mm"] not in folders or (tasks is not None and r["task"] not in tasks)]
+        rows = sorted(kept + rows, key=lambda r: (-r["resolution_mm"], [t for t, _ in CASES].index(r["task"])))
     env = {"cores": compute.cores(), "device": device, "repeats": repeats, "date": time.strftime("%Y-%m-%d")}
     (out_dir / "bench_speed.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
     text = markdown(rows, env)

@@ -62,7 +62,10 @@ def write_maps(maps: list[QuantMap], affine: np.ndarray, shape: tuple[int, ...],
         for i, m in enumerate(maps)
     ]
     data = maps[0].data if len(maps) == 1 else np.stack([m.data for m in maps], axis=-1)
-    path = save_nifti(data.astype(np.float32), affine, path)
+    # units in the file itself (Slicer, ITK-SNAP and fslhd show descrip; intent_name: the units of a
+    # single map): "qmri: chi [ppm]", "qmri: OEF [%]; S0 [a.u.]; ..."
+    descrip = "qmri: " + "; ".join(f"{m.name} [{m.units}]" for m in maps)
+    path = save_nifti(data.astype(np.float32), affine, path, descrip=descrip, intent_name=maps[0].units if len(maps) == 1 else "see descrip")
     return path, {"maps": info, "shape": list(shape), "affine": np.asarray(affine).tolist(), "dtype": "float32"}
 
 

@@ -133,8 +133,12 @@ def voxel_size_mm(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
 
 
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, compact: bool = False) -> Path:
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, compact: bool = False, descrip: str | None = None, intent_name: str | None = None) -> Path:
     """Save an array (3D, or 4D channels last) as NIfTI with spatial units of mm.
+
+    ``descrip`` (at most 79 characters kept) and ``intent_name`` (at most 15; the intent is then
+    NIFTI_INTENT_ESTIMATE, a parameter estimate) carry what a viewer should show beside the values:
+    the maps' names and units.
 
     ``compact=True`` stores float data as int16 with the NIfTI scaling slope (max |value| / 32767):
     readers that apply scl_slope (nibabel, ITK, MONAI, Slicer) get the float values back to a
@@ -149,6 +153,10 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, compact:
     else:
         img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm")
+    if descrip:
+        img.header["descrip"] = descrip.encode("ascii", "replace")[:79]
+    if intent_name:
+        img.header.set_intent("estimate", (), name=intent_name.encode("ascii", "replace")[:15].decode())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(img, path)

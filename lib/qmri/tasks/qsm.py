@@ -16,7 +16,7 @@ from ..networks import compute
 from ..networks.qsm_predict import load_qsmnet, predict_chi
 from ..networks.weights import ReloadingWeights
 from ..physics.dipole import GAMMA_BAR_MHZ_PER_T
-from .spec import TaskSpec, real_volume, require_3d, voxel_size
+from .spec import TaskSpec, real_volume, require_3d, voxel_size, check_brain_extent
 
 CLASSICAL = ("l2", "tkd", "tv", "cg")
 # qsmnet: network + support-constrained data consistency; qsmnet_direct: the network output alone
@@ -102,6 +102,7 @@ def run_qsm(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     if mask.sum() < 27:
         raise ValueError("the local field is zero almost everywhere: it must be non-zero inside the brain mask")
     check_local_field_ppm(field, mask, b0_t)
+    check_brain_extent(mask, vs, "the local field's non-zero region (the brain mask)")
     chi = np.where(mask, np.asarray(_invert(field, mask, vs, b0, method, net=net)), 0.0)
     return [QuantMap("chi", chi.astype(np.float32), "ppm", CHI_RANGE, f"magnetic susceptibility ({method})")]
 
@@ -121,6 +122,7 @@ def run_qsm_raw(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], 
     mag, phase, mask = image[..., :n], image[..., n : 2 * n], image[..., 2 * n] > 0.5
     if mask.sum() < 27:
         raise ValueError("the brain mask channel (last) is empty")
+    check_brain_extent(mask, vs, "the brain mask channel (last)")
     if np.abs(phase[mask]).max() > np.pi + 1e-3:
         raise ValueError("phase channels must be wrapped phase in radians (-pi..pi)")
     if np.any(mag < 0):
@@ -164,6 +166,9 @@ def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
         run=lambda image, affine, sidecar, method: run_qsm(image, affine, sidecar, method, net),
         required_sidecar=("B0_dir",),
         bytes_per_voxel=1000,  # qmri bench memory, two runs: QSMnet 730-759, TV 530-666
+        # QSMnet: 484 MiB growth at 2 mm (0.7 M voxels), 3.5 GiB on a 1 mm 256x256x200 field non-zero
+        # everywhere (13.1 M; brain box, windows): fixed + slope, rounded up by a quarter
+        memory={m: (400.0, 300.0) for m in ("qsmnet", "qsmnet_direct")} if net else {},
         networks=(net,) if net else (),
     )
     raw = TaskSpec(
@@ -176,6 +181,8 @@ def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
         run=lambda image, affine, sidecar, method: run_qsm_raw(image, affine, sidecar, method, net),
         required_sidecar=("echo_times_ms", "B0_dir"),
         bytes_per_voxel=1200,  # qmri bench memory, two runs: QSMnet after V-SHARP 886-935 (8 echoes + mask)
+        # QSMnet: 620 MiB growth at 2 mm, about 3.0 GiB on the 1 mm 256x256x200 sample (brain box, slabs)
+        memory={m: (500.0, 300.0) for m in ("qsmnet", "qsmnet_direct")} if net else {},
         networks=(net,) if net else (),
     )
     return qsm, raw

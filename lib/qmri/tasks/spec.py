@@ -31,6 +31,9 @@ class TaskSpec:
             0: not measured.
         run: ``run(image, affine, sidecar, method, **options) -> [QuantMap, ...]``; raises
             ValueError naming the problem for bad input.
+        memory: method -> (fixed MiB, bytes per voxel), measured at 2 mm (``qmri bench memory``) and
+            on a 1 mm 256 x 256 x 200 input whose mask fills the grid (the worst case), for the
+            methods whose cost does not grow in proportion (cropping, windows); see :meth:`estimate_mb`.
         networks: the task's :class:`~qmri.networks.weights.ReloadingWeights` (see :meth:`warm_up`).
         options: per-request choices beside the method, ``{name: {"choices", "default", "help"}}``
             (e.g. the synthesis tasks' test-time augmentation ``tta``); :meth:`call` checks them.
@@ -47,6 +50,16 @@ class TaskSpec:
     bytes_per_voxel: float = 0.0
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     networks: tuple = ()
+    memory: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def estimate_mb(self, method: str, voxels: int) -> float:
+        """Peak memory (MiB) ``method`` needs for an input of ``voxels`` voxels (first three axes):
+        :attr:`memory`'s ``fixed MiB + bytes per voxel`` for a method measured at two sizes, else
+        :attr:`bytes_per_voxel` per voxel (0 when neither is known)."""
+        if method in self.memory:
+            fixed_mb, per_voxel = self.memory[method]
+            return fixed_mb + voxels * per_voxel / 2**20
+        return voxels * self.bytes_per_voxel / 2**20
 
     def warm_up(self) -> list[str]:
         """Load every network of the task whose weights exist (the server calls this at start, so
@@ -99,6 +112,23 @@ def voxel_size(affine: np.ndarray) -> tuple[float, float, float]:
     if not all(lo <= v <= hi for v in vs):
         raise ValueError(f"voxel sizes {[round(v, 6) for v in vs]} mm (from the affine) are outside {lo:g}..{hi:g} mm: is the affine in metres or micrometres instead of mm?")
     return vs
+
+
+#: Largest extent (mm, every axis) of a brain mask: an adult brain is about 140 x 170 x 130 mm. A
+#: mask spanning more is not a brain mask (a whole field of view, noise kept outside the brain), and
+#: would make the FFT-based steps run on the whole matrix for many minutes.
+MAX_BRAIN_EXTENT_MM = 220.0
+
+
+def check_brain_extent(mask: np.ndarray, voxel_mm, what: str) -> None:
+    """ValueError when ``mask`` spans more than :data:`MAX_BRAIN_EXTENT_MM` along an axis."""
+    m = np.asarray(mask, bool)
+    ext = []
+    for ax in range(3):
+        idx = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax)))
+        ext.append(0.0 if idx.size == 0 else (idx[-1] - idx[0] + 1) * float(voxel_mm[ax]))
+    if max(ext) > MAX_BRAIN_EXTENT_MM:
+        raise ValueError(f"{what} spans {' x '.join(f'{e:.0f}' for e in ext)} mm, more than a brain ({MAX_BRAIN_EXTENT_MM:g} mm on any axis): set the values outside the brain to 0 (or send a brain mask)")
 
 
 def real_volume(image: np.ndarray, what: str) -> np.ndarray:

@@ -205,8 +205,12 @@ class QMRIClient:
             params["sidecar"] = dict(sidecar)
         with open(path, "rb") as fh:
             resp = self._request(
-                "PUT", "/datastore/image", UPLOAD_TIMEOUT_S, params={"image": image_id},
-                files={"file": (path.name, fh)}, data={"params": json.dumps(params)},
+                "PUT",
+                "/datastore/image",
+                UPLOAD_TIMEOUT_S,
+                params={"image": image_id},
+                files={"file": (path.name, fh)},
+                data={"params": json.dumps(params)},
             )
         return resp.json() if resp.content else {}
 
@@ -221,8 +225,12 @@ class QMRIClient:
         path = Path(path)
         with open(path, "rb") as fh:
             resp = self._request(
-                "PUT", "/datastore/label", UPLOAD_TIMEOUT_S, params={"image": image_id, "tag": tag},
-                files={"label": (path.name, fh)}, data={"params": json.dumps(dict(params or {}))},
+                "PUT",
+                "/datastore/label",
+                UPLOAD_TIMEOUT_S,
+                params={"image": image_id, "tag": tag},
+                files={"label": (path.name, fh)},
+                data={"params": json.dumps(dict(params or {}))},
             )
         return resp.json() if resp.content else {}
 
@@ -234,7 +242,10 @@ class QMRIClient:
     def infer(self, task: str, image_id: str, params: Mapping[str, Any] | None = None) -> InferResult:
         """Run ``task`` on study ``image_id``; ``params``: method, map, sidecar (JSON-able)."""
         resp = self._request(
-            "POST", f"/infer/{task}", self.timeout_s, params={"image": image_id, "output": "all"},
+            "POST",
+            f"/infer/{task}",
+            self.timeout_s,
+            params={"image": image_id, "output": "all"},
             data={"params": json.dumps(dict(params or {}))},
         )
         parts = parse_multipart(resp.headers.get("content-type", ""), resp.content)
@@ -261,8 +272,8 @@ class QMRIClient:
             trainers = self.trainers(refresh=True)
             if model not in trainers:
                 raise QMRIClientError(
-                    f"the server cannot train '{model}': it has no trainer for it "
-                    f"(trainers: {', '.join(sorted(trainers)) or 'none'})", status=None,
+                    f"the server cannot train '{model}': it has no trainer for it (trainers: {', '.join(sorted(trainers)) or 'none'})",
+                    status=None,
                 )
         resp = self._request("POST", f"/train/{model}", INFO_TIMEOUT_S, json=dict(params or {}))
         return resp.json()
@@ -383,13 +394,19 @@ def run_task(client: QMRIClient, task: str, image_path: str | Path | None, image
     return result
 
 
-def add_training_case(client: QMRIClient, image_id: str, image_path: str | Path, reference_path: str | Path, sidecar: Mapping[str, Any] | None = None, job: Job | None = None) -> None:
+def add_training_case(client: QMRIClient, image_id: str, image_path: str | Path, reference_path: str | Path, sidecar: Mapping[str, Any] | None = None, job: Job | None = None, task: str | None = None) -> None:
     """Send inputs + a reference map as a new annotated study: the reference becomes the study's
-    ``labels/final`` target (consent required for both uploads)."""
+    ``labels/final`` target (consent required for both uploads).
+
+    ``task``: the training task the case is for (the sidecar's ``"task"`` is filled with it); the
+    server then refuses (422, with the reason) a case its trainer would skip, instead of storing a
+    case that training silently leaves out."""
+    if task is not None:
+        sidecar = {**dict(sidecar or {}), "task": task}
     if job:
         job.stage = "uploading the inputs"
     client.upload_image(image_id, image_path, sidecar)
     if job:
         job.check_cancelled()
         job.stage = "uploading the reference map"
-    client.upload_label(image_id, reference_path, tag="final")
+    client.upload_label(image_id, reference_path, tag="final", params={"train_for": task} if task is not None else None)

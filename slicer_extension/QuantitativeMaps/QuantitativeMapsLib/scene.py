@@ -85,6 +85,17 @@ def to_nifti_parts(image: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.dataobj, dtype=np.float32), np.asarray(image.affine, dtype=float)
 
 
+def fit_slice(slice_logic, to_background: bool = True) -> None:
+    """Fit a slice view to its background volume (or to every volume): Slicer 5.8 and later take no
+    arguments, Slicer 5.6 needs the view's width and height (``FitSliceToBackground(int, int)``)."""
+    fit = slice_logic.FitSliceToBackground if to_background else slice_logic.FitSliceToAll
+    try:
+        fit()
+    except TypeError:  # Slicer 5.6
+        dims = slice_logic.GetSliceNode().GetDimensions()
+        fit(int(dims[0]), int(dims[1]))
+
+
 class MapSceneLogic:
     """Loads quantitative maps into a MRML scene and shows them over the anatomy.
 
@@ -197,10 +208,7 @@ class MapSceneLogic:
             if ref_shape is None:
                 ref_shape, ref_aff = a.shape[:3], aff
             elif a.shape[:3] != ref_shape or not np.allclose(aff, ref_aff, atol=atol_mm):
-                raise ValueError(
-                    f"'{node.GetName()}' is not on the grid of '{nodes[0].GetName()}' "
-                    f"(shape {a.shape[:3]} vs {ref_shape}); resample it onto the same grid first"
-                )
+                raise ValueError(f"'{node.GetName()}' is not on the grid of '{nodes[0].GetName()}' (shape {a.shape[:3]} vs {ref_shape}); resample it onto the same grid first")
             arrays.append(a)
         if not arrays:
             raise ValueError("no input volume selected")
@@ -339,7 +347,7 @@ class MapSceneLogic:
             cn.SetForegroundOpacity(float(opacity))
             comps.append(cn)
             if fit:
-                sl.FitSliceToBackground() if background is not None else sl.FitSliceToAll()
+                fit_slice(sl, background is not None)
         return comps
 
     def set_opacity(self, opacity: float) -> None:
@@ -362,7 +370,7 @@ class MapSceneLogic:
         sl = self.slice_logics()[layout]
         sn = sl.GetSliceNode()
         sn.SetDimensions(int(size), int(size), 1)
-        sl.FitSliceToBackground() if background is not None else sl.FitSliceToAll()
+        fit_slice(sl, background is not None)
         if offset_mm is None:
             b = [0.0] * 6
             foreground.GetRASBounds(b)

@@ -88,16 +88,18 @@ class QuantitativeInferTask(InferTask):
     def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, request: Dict[str, Any]) -> list[QuantMap]:
         """Return the result maps on the input grid, in physical units."""
 
-    def check_memory(self, path: str) -> None:
+    def estimate_mb(self, method: str, voxels: int) -> float:
+        """Peak memory (MiB) of ``method`` for ``voxels`` input voxels: the task's measured bytes per voxel."""
+        return voxels * self.bytes_per_voxel / 2**20
+
+    def check_memory(self, path: str, method: str) -> None:
         """Refuse (413) an input whose estimated peak memory exceeds the server's per-request budget,
-        from its header alone: voxels x the task's measured bytes per voxel."""
-        if not self.bytes_per_voxel:
-            return
+        from its header alone (:meth:`estimate_mb` of the request's method)."""
         info = check_nifti_header(path, max_bytes=POLICY.max_image_mb * 2**20)
-        need_mb = math.prod(info.shape[:3]) * self.bytes_per_voxel / 2**20
+        need_mb = self.estimate_mb(method, math.prod(info.shape[:3]))
         if need_mb > POLICY.infer_memory_mb:
             raise InputTooLarge(
-                f"this input (shape {info.shape}) needs about {need_mb / 1024:.1f} GiB to compute, more than the server allows one request ({POLICY.infer_memory_mb / 1024:.1f} GiB, QMRI_INFER_MEMORY_MB); crop it to the brain or use a coarser grid"
+                f"this input (shape {info.shape}) needs about {need_mb / 1024:.1f} GiB to compute with method '{method}', more than the server allows one request ({POLICY.infer_memory_mb / 1024:.1f} GiB, QMRI_INFER_MEMORY_MB); crop it to the brain or use a coarser grid"
             )
 
     def sidecar(self, image_path: str, request: Dict[str, Any]) -> Dict[str, Any]:
@@ -113,7 +115,7 @@ class QuantitativeInferTask(InferTask):
             requested_names(list(self.outputs), request.get("map"))  # refuse before any work
             options = self.task_options(request)
             path = request["image"]
-            self.check_memory(path)
+            self.check_memory(path, method)
             data, affine = load_input_volume(path, max_voxels=POLICY.max_voxels)
             meta = self.sidecar(path, request)
             maps = select_maps(self.compute(data, affine, meta, method, request), request.get("map"))

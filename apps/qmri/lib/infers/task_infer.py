@@ -32,6 +32,9 @@ class TaskInfer(QuantitativeInferTask):
     def weights_identity(self, method: str):
         return registry.weights_identity(registry.method_weights(self.spec.name, method, self.model_dir))
 
+    def estimate_mb(self, method: str, voxels: int) -> float:
+        return self.spec.estimate_mb(method, voxels)
+
     def task_options(self, request: Dict[str, Any]) -> Dict[str, Any]:
         return self.spec.parse_options({k: request[k] for k in self.spec.options if k in request})
 

@@ -127,16 +127,18 @@ async def _form(request: Request, files: set[str], fields: set[str]):
 POOL = InferPool(POLICY.infer_workers, POLICY.infer_queue, POLICY.infer_timeout_s)
 
 
-def _admit(instance, model: str, image: str) -> None:
-    """Before a worker is taken: a known study whose estimated memory fits (413 otherwise)."""
+def _admit(instance, model: str, image: str, method) -> None:
+    """Before a worker is taken: a known study whose estimated memory for the request's method fits
+    (413 otherwise; an unknown method is left to the task, which names the choices)."""
     if not image:
         return  # the app names the missing id
     check_id(image)
     uri = instance.datastore().get_image_uri(image)
     task = instance._infers[model]
     if uri and hasattr(task, "check_memory"):
+        method = method if isinstance(method, str) and method in getattr(task, "methods", ()) else getattr(task, "default_method", None)
         try:
-            task.check_memory(uri)
+            task.check_memory(uri, method)
         except InputTooLarge as e:
             raise HTTPException(status_code=413, detail=str(e)) from None
         except ValueError as e:
@@ -159,7 +161,7 @@ async def infer(request: Request) -> Any:
     instance = app_instance()
     if model not in instance._infers:  # before taking a worker
         raise HTTPException(status_code=404, detail=f"unknown task {model[:60]!r}; available: {sorted(instance._infers)}")
-    await run_in_threadpool(_admit, instance, model, req["image"])
+    await run_in_threadpool(_admit, instance, model, req["image"], params.get("method"))
     background = BackgroundTasks()
 
     def compute():

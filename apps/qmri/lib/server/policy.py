@@ -69,7 +69,7 @@ class ServerPolicy:
     enable_dataset_download: bool = False
     enable_delete: bool = False
     max_upload_mb: int = 1024
-    max_voxels: int = 64 * 1024 * 1024
+    max_voxels: int = 128 * 1024 * 1024  # a 1 mm 256 x 256 x 200 matrix with 9 channels (OEF, raw QSM) is 118 M
     max_image_mb: int = 512
     infer_workers: int = 2
     infer_queue: int = 8
