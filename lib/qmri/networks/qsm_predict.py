@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..classical.bounding_box import mask_box
 from ..classical.qsm import masked_cg
 from ..physics.rotation import rotate_volume, rotation_to_z
 from .grid import NetworkGrid
@@ -45,12 +46,11 @@ def _infer_large(net, x: np.ndarray, m: np.ndarray, device) -> np.ndarray:
     overlapping windows."""
     if x.size <= WHOLE_VOLUME_MAX_VOXELS:
         return net(torch.from_numpy(x[None, None]).float().to(device))[0, 0].float().cpu().numpy()
-    idx = [np.flatnonzero(np.pad(m > 0.5, [(0, n - s) for n, s in zip(x.shape, m.shape)]).any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    inside = np.pad(m > 0.5, [(0, n - k) for n, k in zip(x.shape, m.shape)])
     box = []
-    for ax, (n, i) in enumerate(zip(x.shape, idx)):
-        lo, hi = (max(int(i[0]) - BOX_MARGIN, 0), min(int(i[-1]) + BOX_MARGIN + 1, n)) if len(i) else (0, n)
-        size = min(-(-(hi - lo) // DIVISOR) * DIVISOR, n)  # a multiple of 16 (n is one)
-        lo = min(lo, n - size)
+    for b, n in zip(mask_box(inside, BOX_MARGIN) or tuple(slice(0, n) for n in x.shape), x.shape):
+        size = min(-(-(b.stop - b.start) // DIVISOR) * DIVISOR, n)  # a multiple of 16 (n is one)
+        lo = min(b.start, n - size)
         box.append(slice(lo, lo + size))
     box = tuple(box)
     t = torch.from_numpy(np.ascontiguousarray(x[box])[None, None]).float().to(device)

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..classical.bounding_box import mask_box
 from ..io.maps import QuantMap
 from ..io.nifti_input import check_affine
 
@@ -123,10 +124,8 @@ MAX_BRAIN_EXTENT_MM = 220.0
 def check_brain_extent(mask: np.ndarray, voxel_mm, what: str) -> None:
     """ValueError when ``mask`` spans more than :data:`MAX_BRAIN_EXTENT_MM` along an axis."""
     m = np.asarray(mask, bool)
-    ext = []
-    for ax in range(3):
-        idx = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != ax)))
-        ext.append(0.0 if idx.size == 0 else (idx[-1] - idx[0] + 1) * float(voxel_mm[ax]))
+    box = mask_box(m, 0) or tuple(slice(0, n if m.any() else 0) for n in m.shape)
+    ext = [(b.stop - b.start) * float(v) for b, v in zip(box, voxel_mm)]
     if max(ext) > MAX_BRAIN_EXTENT_MM:
         raise ValueError(f"{what} spans {' x '.join(f'{e:.0f}' for e in ext)} mm, more than a brain ({MAX_BRAIN_EXTENT_MM:g} mm on any axis): set the values outside the brain to 0 (or send a brain mask)")
 
