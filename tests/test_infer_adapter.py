@@ -26,7 +26,7 @@ class Scale(QuantitativeInferTask):
     def __init__(self):
         super().__init__("scale", {"image": "3D"}, {"scaled": {"units": "a.u."}}, ("times", "plus"), "times", required_sidecar=("gain",))
 
-    def compute(self, image, affine, sidecar, method, request):
+    def compute(self, image, affine, sidecar, method, options):
         g = float(sidecar["gain"])
         out = image * g if method == "times" else image + g
         return [QuantMap("scaled", out, "a.u.", (0, 10))]

@@ -86,12 +86,10 @@ class QMRIApp(MONAILabelApp):
         that the first request of each task costs what the next ones do (``--conf warm_up false``:
         load on first use)."""
         t0 = time.time()
-        seen = set()
-        for task in self._infers.values():
+        for task in self._infers.values():  # tasks sharing weights (qsm, qsm_raw) load them once: get() caches
             spec = getattr(task, "spec", None)
-            if spec is None or id(spec.networks) in seen:
+            if spec is None:
                 continue
-            seen.add(id(spec.networks))
             try:
                 loaded = spec.warm_up()
             except Exception as e:  # a broken weights file is reported by the requests that need it

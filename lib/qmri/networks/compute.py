@@ -6,10 +6,10 @@ The server chooses both once at start (``--conf device auto|cpu|cuda:N``, ``--co
 GPU, else the CPU.
 
 Threads: torch's intra-op pool and the BLAS pools (numpy/scipy, through threadpoolctl) default to one
-thread per core in every process, so two concurrent requests, or a request beside a training
-process, each spin a full pool on the same cores and slow each other far more than their share
-(issue 27 measured a 9x slowdown of the test suite under load). :func:`set_threads` sets both pools
-of this process; the server gives each of its inference workers ``cores // workers`` threads.
+thread per core in every process, so a request beside a training process, or parallel processes,
+each spin a full pool on the same cores and slow each other far more than their share
+(experiments/threads/results.md). :func:`set_threads` sets both pools of this process
+(``--conf torch_threads``); a training the server starts takes half the cores.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-_STATE = {"device": None, "spec": "auto", "threads": None}
+_STATE = {"device": None, "spec": "auto"}
 _LOCK = threading.Lock()
 
 
@@ -72,7 +72,6 @@ def set_threads(n: int | None) -> int:
             threadpool_limits(n)
         except ImportError:  # threadpoolctl ships with scikit-learn; without it only torch is limited
             pass
-        _STATE["threads"] = n
     return torch.get_num_threads()
 
 

@@ -16,7 +16,7 @@ from ..networks import compute
 from ..networks.qsm_predict import load_qsmnet, predict_chi
 from ..networks.weights import ReloadingWeights
 from ..physics.dipole import GAMMA_BAR_MHZ_PER_T
-from .spec import TaskSpec, real_volume, require_3d, voxel_size, check_brain_extent
+from .spec import TaskSpec, check_brain_extent, real_volume, require_3d, voxel_size
 
 CLASSICAL = ("l2", "tkd", "tv", "cg")
 # qsmnet: network + support-constrained data consistency; qsmnet_direct: the network output alone

@@ -85,8 +85,9 @@ class QuantitativeInferTask(InferTask):
         return True
 
     @abstractmethod
-    def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, request: Dict[str, Any]) -> list[QuantMap]:
-        """Return the result maps on the input grid, in physical units."""
+    def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, options: Dict[str, Any]) -> list[QuantMap]:
+        """Return the result maps on the input grid, in physical units (``options``: the request's
+        task options, as :meth:`task_options` checked them)."""
 
     def estimate_mb(self, method: str, voxels: int) -> float:
         """Peak memory (MiB) of ``method`` for ``voxels`` input voxels: the task's measured bytes per voxel."""
@@ -118,7 +119,7 @@ class QuantitativeInferTask(InferTask):
             self.check_memory(path, method)
             data, affine = load_input_volume(path, max_voxels=POLICY.max_voxels)
             meta = self.sidecar(path, request)
-            maps = select_maps(self.compute(data, affine, meta, method, request), request.get("map"))
+            maps = select_maps(self.compute(data, affine, meta, method, options), request.get("map"))
             fd, out = tempfile.mkstemp(prefix="qmri_", suffix=".nii.gz")
             os.close(fd)  # MONAI Label deletes the result file once it has been sent
             primary, result = write_maps(maps, affine, data.shape[:3], out)

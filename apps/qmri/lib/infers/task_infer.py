@@ -38,5 +38,5 @@ class TaskInfer(QuantitativeInferTask):
     def task_options(self, request: Dict[str, Any]) -> Dict[str, Any]:
         return self.spec.parse_options({k: request[k] for k in self.spec.options if k in request})
 
-    def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, request: Dict[str, Any]):
-        return self.spec.call(image, affine, sidecar, method, {k: request[k] for k in self.spec.options if k in request})
+    def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, options: Dict[str, Any]):
+        return self.spec.run(image, affine, sidecar, method, **options)
