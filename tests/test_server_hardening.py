@@ -113,13 +113,17 @@ def test_monailabel_client_gets_the_same_answers(catalogue_server, tmp_path):
     client = MONAILabelClient(url, tmpdir=str(tmp_path))
     src = tmp_path / "x.nii.gz"
     src.write_bytes((studies / "sub-1001_T1w.nii.gz").read_bytes())
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(b"not an image at all" * 20)
     for call, status, word in [
         (lambda: client.upload_image(str(src), image_id="sub-1001_T1w"), 409, "already exists"),
         (lambda: client.upload_image(str(src), image_id="../../apps/qmri/lib/x"), 422, "invalid study id"),
         (lambda: client.save_label("sub-1001_T1w", str(src), tag="../final"), 422, "label tag"),
         (lambda: client.infer("qsm", "sub-1000_qsm", {"method": "tkd", "save_label": True, "label_tag": "final"}), 422, "not accepted"),
         (lambda: client.infer("qsm", str(studies / "sub-1000_qsm.nii.gz"), {}), 422, "invalid study id"),
-        (lambda: client.infer("qsm", "sub-1000_qsm", {}, file=str(src)), 422, "not accepted"),
+        (lambda: client.infer("qsm", "sub-1000_qsm", {}, file=str(src)), 422, "not both"),
+        (lambda: client.infer("qsm", "", {}, file=str(junk)), 422, "not a NIfTI"),
+        (lambda: client.infer("qsm", "", {"method": "tkd"}, file=str(src)), 422, "sidecar lacks"),
     ]:
         with pytest.raises(MONAILabelClientException) as e:
             call()
@@ -127,6 +131,15 @@ def test_monailabel_client_gets_the_same_answers(catalogue_server, tmp_path):
     assert stat_fingerprint(*roots) == before
     _, result = client.infer("qsm", "sub-1000_qsm", {"method": "l2"})  # its client_id bookkeeping is accepted
     assert result["method"] == "l2" and result["maps"][0]["units"] == "ppm"
+    # the image sent with the request (MONAI Label's file= path): a map back, nothing stored
+    sent = tmp_path / "sent_qsm.nii.gz"
+    sent.write_bytes((studies / "sub-1000_qsm.nii.gz").read_bytes())
+    sidecar = json.loads((studies / "sub-1000_qsm.json").read_text())
+    out, result = client.infer("qsm", "", {"method": "tkd", "sidecar": sidecar}, file=str(sent))
+    assert result["method"] == "tkd" and result["maps"][0]["units"] == "ppm"
+    ref, _ = client.infer("qsm", "sub-1000_qsm", {"method": "tkd"})
+    np.testing.assert_allclose(nib.load(out).get_fdata(), nib.load(ref).get_fdata(), atol=1e-6)
+    assert stat_fingerprint(*roots) == before
 
 
 def test_overwrite_needs_asking_and_keeps_labels(catalogue_server, tmp_path):

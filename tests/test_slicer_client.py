@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -67,19 +69,37 @@ def test_upload_refused_without_consent(server, tmp_path):
     with pytest.raises(ConsentRequired):
         client.upload_label("no_consent", f)
     with pytest.raises(ConsentRequired):
-        run_task(client, "qsm", f, "no_consent")
+        run_task(client, "qsm", f)
     assert not (studies / "no_consent.nii.gz").exists()
 
 
-def test_upload_with_consent_then_infer_oef(server, tmp_path):
+def _tree(folder):
+    """Every file under ``folder`` with its bytes' hash: the datastore as a user would compare it."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_infer_by_sending_the_file_leaves_the_datastore_untouched(server, tmp_path):
+    """Run as the module does: the inputs travel with the request; the datastore stays byte-identical
+    and the server keeps no temporary copy of the image."""
+    import tempfile
+
     url, studies = server
     data, aff, meta = _block("sub-1000_oef", 4)
     f = tmp_path / "slicer_oef.nii.gz"
     nib.save(nib.Nifti1Image(data, aff), f)
     client = QMRIClient(url)
     client.grant_consent()
-    res = run_task(client, "oef", f, "slicer_oef", {"sidecar": meta})
-    assert (studies / "slicer_oef.nii.gz").exists()
+    before = _tree(studies)
+    temps = set(Path(tempfile.gettempdir()).glob("qmri_upload_*"))
+    res = run_task(client, "oef", f, None, {"sidecar": meta})
+    assert _tree(studies) == before
+    for _ in range(50):  # the server deletes its copy once the answer is sent
+        if set(Path(tempfile.gettempdir()).glob("qmri_upload_*")) <= temps:
+            break
+        time.sleep(0.1)
+    assert set(Path(tempfile.gettempdir()).glob("qmri_upload_*")) <= temps
     assert res.map_names == ["OEF", "S0", "R2", "Y", "v", "chi_nb", "OEF_sd"]
     img = res.image()
     assert img.shape == (*data.shape[:3], 7) and np.allclose(img.affine, aff)
@@ -117,7 +137,7 @@ def test_qsm_raw_on_an_uploaded_block(server, tmp_path):
     f = tmp_path / "raw.nii.gz"
     nib.save(nib.Nifti1Image(data, aff), f)
     client = QMRIClient(url, consent=True)
-    res = run_task(client, "qsm_raw", f, "slicer_qsmraw", {"method": "tkd", "sidecar": meta})
+    res = run_task(client, "qsm_raw", f, None, {"method": "tkd", "sidecar": meta})
     assert res.map_names == ["chi", "local_field"] and res.image().shape == (*data.shape[:3], 2)
     assert np.allclose(res.image().affine, aff)
 

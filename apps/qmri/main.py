@@ -131,13 +131,16 @@ class QMRIApp(MONAILabelApp):
                 trainers[name] = t
         return trainers
 
-    def infer(self, request: Dict[str, Any], datastore=None):
+    def infer(self, request: Dict[str, Any], datastore=None, sent_file: str | None = None):
         """Run an infer task on a datastore study; every other input is refused with a 4xx.
 
         MONAI Label would also accept a server file path as ``image`` (reading any NIfTI the server
         can), save the result as a label (``save_label``/``label_tag``, overwriting training targets)
         and take ``device`` from the client; here the request may hold only ``model``, ``image``
         (a datastore id) and the documented parameters (:data:`INFER_PARAMS`).
+
+        ``sent_file``: the server's own temporary copy of an image sent with the request (set by the
+        ``/infer`` route, never from a request's parameters); then ``image`` must be empty.
         """
         model = request.get("model")
         if model not in self._infers:  # MONAI Label answers an unknown model with a 500
@@ -148,15 +151,20 @@ class QMRIApp(MONAILabelApp):
         if unknown:
             raise HTTPException(status_code=422, detail=f"parameter(s) {', '.join(repr(str(k)[:40]) for k in unknown[:8])} not accepted by /infer/{model}; allowed: {', '.join(sorted(allowed))}")
         image = request.get("image")
-        if not image:
-            raise HTTPException(status_code=422, detail="no study given: pass the datastore id of the input as the 'image' query parameter")
-        check_id(image)
-        datastore = datastore or self.datastore()
-        uri = datastore.get_image_uri(image)
-        if not uri:
-            raise HTTPException(status_code=404, detail=f"unknown study '{image}': upload it with PUT /datastore/image first")
+        if sent_file is not None:
+            if image:
+                raise HTTPException(status_code=422, detail="send either a study id (query parameter 'image') or a file (form field 'file'), not both")
+            uri = sent_file
+        else:
+            if not image:
+                raise HTTPException(status_code=422, detail="no study given: pass the datastore id of the input as the 'image' query parameter, or send the image as form field 'file'")
+            check_id(image)
+            datastore = datastore or self.datastore()
+            uri = datastore.get_image_uri(image)
+            if not uri:
+                raise HTTPException(status_code=404, detail=f"unknown study '{image}': upload it with PUT /datastore/image first")
         # MONAI Label's own infer() would treat an id that is also a path under the working folder
-        # as that file; the task here gets the datastore's file and never saves a label
+        # as that file; the task here gets the datastore's file (or the route's copy) and never saves a label
         task = self._infers[model]
         result_file, result_json = task({**request, "image": uri, "description": task.description})
         return {"label": result_file, "tag": DefaultLabelTag.ORIGINAL, "file": result_file, "params": result_json}

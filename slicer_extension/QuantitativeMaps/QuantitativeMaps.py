@@ -289,16 +289,17 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not self.askConsent(", ".join(f"'{n.GetName()}'" for n in nodes)):
             return
-        image_id = re.sub(r"[^A-Za-z0-9_-]", "_", f"slicer_{nodes[0].GetName()}_{task}")
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", f"{nodes[0].GetName()}_{task}")
         try:
             with slicer.util.WaitCursor():
-                path = self.logic.write_inputs(nodes, self.tmp.name, image_id)  # MRML access: main thread
+                path = self.logic.write_inputs(nodes, self.tmp.name, name)  # MRML access: main thread
         except Exception as e:
             self.showError("Cannot prepare the inputs", e)
             return
         client = self.logic.client
         self.runContext = {"task": task, "base": nodes[0].GetName(), "background": nodes[0]}
-        self.startJob(Job(lambda job: run_task(client, task, path, image_id, params, job)), "infer")
+        # the image travels with the request and is not stored on the server
+        self.startJob(Job(lambda job: run_task(client, task, path, None, params, job)), "infer")
 
     def startJob(self, job, kind):
         self.job, self.jobKind = job.start(), kind

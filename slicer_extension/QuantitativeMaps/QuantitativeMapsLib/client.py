@@ -8,9 +8,10 @@ REST calls (MONAI Label 0.8 endpoints; see apps/qmri and tests/test_tasks_rest.p
 - ``GET /info/``: tasks ("models") with description, inputs, outputs (units, display range), methods;
   trainers.
 - ``PUT /datastore/image?image=ID`` (form ``file``, ``params``) and
-  ``PUT /datastore/label?image=ID&tag=final`` (form ``label``, ``params``): upload; both refuse to run
+  ``PUT /datastore/label?image=ID&tag=final`` (form ``label``, ``params``): upload for retraining; both refuse to run
   unless the user has consented to images leaving the machine (:class:`ConsentRequired`).
-- ``POST /infer/TASK?image=ID&output=all`` (form ``params`` = JSON): multipart answer with a
+- ``POST /infer/TASK?image=ID&output=all`` (form ``params`` = JSON), or ``POST /infer/TASK?output=all``
+  with form ``file`` (the image itself: inferred from a temporary copy, nothing stored): multipart answer with a
   ``params`` JSON part (maps, units, display ranges, method, latency) and a gzip NIfTI part
   (float32; 3D for one map, 4D channels-last for several).
 - ``POST /train/MODEL`` (JSON body), ``GET /train/``, ``DELETE /train/``: training.
@@ -239,15 +240,20 @@ class QMRIClient:
         return self._request("GET", "/datastore/", INFO_TIMEOUT_S, params={"output": "all"}).json()
 
     # -- infer ----------------------------------------------------------------------------------
-    def infer(self, task: str, image_id: str, params: Mapping[str, Any] | None = None) -> InferResult:
-        """Run ``task`` on study ``image_id``; ``params``: method, map, sidecar (JSON-able)."""
-        resp = self._request(
-            "POST",
-            f"/infer/{task}",
-            self.timeout_s,
-            params={"image": image_id, "output": "all"},
-            data={"params": json.dumps(dict(params or {}))},
-        )
+    def infer(self, task: str, image_id: str | None = None, params: Mapping[str, Any] | None = None, file: str | Path | None = None) -> InferResult:
+        """Run ``task`` on study ``image_id`` already on the server, or on ``file`` (a NIfTI sent with the
+        request: the server infers from a temporary copy and stores nothing; consent required).
+        ``params``: method, map, sidecar (JSON-able; with ``file`` the sidecar must come here)."""
+        if (image_id is None) == (file is None):
+            raise QMRIClientError("give either a study id on the server or a file to send, not both")
+        data = {"params": json.dumps(dict(params or {}))}
+        if file is None:
+            resp = self._request("POST", f"/infer/{task}", self.timeout_s, params={"image": image_id, "output": "all"}, data=data)
+        else:
+            path = Path(file)
+            self._require_consent(f"image '{path.name}'")
+            with open(path, "rb") as fh:
+                resp = self._request("POST", f"/infer/{task}", self.timeout_s, params={"output": "all"}, data=data, files={"file": (path.name, fh)})
         parts = parse_multipart(resp.headers.get("content-type", ""), resp.content)
         meta_part = parts.pop("params", None)
         if meta_part is None or not parts:
@@ -377,18 +383,17 @@ class Job:
         return self._done.wait(timeout)
 
 
-def run_task(client: QMRIClient, task: str, image_path: str | Path | None, image_id: str, params: Mapping[str, Any] | None = None, job: Job | None = None) -> InferResult:
-    """Upload ``image_path`` as study ``image_id`` (skipped when None: a study already on the
-    server) and run ``task`` on it. Updates ``job.stage`` and stops between steps on cancel."""
-    if image_path is not None:
-        if job:
-            job.check_cancelled()
-            job.stage = "uploading"
-        client.upload_image(image_id, image_path, overwrite=True)  # the module's own scratch copy of the input
+def run_task(client: QMRIClient, task: str, image_path: str | Path | None, image_id: str | None = None, params: Mapping[str, Any] | None = None, job: Job | None = None) -> InferResult:
+    """Run ``task`` on ``image_path``, sent with the request (nothing is stored on the server), or,
+    when ``image_path`` is None, on study ``image_id`` already on the server. Updates ``job.stage``
+    and stops before the request on cancel."""
     if job:
         job.check_cancelled()
-        job.stage = f"running {task} on the server"
-    result = client.infer(task, image_id, params)
+        job.stage = f"sending the image and running {task} on the server" if image_path is not None else f"running {task} on the server"
+    if image_path is not None:
+        result = client.infer(task, params=params, file=image_path)
+    else:
+        result = client.infer(task, image_id, params)
     if job:
         job.stage = "received the result"
     return result

@@ -48,7 +48,7 @@ from starlette.routing import Match
 
 from qmri.io.nifti_input import InputTooLarge
 
-from ..datastore import check_id, nifti_ext
+from ..datastore import check_id, check_upload, nifti_ext
 from ..trainers.network import SERVER_PID_ENV
 from .infer_pool import InferPool
 from .policy import POLICY
@@ -145,33 +145,69 @@ def _admit(instance, model: str, image: str, method) -> None:
             raise HTTPException(status_code=422, detail=str(e)) from None
 
 
+def _admit_file(instance, model: str, path: str, method) -> None:
+    """A sent image: its header passes the upload checks (size, real numbers, 3D/4D, complete) and
+    its estimated memory for the method fits (413/422 otherwise), before a worker is taken."""
+    check_upload(path, POLICY)
+    task = instance._infers[model]
+    if hasattr(task, "check_memory"):
+        method = method if isinstance(method, str) and method in getattr(task, "methods", ()) else getattr(task, "default_method", None)
+        try:
+            task.check_memory(path, method)
+        except InputTooLarge as e:
+            raise HTTPException(status_code=413, detail=str(e)) from None
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
+
+
 async def infer(request: Request) -> Any:
-    """``POST /infer/{model}?image=ID[&output=image|json|all]`` with form ``params`` (JSON object)."""
+    """``POST /infer/{model}?image=ID[&output=image|json|all]`` with form ``params`` (JSON object), or
+    with form ``file`` (a NIfTI) instead of ``image``: the image sent with the request is inferred from
+    a private temporary copy, deleted afterwards; nothing is stored in the datastore (give its
+    acquisition metadata as the ``sidecar`` parameter)."""
     model = request.path_params["model"]
     _only_query(request, {"image", "output"})
     output = request.query_params.get("output") or "all"
     if output not in ("image", "json", "all"):
         raise HTTPException(status_code=422, detail=f"output must be image, json or all, got {output[:20]!r}")
-    form = await _form(request, files=set(), fields={"params"})
+    form = await _form(request, files={"file"}, fields={"params"})
     params = _json_object(form.get("params"), "params")
     for key in ("model", "image"):
         if key in params:
             raise HTTPException(status_code=422, detail=f"'{key}' cannot be a parameter: the task is in the path and the study id in the 'image' query parameter")
-    req = {**params, "model": model, "image": request.query_params.get("image", "")}
+    upload = form.get("file")
+    image_id = request.query_params.get("image", "")
+    if upload is not None and image_id:
+        raise HTTPException(status_code=422, detail="send either a study id (query parameter 'image') or a file (form field 'file'), not both")
     instance = app_instance()
-    if model not in instance._infers:  # before taking a worker
+    if model not in instance._infers:  # before taking a worker or storing the file
         raise HTTPException(status_code=404, detail=f"unknown task {model[:60]!r}; available: {sorted(instance._infers)}")
-    await run_in_threadpool(_admit, instance, model, req["image"], params.get("method"))
     background = BackgroundTasks()
+    sent = None
+    if upload is not None:
+        sent = await _stored_upload(upload, "file")
+        background.add_task(remove_file, sent)
+    try:
+        if sent is not None:
+            await run_in_threadpool(_admit_file, instance, model, sent, params.get("method"))
+        else:
+            await run_in_threadpool(_admit, instance, model, image_id, params.get("method"))
+        req = {**params, "model": model, "image": image_id}
+        if sent is not None:  # a sent image's metadata comes only with the request, never from a file beside it
+            req.setdefault("sidecar", {})
 
-    def compute():
-        result = instance.infer(req)
-        return send_response(instance.datastore(), result, output, background)
+        def compute():
+            result = instance.infer(req, sent_file=sent)
+            return send_response(instance.datastore(), result, output, background)
 
-    response = await POOL.run(compute)
+        response = await POOL.run(compute)
+    except BaseException:
+        if sent is not None:
+            remove_file(sent)
+        raise
     if not isinstance(response, Response):  # output=json: the result's JSON
         response = JSONResponse(response)
-    response.background = background  # deletes the result file once sent
+    response.background = background  # deletes the result file (and a sent image) once answered
     return response
 
 
