@@ -24,6 +24,7 @@ from QuantitativeMapsLib.client import (  # noqa: E402
     add_training_case,
     parse_multipart,
     run_task,
+    training_progress,
 )
 
 STUDIES = SAMPLE / "studies"
@@ -227,10 +228,22 @@ def test_retrain_flow_with_the_qsm_trainer(server, model_dir, tmp_path):
     assert json.loads((studies / "slicer_retrain_qsm.json").read_text())["B0_dir"] == sidecar["B0_dir"]  # layout kept
     weights = model_dir / "qsmnet" / "qsmnet.pt"
     with served_weights_moved_aside(weights):
-        client.train_start("qsm", {"max_epochs": 1, "steps_per_epoch": 2, "batch_size": 2})
+        client.train_start("qsm", {"max_epochs": 2, "steps_per_epoch": 2, "batch_size": 2})
         seen = []
-        final = client.wait_for_training(poll_s=2.0, timeout_s=600, on_status=lambda s: seen.append(s.get("status")))
+        final = client.wait_for_training(poll_s=0.3, timeout_s=600, on_status=seen.append)
         assert final.get("status") == "DONE", final
+        # progress was visible while it ran: epoch of epochs, steps, the training loss, the validation metric
+        running = [s["progress"] for s in seen if s.get("status") == "RUNNING" and s.get("progress")]
+        assert running, [s.get("status") for s in seen]
+        assert {p["epochs"] for p in running if "epochs" in p} == {2} and max(p.get("epoch") or 0 for p in running) >= 1
+        assert any(p.get("stage") == "epoch done" or p.get("epoch") == 2 for p in running), running
+        after_epoch = [p for p in running if p.get("epoch") == 2 or p.get("stage") == "epoch done"]
+        assert all(np.isfinite(p["loss"]) for p in after_epoch if "loss" in p)
+        assert any(isinstance(p.get("value"), float) and p.get("metric") for p in after_epoch), running
+        fraction, text = training_progress(next(s for s in seen if s.get("progress")))
+        assert text.startswith("qsm: RUNNING") and (fraction is None or 0 <= fraction <= 1)
+        assert training_progress(final) == (1.0, "qsm: DONE")
+        assert "progress" not in client.train_status()  # the file is gone once training ends
         assert weights.exists()  # published
         stats = client.info(refresh=True)["train_stats"]["qsm"]
         assert stats["published"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -64,3 +66,25 @@ def test_fine_tuning_starts_from_the_checkpoint(tmp_path):
     loop.train(LineRecipe(), first, epochs=4, steps_per_epoch=50, batch_size=16, lr=0.05, progress=False)
     res = loop.train(LineRecipe(), tmp_path / "b.pt", epochs=1, steps_per_epoch=1, batch_size=4, lr=1e-6, init=first, progress=False)
     assert res["history"][0]["val_err"] < 0.1  # a fresh Linear(1, 1) is far from (3, -1)
+
+
+def test_progress_file_follows_the_loop(tmp_path):
+    """The training process's progress (read by GET /train/): epoch of epochs, steps, loss, metric."""
+    from qmri.training import progress as watch
+
+    sink = tmp_path / "train_progress.json"
+    assert watch.read(sink) is None
+    watch.set_sink(sink)
+    try:
+        watch.report(force=True, stage="training", epoch=2, epochs=4, step=5, steps=10, loss=float("nan"))
+        state = watch.read(sink)
+        assert state["stage"] == "training" and state["fraction"] == 0.375 and state["loss"] is None
+        watch.report(step=6)  # within a second of the last write: kept in memory only
+        assert watch.read(sink)["step"] == 5
+        watch.report(force=True, stage="epoch done", value=0.5, best=0.4)
+        assert watch.read(sink)["step"] == 6 and watch.read(sink)["value"] == 0.5
+        assert watch.read(sink, since=time.time() + 60) is None  # a stale file from an earlier training
+    finally:
+        watch.set_sink(None)
+    watch.report(force=True, stage="ignored")  # no sink: nothing written
+    assert watch.read(sink)["stage"] == "epoch done"

@@ -450,8 +450,17 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if not st:
             return
+        from QuantitativeMapsLib.client import training_progress
+
         state = st.get("status", "?")
-        self.ui.trainStatusLabel.text = f"Training {st.get('request', {}).get('model', '')}: {state} (since {st.get('start_ts', '')})"
+        fraction, text = training_progress(st)
+        self.ui.trainStatusLabel.text = f"Training {text} (since {st.get('start_ts', '')})"
+        self.ui.progressBar.visible = state in ("SUBMITTED", "RUNNING")
+        if fraction is None:
+            self.ui.progressBar.setRange(0, 0)  # busy until the first step is reported
+        else:
+            self.ui.progressBar.setRange(0, 1000)
+            self.ui.progressBar.value = int(round(1000 * fraction))
         if state in ("DONE", "ERROR", "STOPPED"):
             self.trainTimer.stop()
             if state == "DONE":

@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from ..networks.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401  (re-exported: the loop writes them)
+from . import progress as watch
 from .command import training_command  # noqa: F401  (re-exported for the task CLIs)
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
         model.train()
         losses = []
         bar = tqdm(recipe.batches(rng, steps, batch_size), total=steps, desc=f"{recipe.name} epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        if rank == 0:
+            watch.report(force=True, stage="training", epoch=epoch, epochs=epochs, step=0, steps=steps, metric=metric)
         for batch in bar:
             if own_step:
                 losses.append(float(recipe.step(model, batch, device)))
@@ -153,8 +156,11 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
                     sched.step()
                 losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4g}")
+            if rank == 0:
+                watch.report(step=len(losses), loss=float(np.mean(losses)))
         if rank != 0:
             continue
+        watch.report(force=True, stage="validating", step=len(losses), loss=float(np.mean(losses)))
         scored = recipe.eval_model(net) if hasattr(recipe, "eval_model") else net
         net.eval()
         scored.eval()
@@ -172,6 +178,7 @@ def _fit(rank, world_size, recipe, out_path, epochs, steps_per_epoch, batch_size
             save_checkpoint(out_path, scored, {**config, "epoch": epoch, **{k: float(v) for k, v in metrics.items()}})
         else:
             stale += 1
+        watch.report(force=True, stage="epoch done", value=rec[metric], best=best[metric])
         if on_epoch:
             on_epoch(rec)
         if patience_epochs and stale >= patience_epochs:

@@ -317,6 +317,32 @@ class QMRIClient:
             time.sleep(poll_s)
 
 
+def training_progress(status: Mapping[str, Any] | None) -> tuple[float | None, str]:
+    """A ``GET /train/`` status as (fraction 0..1 or None when unknown, one line for the UI), e.g.
+    ``(0.55, "qsm: RUNNING, epoch 2/4, step 10/50, loss 0.0123, val nrmse 0.41 (best 0.39)")``."""
+    if not status:
+        return None, "no training on this server yet"
+    model = str((status.get("request") or {}).get("model", ""))
+    state = str(status.get("status", "?"))
+    p = status.get("progress") or {}
+    parts = [f"{model}: {state}" if model else state]
+    if p.get("stage") and state in ("SUBMITTED", "RUNNING"):
+        parts.append(str(p["stage"]))
+    if p.get("epoch") is not None and p.get("epochs"):
+        parts.append(f"epoch {p['epoch']}/{p['epochs']}")
+    if p.get("step") is not None and p.get("steps"):
+        parts.append(f"step {p['step']}/{p['steps']}")
+    if isinstance(p.get("loss"), (int, float)):
+        parts.append(f"loss {p['loss']:.4g}")
+    if isinstance(p.get("value"), (int, float)):
+        best = f" (best {p['best']:.4g})" if isinstance(p.get("best"), (int, float)) else ""
+        parts.append(f"val {p.get('metric') or 'metric'} {p['value']:.4g}{best}")
+    fraction = p.get("fraction")
+    if state == "DONE":
+        fraction = 1.0
+    return (float(fraction) if isinstance(fraction, (int, float)) else None), ", ".join(parts)
+
+
 @dataclass
 class Job:
     """A call run in a background thread, polled by the UI (e.g. with a QTimer).

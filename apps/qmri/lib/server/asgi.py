@@ -52,7 +52,7 @@ from ..datastore import check_id, check_upload, nifti_ext
 from ..trainers.network import SERVER_PID_ENV
 from .infer_pool import InferPool
 from .policy import POLICY
-from .train_requests import finished_tasks, train_params
+from .train_requests import finished_tasks, train_params, with_progress
 
 logger = logging.getLogger(__name__)
 
@@ -337,8 +337,9 @@ async def train_status(request: Request) -> Any:
     if running:
         if live is None:
             raise HTTPException(status_code=404, detail=detail)
-        return live
-    tasks = finished_tasks(Path(app_instance().model_dir), live or [])
+        return with_progress(live, app_instance()._trainers)
+    instance = app_instance()
+    tasks = [with_progress(t, instance._trainers) for t in finished_tasks(Path(instance.model_dir), live or [])]
     if not tasks:
         raise HTTPException(status_code=404, detail=detail or "no training tasks found")
     return tasks if all_ else tasks[-1]

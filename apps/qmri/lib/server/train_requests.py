@@ -4,7 +4,8 @@ MONAI Label passes a training request's JSON straight to the trainer process, wh
 ends the task in ERROR long after the client was told it started; and its task list lives in the
 server's memory, so a restart forgets every training. Here the parameters are checked against the
 trainer's own defaults before anything starts (HTTP 422 naming the key), and finished tasks are
-appended to ``train_tasks.json`` in the model folder.
+appended to ``train_tasks.json`` in the model folder. A running task carries the training
+process's own progress (``progress``: stage, epoch of epochs, step of steps, loss, validation metric).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
 
 from qmri.io.atomic import atomic_write_text
+from qmri.training import progress as watch
 
 #: Bounds of the numeric parameters every trainer shares (inclusive).
 BOUNDS = {"max_epochs": (1, 10000), "steps_per_epoch": (1, 100000), "batch_size": (1, 256), "lr": (1e-8, 1.0), "patch": (8, 512), "crop": (8, 1024), "val_slices": (1, 4096), "torch_threads": (0, 256)}
@@ -85,3 +88,20 @@ def finished_tasks(model_dir: Path, live: list[dict]) -> list[dict]:
         atomic_write_text(path, json.dumps(kept, indent=1, default=str))
     ids = {t.get("id") for t in kept}
     return kept + [t for t in live if t.get("id") not in ids]
+
+
+def with_progress(task: dict, trainers: dict) -> dict:
+    """``task`` with ``progress`` (:func:`qmri.training.progress.read`) while it is SUBMITTED or
+    RUNNING: the file its trainer writes, if it was started by this task (not a stale one)."""
+    if not isinstance(task, dict) or task.get("status") not in ("SUBMITTED", "RUNNING"):
+        return task
+    trainer = trainers.get(str((task.get("request") or {}).get("model")))
+    path = getattr(trainer, "progress_path", None)
+    if path is None:
+        return task
+    try:
+        since = datetime.strptime(str(task.get("start_ts")), "%Y-%m-%d %H:%M:%S").timestamp() - 2.0
+    except ValueError:
+        since = None
+    state = watch.read(path, since=since)
+    return {**task, "progress": state} if state else task

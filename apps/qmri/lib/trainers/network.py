@@ -36,6 +36,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 from qmri.io.atomic import atomic_copy, atomic_write_text
 from qmri.networks import compute
+from qmri.training import progress as watch
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,23 @@ class NetworkTrainer(TrainTask):
             raise ValueError(f"unknown network '{key}' for this trainer; choose one of {sorted(self.weights)}")
         return self.weights[key]
 
+    @property
+    def progress_path(self) -> Path:
+        """Where the running training writes its progress (:mod:`qmri.training.progress`), read by
+        ``GET /train/``."""
+        return self.stats_path.with_name("train_progress.json")
+
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         stop_with_parent()
+        watch.set_sink(self.progress_path)
+        try:
+            return self._train(request, datastore)
+        finally:
+            watch.set_sink(None)
+            self.progress_path.unlink(missing_ok=True)
+
+    def _train(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
+        watch.report(force=True, stage="reading the studies")
         p = {**self.config(), **request}
         # the server keeps answering requests while this process trains: on the CPU it takes half
         # the cores unless the request says otherwise (torch_threads > 0), so neither starves
@@ -125,6 +141,7 @@ class NetworkTrainer(TrainTask):
                 raise RuntimeError("training produced no weights (no finite validation metric)")
             metric, best = res.get("metric", ""), res.get("best", {})
             served_metrics = res.get("init_metrics")
+            watch.report(force=True, stage="comparing with the served weights")
             if served is not None and init is None:  # from scratch: score the served weights on the same validation data
                 served_metrics = self.fit(Path(tmp) / "served_score.pt", train, val, served, {**p, "max_epochs": 0}).get("init_metrics")
             new_score = best.get(metric)
