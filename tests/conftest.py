@@ -74,3 +74,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.server)
         if "model_dir" in names or "WEIGHTS" in getattr(item.module, "__dict__", {}):
             item.add_marker(pytest.mark.weights)
+
+
+def server_maps(task, ranges=None):
+    """A result JSON's map entries as the server writes them: units, display range and the display
+    hint from the task's own spec (the single source), with numeric ranges where the server computes them."""
+    from qmri.tasks.registry import task_spec
+
+    out = []
+    for i, (name, o) in enumerate(task_spec(task).outputs.items()):
+        rng = (ranges or {}).get(name, o["display_range"])
+        out.append({"name": name, "units": o["units"], "display_range": rng, "display": o["display"], "channel": i})
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import xml.etree.ElementTree as ET
 
 from conftest import REPO
@@ -37,3 +38,14 @@ def test_ui_file_is_well_formed_with_the_widgets_the_module_uses():
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "ui":
             used.add(node.attr)
     assert used and used <= names, sorted(used - names)
+
+
+def test_every_library_file_is_packaged_and_the_index_entry_builds_the_extension_folder():
+    cmake = (MODULE / "CMakeLists.txt").read_text()
+    for f in (MODULE / "QuantitativeMapsLib").glob("*.py"):
+        assert f"${{MODULE_NAME}}Lib/{f.name}" in cmake, f.name
+    entry = json.loads((MODULE.parent / "QMRI.json").read_text())
+    assert (MODULE.parent.parent / entry["build_subdirectory"] / "CMakeLists.txt").is_file()
+    top = (MODULE.parent.parent / entry["build_subdirectory"] / "CMakeLists.txt").read_text()
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert f"set({key} " in top, key

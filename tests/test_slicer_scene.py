@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, server_maps
 
 pytest.importorskip("slicer", reason="slicer-core (Slicer's MRML without Qt) is not installed")
 sys.path.insert(0, str(REPO / "slicer_extension" / "QuantitativeMaps"))
@@ -16,15 +16,8 @@ sys.path.insert(0, str(REPO / "slicer_extension" / "QuantitativeMaps"))
 from QuantitativeMapsLib import presets  # noqa: E402
 from QuantitativeMapsLib.scene import MapSceneLogic, matrix_to_affine  # noqa: E402
 
-OEF_MAPS = [
-    {"name": "OEF", "units": "%", "display_range": [0, 80], "channel": 0},
-    {"name": "S0", "units": "a.u.", "display_range": "0 to the 99th percentile", "channel": 1},
-    {"name": "R2", "units": "1/s", "display_range": [0, 30], "channel": 2},
-    {"name": "Y", "units": "fraction", "display_range": [0, 1], "channel": 3},
-    {"name": "v", "units": "fraction", "display_range": [0, 0.1], "channel": 4},
-    {"name": "chi_nb", "units": "ppm", "display_range": [-0.2, 0.2], "channel": 5},
-    {"name": "OEF_sd", "units": "%", "display_range": [0, 20], "channel": 6},
-]
+
+OEF_MAPS = server_maps("oef")
 
 
 def _oblique_affine():
@@ -76,7 +69,7 @@ def test_seven_oef_maps_become_seven_named_volumes_with_presets():
     data[1:5, 1:5, 1:5] = [35.0, 0.8, 18.0, 0.62, 0.03, -0.02, 4.5]
     logic = MapSceneLogic()
     nodes = logic.load_result(nib.Nifti1Image(data, np.eye(4)), {"maps": OEF_MAPS, "method": "qq"}, "oef", "sub-1000")
-    assert [n.GetName() for n in nodes] == [f"sub-1000 {m['name']}" for m in OEF_MAPS]
+    assert [n.GetName() for n in nodes] == [f"sub-1000 {m['name']} [qq]" for m in OEF_MAPS]  # method in the name: two methods can be compared
     for i, n in enumerate(nodes):
         assert logic.volume_array(n)[0][2, 2, 2] == pytest.approx(float(data[2, 2, 2, i]), rel=1e-6)
         assert n.GetAttribute("qmri.map") == OEF_MAPS[i]["name"]
@@ -100,42 +93,56 @@ def test_seven_oef_maps_become_seven_named_volumes_with_presets():
 
 
 @pytest.mark.parametrize(
-    "task, name, units, colour_id, window",
+    "task, name, colour_id, window",
     [
-        ("pvc", "PVC", "SUV", "vtkMRMLPETProceduralColorNodePET-Heat", None),
-        ("synthetic_ct", "sCT", "HU", "vtkMRMLColorTableNodeGrey", (0.0, 80.0)),
-        ("synthetic_mr", "sMR", "a.u.", "vtkMRMLColorTableNodeGrey", None),
-        ("qsm", "chi", "ppm", None, (-0.2, 0.2)),
-        ("brand_new_task", "T1", "ms", "vtkMRMLColorTableNodeGrey", (100.0, 2000.0)),
+        ("pvc", "PVC", "vtkMRMLPETProceduralColorNodePET-Heat", None),
+        ("synthetic_ct", "sCT", "vtkMRMLColorTableNodeGrey", (-160.0, 240.0)),
+        ("synthetic_mr", "sMR", "vtkMRMLColorTableNodeGrey", None),
+        ("qsm", "chi", None, (-0.2, 0.2)),
     ],
 )
-def test_presets_per_task(task, name, units, colour_id, window):
+def test_presets_follow_the_servers_display_hints(task, name, colour_id, window):
     logic = MapSceneLogic()
     data = np.linspace(0, 3, 4 * 4 * 4, dtype=np.float32).reshape(4, 4, 4)
-    rng = [100.0, 2000.0] if task == "brand_new_task" else [-0.2, 0.2] if task == "qsm" else "0 to the 99.5th percentile"
-    (node,) = logic.load_result(nib.Nifti1Image(data, np.eye(4)), {"maps": [{"name": name, "units": units, "display_range": rng}]}, task, "x")
+    (m,) = [m for m in server_maps(task) if m["name"] == name]
+    (node,) = logic.load_result(nib.Nifti1Image(data, np.eye(4)), {"maps": [{**m, "channel": 0}]}, task, "x")
     dn = node.GetDisplayNode()
     if colour_id:
         assert dn.GetColorNodeID() == colour_id
     if window:
         assert (dn.GetWindowLevelMin(), dn.GetWindowLevelMax()) == pytest.approx(window)
     else:  # percentile range of the data
-        assert dn.GetWindowLevelMax() == pytest.approx(float(np.percentile(data[data > presets.preset_for(task, name).threshold], 99.5)), rel=1e-5)
-    assert presets.preset_for(task, name, {"units": units}).units == units
+        p = presets.preset_for(m)
+        assert dn.GetWindowLevelMax() == pytest.approx(float(np.percentile(data[data > p.threshold], p.percentile)), rel=1e-5)
+    assert node.GetAttribute("qmri.units") == m["units"] and node.GetAttribute("qmri.legend_title") == m["display"]["legend"]
+    assert node.GetAttribute("qmri.blend") == ("0" if task.startswith("synthetic") else "1")
 
 
-def test_synthetic_ct_brain_and_bone_windows():
+def test_a_map_without_a_display_hint_is_grey_over_its_range():
+    """A foreign or older server: grey over the stated display range, no threshold."""
     logic = MapSceneLogic()
-    (node,) = logic.load_result(nib.Nifti1Image(np.full((3, 3, 3), 40, np.float32), np.eye(4)), {"maps": [{"name": "sCT", "units": "HU"}]}, "synthetic_ct", "ct")
-    p = presets.preset_for("synthetic_ct", "sCT")
+    data = np.linspace(0, 3, 64, dtype=np.float32).reshape(4, 4, 4)
+    (node,) = logic.load_result(nib.Nifti1Image(data, np.eye(4)), {"maps": [{"name": "T1", "units": "ms", "display_range": [100, 2000]}]}, "brand_new_task", "x")
+    dn = node.GetDisplayNode()
+    assert dn.GetColorNodeID() == "vtkMRMLColorTableNodeGrey" and not dn.GetApplyThreshold()
+    assert (dn.GetWindowLevelMin(), dn.GetWindowLevelMax()) == pytest.approx((100.0, 2000.0))
+    assert node.GetAttribute("qmri.legend_title") == "T1 (ms)"
+    assert presets.input_slots({"inputs": {"image": "3D T1 map"}})[0].label == "3D T1 map"
+
+
+def test_synthetic_ct_brain_and_bone_windows_and_default():
+    logic = MapSceneLogic()
+    (m,) = server_maps("synthetic_ct")
+    (node,) = logic.load_result(nib.Nifti1Image(np.full((3, 3, 3), 40, np.float32), np.eye(4)), {"maps": [m]}, "synthetic_ct", "ct")
+    p = logic.node_preset(node)
+    assert set(p.windows) == {"brain", "bone"}
     logic.apply_preset(node, p, "bone")
     dn = node.GetDisplayNode()
     assert (dn.GetWindow(), dn.GetLevel()) == pytest.approx((2000.0, 400.0))
     logic.apply_preset(node, p, "brain")
     assert (dn.GetWindow(), dn.GetLevel()) == pytest.approx((80.0, 40.0))
-    assert dn.GetApplyThreshold() and dn.GetLowerThreshold() == pytest.approx(-900.0)
-    with pytest.raises(KeyError, match="choose from"):
-        p.window_named("lung")
+    logic.apply_preset(node, p, "default")  # back to the load-time window
+    assert (dn.GetWindowLevelMin(), dn.GetWindowLevelMax()) == pytest.approx((-160.0, 240.0))
 
 
 def test_slice_composite_nodes_show_anatomy_under_map_at_opacity():

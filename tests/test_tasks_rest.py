@@ -57,6 +57,12 @@ def test_info_lists_tasks_with_methods_and_units(server):
         assert m["methods"] and m["default_method"] in m["methods"]
         assert m["description"] and m["inputs"] and m["outputs"]
         assert all("units" in o for o in m["outputs"].values())
+        # the display hints and input slots every client reads (qmri.io.display): one source
+        assert all(o["display"]["colormap"] in ("rainbow", "diverging", "heat", "grey") and o["display"]["legend"] for o in m["outputs"].values()), task
+        assert m["inputs"]["slots"] and all(s["key"] and s["label"] for s in m["inputs"]["slots"]), task
+    assert models["qsm"]["outputs"]["chi"]["display"]["threshold"] is None  # signed: zeros hidden by the colour map
+    assert models["synthetic_ct"]["outputs"]["sCT"]["display"]["windows"]["bone"] == [-600.0, 1400.0]
+    assert [s["optional"] for s in models["pvc"]["inputs"]["slots"]] == [False, True]
     # the weights each network method runs with, by sha256; none for classical methods
     w = models["qsm"]["weights"]
     assert set(w) == {"qsmnet", "qsmnet_direct"} and w["qsmnet"]["file"] == "qsmnet.pt" and len(w["qsmnet"]["sha256"]) == 64

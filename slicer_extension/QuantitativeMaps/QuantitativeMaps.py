@@ -121,6 +121,9 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.sendCaseButton.connect("clicked(bool)", self.onSendTrainingCase)
         self.ui.trainButton.connect("clicked(bool)", self.onStartTraining)
         self.ui.stopTrainButton.connect("clicked(bool)", self.onStopTraining)
+        self.ui.roiStatisticsButton.connect("clicked(bool)", self.onRoiStatistics)
+        self.ui.roiExportButton.connect("clicked(bool)", self.onRoiExport)
+        self.roiRows = []
         self.ui.resultSelector.addAttribute("vtkMRMLScalarVolumeNode", "qmri.map")
         self.setConnected(False)
 
@@ -234,7 +237,7 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for label, combo in self.inputSelectors:
             self.ui.inputsFrame.layout().removeRow(combo)
         self.inputSelectors = []
-        for slot in input_slots(task, info):
+        for slot in input_slots(info):
             combo = slicer.qMRMLNodeComboBox()
             combo.nodeTypes = ["vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLMultiVolumeNode"]
             combo.noneEnabled = slot.optional
@@ -350,6 +353,8 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.resultNodes = nodes
         background = self.ui.anatomySelector.currentNode() or ctx["background"]
+        if nodes[0].GetAttribute("qmri.blend") == "0":
+            self.ui.opacitySlider.value = 0  # a grey image on its own; the slider fades the anatomy in
         self.ui.resultSelector.setCurrentNode(nodes[0])
         self.logic.scene.show_overlay(background, nodes[0], self.ui.opacitySlider.value / 100.0)
         self.logic.scene.add_colour_legend(nodes[0])
@@ -368,30 +373,62 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.windowCombo.blockSignals(False)
             self.ui.legendLabel.text = ""
             return
-        from QuantitativeMapsLib.presets import preset_for
-
-        preset = preset_for(node.GetAttribute("qmri.task") or "", node.GetAttribute("qmri.map") or "", {"units": node.GetAttribute("qmri.units") or ""})
+        preset = self.logic.scene.node_preset(node)
         for name in preset.windows:
             self.ui.windowCombo.addItem(name, name)
         self.ui.windowCombo.blockSignals(False)
-        dn = node.GetDisplayNode()
-        self.ui.legendLabel.text = f"{node.GetAttribute('qmri.legend_title') or node.GetName()}: {dn.GetWindowLevelMin():.3g} .. {dn.GetWindowLevelMax():.3g}, colours: {dn.GetColorNode().GetName()}"
+        self.updateLegendLabel(node)
         if self.logic.client is not None:
             background = self.ui.anatomySelector.currentNode()
             comps = slicer.mrmlScene.GetNodesByClass("vtkMRMLSliceCompositeNode")
             if background is None and comps.GetNumberOfItems():
                 background = slicer.mrmlScene.GetNodeByID(comps.GetItemAsObject(0).GetBackgroundVolumeID() or "")
+            if background is node:  # a grey image shown on its own: the anatomy is in the other layer
+                background = slicer.mrmlScene.GetNodeByID(comps.GetItemAsObject(0).GetForegroundVolumeID() or "")
             self.logic.scene.show_overlay(background, node, self.ui.opacitySlider.value / 100.0, fit=False)
             self.logic.scene.add_colour_legend(node)
 
+    def updateLegendLabel(self, node):
+        dn = node.GetDisplayNode()
+        self.ui.legendLabel.text = f"{node.GetAttribute('qmri.legend_title') or node.GetName()}: {dn.GetWindowLevelMin():.3g} .. {dn.GetWindowLevelMax():.3g}, colours: {dn.GetColorNode().GetName()}"
+
     def onWindowChanged(self, index):
         node = self.ui.resultSelector.currentNode()
-        if node is None or self.ui.windowCombo.currentData in (None, "default"):
+        if node is None or self.ui.windowCombo.currentData is None:
             return
-        from QuantitativeMapsLib.presets import preset_for
+        self.logic.scene.apply_preset(node, self.logic.scene.node_preset(node), self.ui.windowCombo.currentData)  # "default": the load-time window
+        self.updateLegendLabel(node)
 
-        preset = preset_for(node.GetAttribute("qmri.task") or "", node.GetAttribute("qmri.map") or "")
-        self.logic.scene.apply_preset(node, preset, self.ui.windowCombo.currentData)
+    # ------------------------------------------------------------------ ROI statistics
+    def onRoiStatistics(self):
+        from QuantitativeMapsLib.roi_statistics import segment_statistics, statistics_table
+
+        maps = [n for n in self.resultNodes if n.GetScene() is not None] or [n for n in [self.ui.resultSelector.currentNode()] if n is not None]
+        try:
+            with slicer.util.WaitCursor():
+                self.roiRows = segment_statistics(self.ui.roiSegmentationSelector.currentNode(), maps)
+                table = statistics_table(slicer.mrmlScene, self.roiRows, name=slicer.mrmlScene.GenerateUniqueName("qmri ROI statistics"))
+        except Exception as e:
+            self.showError("Cannot compute ROI statistics", e)
+            return
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+        lines = [
+            f"{r['segment']} / {r['map']}: {r['mean']:.4g} +- {r['sd']:.3g} {r['units']} (median {r['median']:.4g}, {r['volume_ml']:.3g} ml)" if r["mean"] is not None else f"{r['segment']} / {r['map']}: no voxels on this map" for r in self.roiRows
+        ]
+        self.ui.roiSummaryLabel.text = "\n".join(lines[:12]) + ("\n..." if len(lines) > 12 else "")
+        self.status(f"ROI statistics: {len(self.roiRows)} row(s) in table '{table.GetName()}'.")
+
+    def onRoiExport(self):
+        from QuantitativeMapsLib.roi_statistics import write_csv
+
+        if not self.roiRows:
+            self.showError("Nothing to export", "compute the ROI statistics first")
+            return
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "ROI statistics (CSV)", "roi_statistics.csv", "CSV (*.csv)")
+        if path:
+            write_csv(self.roiRows, path)
+            self.status(f"ROI statistics written to {path}.")
 
     # ------------------------------------------------------------------ retrain
     def onSendTrainingCase(self):
@@ -502,10 +539,22 @@ class QuantitativeMapsTest(ScriptedLoadableModuleTest):
         anat = logic.add_volume(np.random.default_rng(0).uniform(0, 1, (20, 20, 10)).astype(np.float32), aff, "anatomy")
         maps = np.zeros((20, 20, 10, 6), np.float32)
         maps[5:15, 5:15, 2:8] = [35, 1, 20, 0.63, 0.03, 0.01]
-        meta = {"maps": [{"name": n, "units": u, "channel": i} for i, (n, u) in enumerate([("OEF", "%"), ("S0", "a.u."), ("R2", "1/s"), ("Y", "fraction"), ("v", "fraction"), ("chi_nb", "ppm")])]}
+        # as the server sends them: units, display range and display hint per map (qmri.io.display)
+        hints = {
+            "OEF": ("%", [0, 80], "rainbow", 1e-3),
+            "S0": ("a.u.", [0, 1], "grey", 1e-6),
+            "R2": ("1/s", [0, 40], "rainbow", 1e-3),
+            "Y": ("fraction", [0, 1], "rainbow", 1e-4),
+            "v": ("fraction", [0, 0.1], "rainbow", 1e-6),
+            "chi_nb": ("ppm", [-0.2, 0.2], "diverging", None),
+        }
+        meta = {
+            "method": "qq_fit",
+            "maps": [{"name": n, "units": u, "display_range": r, "channel": i, "display": {"colormap": c, "legend": f"{n} ({u})", "threshold": t}} for i, (n, (u, r, c, t)) in enumerate(hints.items())],
+        }
         nodes = logic.load_result(nib.Nifti1Image(maps, aff), meta, "oef", "test")
         self.assertEqual(len(nodes), 6)
-        self.assertEqual(nodes[0].GetName(), "test OEF")
+        self.assertEqual(nodes[0].GetName(), "test OEF [qq_fit]")
         self.assertAlmostEqual(slicer.util.arrayFromVolume(nodes[0])[5, 10, 10], 35.0)  # array is k, j, i
         dn = nodes[0].GetDisplayNode()
         self.assertAlmostEqual(dn.GetWindowLevelMax(), 80.0)

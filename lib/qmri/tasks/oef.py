@@ -20,6 +20,7 @@ import numpy as np
 
 from ..classical.qq_fit import fit_qq
 from ..io import sidecar_values as sv
+from ..io.display import display, slot
 from ..io.maps import QuantMap
 from ..io.sidecar_values import echo_times_s
 from ..networks import compute
@@ -38,6 +39,16 @@ OUTPUTS = {
     "chi_nb": ("ppm", (-0.2, 0.2), "non-blood susceptibility"),
     "OEF_sd": ("%", (0.0, 20.0), "standard deviation of the OEF estimate (%-points)"),
 }
+DISPLAY = {
+    "OEF": display("rainbow", "OEF (%)", threshold=1e-3),
+    "S0": display("grey", "S0 (a.u.)", threshold=1e-6, percentile=99.0),
+    "R2": display("rainbow", "R2 (1/s)", threshold=1e-3),
+    "Y": display("rainbow", "Y (fraction)", threshold=1e-4),
+    "v": display("rainbow", "v (fraction)", threshold=1e-6),
+    "chi_nb": display("diverging", "chi_nb (ppm)"),
+    "OEF_sd": display("heat", "OEF sd (%-points)", threshold=1e-3),
+}
+SLOTS = [slot("echoes", "Multi-echo GRE magnitudes (one multi-volume or sequence, E echoes)"), slot("qsm", "QSM map (ppm, 0 outside the brain)")]
 OEF_SD_MAX = 100.0  # %-points: an sd map is clipped here (a voxel whose data carry no information)
 
 
@@ -150,8 +161,8 @@ def oef_spec(weights: Mapping[str, str | Path] | None = None) -> TaskSpec:
     return TaskSpec(
         name="oef",
         description="Oxygen extraction fraction (%) and the QQ parameters S0, R2, Y, v, chi_nb from multi-echo GRE magnitude + QSM",
-        inputs={"image": "4D: E echo magnitudes then the QSM map (ppm, 0 outside the brain), channels last", "sidecar": "echo_times_ms (E values, ms; the networks need 4.5, 9.5, .., 39.5); B0_T (default 3)"},
-        outputs={k: {"units": u, "display_range": list(r) if r else "0 to the 99th percentile", "description": d} for k, (u, r, d) in OUTPUTS.items()},
+        inputs={"image": "4D: E echo magnitudes then the QSM map (ppm, 0 outside the brain), channels last", "sidecar": "echo_times_ms (E values, ms; the networks need 4.5, 9.5, .., 39.5); B0_T (default 3)", "slots": SLOTS},
+        outputs={k: {"units": u, "display_range": list(r) if r else "0 to the 99th percentile", "description": d, "display": DISPLAY[k]} for k, (u, r, d) in OUTPUTS.items()},
         methods=methods,
         default_method=methods[0],
         run=lambda image, affine, sidecar, method: run_oef(image, affine, sidecar, method, nets),

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..classical import pvc
 from ..io import sidecar_values as sv
+from ..io.display import display, slot
 from ..io.maps import QuantMap
 from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, real_volume, voxel_size
@@ -114,8 +115,12 @@ def pvc_spec(weights: dict[str, str | Path] | None = None, default: str = DEFAUL
     return TaskSpec(
         name="pvc",
         description="Partial-volume corrected amyloid PET (same units as the input, e.g. SUV)",
-        inputs={"image": "3D PET (networks, PET-only methods), or 4D with channels PET, GM, WM, CSF, other (tissue probabilities) for segmentation-based methods", "sidecar": "psf_fwhm_mm (one or three values, mm)"},
-        outputs={"PVC": {"units": "input units (SUV)", "display_range": "0 to the 99.5th percentile", "colormap": "PET-Heat"}},
+        inputs={
+            "image": "3D PET (networks, PET-only methods), or 4D with channels PET, GM, WM, CSF, other (tissue probabilities) for segmentation-based methods",
+            "sidecar": "psf_fwhm_mm (one or three values, mm)",
+            "slots": [slot("pet", "PET (SUV)"), slot("tissues", "Tissue probabilities GM, WM, CSF, other (multi-volume or sequence; for segmentation-based methods)", optional=True)],
+        },
+        outputs={"PVC": {"units": "input units (SUV)", "display_range": "0 to the 99.5th percentile", "display": display("heat", "PVC PET (SUV)", threshold=0.05, percentile=99.5)}},
         methods=methods,
         default_method=default if default in nets else "rbv",
         run=partial(run_pvc, nets=nets),

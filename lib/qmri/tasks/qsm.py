@@ -10,6 +10,7 @@ import numpy as np
 from ..classical import qsm as cq
 from ..classical.bounding_box import mask_box, paste
 from ..io import sidecar_values as sv
+from ..io.display import display, slot
 from ..io.maps import QuantMap
 from ..io.sidecar_values import echo_times_s
 from ..networks import compute
@@ -159,8 +160,8 @@ def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
     qsm = TaskSpec(
         name="qsm",
         description="Magnetic susceptibility (ppm) from a local field map (ppm of B0, 0 outside the brain)",
-        inputs={"image": "3D local field (ppm), 0 outside the brain mask", "sidecar": "B0_dir (B0 direction in array axes)"},
-        outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE)}},
+        inputs={"image": "3D local field (ppm), 0 outside the brain mask", "sidecar": "B0_dir (B0 direction in array axes)", "slots": [slot("field", "Local field map (ppm, 0 outside the brain)")]},
+        outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE), "display": display("diverging", "chi (ppm)")}},
         methods=methods,
         default_method=methods[0],
         run=lambda image, affine, sidecar, method: run_qsm(image, affine, sidecar, method, net),
@@ -174,8 +175,12 @@ def qsm_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSpec]:
     raw = TaskSpec(
         name="qsm_raw",
         description="Magnetic susceptibility (ppm) from raw multi-echo GRE: echo fit with unwrapping, V-SHARP, dipole inversion",
-        inputs={"image": "4D: E magnitudes, E wrapped phases (rad), brain mask; channels last", "sidecar": "echo_times_ms, B0_dir, B0_T (default 3)"},
-        outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE)}, "local_field": {"units": "ppm", "display_range": [-0.05, 0.05]}},
+        inputs={
+            "image": "4D: E magnitudes, E wrapped phases (rad), brain mask; channels last",
+            "sidecar": "echo_times_ms, B0_dir, B0_T (default 3)",
+            "slots": [slot("magnitudes", "Multi-echo magnitudes (multi-volume or sequence, E echoes)"), slot("phases", "Multi-echo wrapped phases (rad; multi-volume or sequence)"), slot("mask", "Brain mask (0/1)")],
+        },
+        outputs={"chi": {"units": "ppm", "display_range": list(CHI_RANGE), "display": display("diverging", "chi (ppm)")}, "local_field": {"units": "ppm", "display_range": [-0.05, 0.05], "display": display("diverging", "local field (ppm)")}},
         methods=methods,
         default_method=methods[0],
         run=lambda image, affine, sidecar, method: run_qsm_raw(image, affine, sidecar, method, net),

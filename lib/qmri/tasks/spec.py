@@ -21,8 +21,10 @@ class TaskSpec:
     Attributes:
         name: infer task name on the server (e.g. ``"qsm"``).
         description: one line for people.
-        inputs: input name -> what it must be (array layout, units, sidecar keys).
-        outputs: map name -> {"units": str, "display_range": [lo, hi]}.
+        inputs: input name -> what it must be (array layout, units, sidecar keys), and ``slots``: the
+            input volumes a client stacks into the image (:func:`qmri.io.display.slot`).
+        outputs: map name -> {"units": str, "display_range": [lo, hi], "display": the display hint
+            (:func:`qmri.io.display.display`)}.
         methods: selectable methods; ``default_method`` is used when a request names none.
         required_sidecar: sidecar keys without which the task refuses to run.
         bytes_per_voxel: peak memory of the task's most demanding method per voxel of the input
@@ -42,7 +44,7 @@ class TaskSpec:
 
     name: str
     description: str
-    inputs: dict[str, str]
+    inputs: dict[str, Any]
     outputs: dict[str, dict[str, Any]]
     methods: tuple[str, ...]
     default_method: str

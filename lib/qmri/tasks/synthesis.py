@@ -16,6 +16,7 @@ import numpy as np
 
 from ..classical.bulk_density import synthetic_ct_bulk_density, synthetic_mr_bulk
 from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
+from ..io.display import display, slot
 from ..io.maps import QuantMap
 from ..networks import compute
 from ..networks.synth_predict import MR_RANGE, load_synthnet, synthetic_ct, synthetic_mr
@@ -147,8 +148,8 @@ def synthesis_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSp
     sct = TaskSpec(
         name="synthetic_ct",
         description="Synthetic CT (HU) from a T2-weighted head MR",
-        inputs={"image": f"3D T2-weighted MR of the whole head (a.u.; the network expects CSF ~580, range {MR_RANGE[0]:g}..{MR_RANGE[1]:g})"},
-        outputs={"sCT": {"units": "HU", "display_range": [-160, 240]}},
+        inputs={"image": f"3D T2-weighted MR of the whole head (a.u.; the network expects CSF ~580, range {MR_RANGE[0]:g}..{MR_RANGE[1]:g})", "slots": [slot("t2w", "T2-weighted head MR")]},
+        outputs={"sCT": {"units": "HU", "display_range": [-160, 240], "display": display("grey", "sCT (HU)", threshold=-900.0, windows={"brain": (0.0, 80.0), "bone": (-600.0, 1400.0)}, blend=False, interpolate=True)}},
         methods=sct_methods,
         default_method=sct_methods[0],
         run=lambda image, affine, sidecar, method, tta=None: run_synthetic_ct(image, affine, sidecar, method, net, tta),
@@ -159,8 +160,8 @@ def synthesis_specs(weights: str | Path | None = None) -> tuple[TaskSpec, TaskSp
     smr = TaskSpec(
         name="synthetic_mr",
         description="Synthetic T2-weighted MR from a head CT in HU",
-        inputs={"image": "3D head CT in HU"},
-        outputs={"sMR": {"units": "a.u.", "display_range": "0 to the 99.5th percentile"}},
+        inputs={"image": "3D head CT in HU", "slots": [slot("ct", "Head CT (HU)")]},
+        outputs={"sMR": {"units": "a.u.", "display_range": "0 to the 99.5th percentile", "display": display("grey", "sMR (a.u.)", threshold=1e-3, percentile=99.5, blend=False, interpolate=True)}},
         methods=methods,
         default_method=methods[0],
         run=lambda image, affine, sidecar, method, tta=None: run_synthetic_mr(image, affine, sidecar, method, net, tta),

@@ -13,6 +13,8 @@ arrays are (i, j, k) in numpy; vtkImageData stores i fastest, i.e. numpy Fortran
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -96,6 +98,13 @@ def fit_slice(slice_logic, to_background: bool = True) -> None:
         fit(int(dims[0]), int(dims[1]))
 
 
+def _names_initialised(colour_node) -> None:
+    """Mark a colour table's names as set: needed before Slicer 5.10; from 5.10 (which added
+    SetColorDefined) SetColor does it and SetNamesInitialised only logs a deprecation error."""
+    if not hasattr(colour_node, "SetColorDefined"):
+        colour_node.SetNamesInitialised(True)
+
+
 class MapSceneLogic:
     """Loads quantitative maps into a MRML scene and shows them over the anatomy.
 
@@ -120,7 +129,11 @@ class MapSceneLogic:
 
     # -- colour -----------------------------------------------------------------------------------
     def _diverging_node(self):
-        """A blue-white-red 256-entry table (our own: slicer-core lacks Slicer's file-based tables)."""
+        """A blue-white-red 256-entry table (our own: slicer-core lacks Slicer's file-based tables).
+
+        The two central entries (|value| under 1/128 of the half-window, 0.0016 ppm for +-0.2 ppm)
+        are transparent: a signed map has no threshold that hides the zeros outside the brain, so
+        without this the map's whole box covers the anatomy in white."""
         nodes = self.scene.GetNodesByName("qmri DivergingBlueRed")
         if nodes.GetNumberOfItems():
             return nodes.GetItemAsObject(0)
@@ -137,8 +150,8 @@ class MapSceneLogic:
             else:  # white -> red (0.71, 0.02, 0.15)
                 u = (t - 0.5) / 0.5
                 rgb = (1.0 - u * 0.29, 1.0 - u * 0.98, 1.0 - u * 0.85)
-            node.SetColor(i, f"c{i}", *rgb, 1.0)
-        node.SetNamesInitialised(True)
+            node.SetColor(i, f"c{i}", *rgb, 0.0 if i in (127, 128) else 1.0)
+        _names_initialised(node)
         self.scene.AddNode(node)
         return node
 
@@ -156,7 +169,7 @@ class MapSceneLogic:
         node.SetHideFromEditors(False)
         for i in range(n):
             node.SetColor(i, f"c{i}", *src.GetTableValue(n - 1 - i)[:3], 1.0)
-        node.SetNamesInitialised(True)
+        _names_initialised(node)
         self.scene.AddNode(node)
         return node
 
@@ -234,7 +247,8 @@ class MapSceneLogic:
             task: the task that made it (chooses the presets).
             base_name: prefix of the node names, e.g. the input volume's name.
         Returns:
-            the new nodes, in the order of ``meta["maps"]``; node names "<base_name> <map>".
+            the new nodes, in the order of ``meta["maps"]``; node names "<base_name> <map> [<method>]"
+            ("<base_name> <map>" when the JSON names no method).
         """
         data, affine = to_nifti_parts(image)
         maps = list(meta.get("maps") or [])
@@ -247,7 +261,8 @@ class MapSceneLogic:
         for i, m in enumerate(maps):
             ch = int(m.get("channel", i))
             values = data if data.ndim == 3 else data[..., ch]
-            node = self.add_volume(np.ascontiguousarray(values, dtype=np.float32), affine, f"{base_name} {m['name']}")
+            method = str(meta.get("method") or "")  # in the name, so that two methods' maps can be told apart
+            node = self.add_volume(np.ascontiguousarray(values, dtype=np.float32), affine, f"{base_name} {m['name']}" + (f" [{method}]" if method else ""))
             node.SetAttribute("qmri.task", task)
             node.SetAttribute("qmri.map", str(m["name"]))
             node.SetAttribute("qmri.units", str(m.get("units", "")))
@@ -255,10 +270,30 @@ class MapSceneLogic:
             if m.get("description"):
                 node.SetDescription(str(m["description"]))
             self._set_units(node, str(m.get("units", "")))
-            preset = preset_for(task, str(m["name"]), m)
-            self.apply_preset(node, preset, window=data_window(task, str(m["name"]), values, preset))
+            preset = preset_for(m)
+            window = data_window(values, preset)
+            # the server's hint and the main window, kept on the node: re-display, "default" window
+            node.SetAttribute("qmri.display", json.dumps({k: m[k] for k in ("name", "units", "display_range", "display") if k in m}))
+            node.SetAttribute("qmri.window", f"{window[0]:.9g} {window[1]:.9g}")
+            node.SetAttribute("qmri.blend", "1" if preset.blend else "0")
+            self.apply_preset(node, preset, window=window)
             nodes.append(node)
         return nodes
+
+    @staticmethod
+    def node_preset(node) -> Preset:
+        """The preset of a map volume this logic loaded (from the hint kept on the node); its main
+        window is the one chosen at load time (a percentile window stays what it was)."""
+        try:
+            info = json.loads(node.GetAttribute("qmri.display") or "{}")
+        except ValueError:
+            info = {}
+        preset = preset_for(info if isinstance(info, dict) else {}, node.GetName())
+        try:
+            lo, hi = (float(x) for x in (node.GetAttribute("qmri.window") or "").split())
+            return replace(preset, window=(lo, hi), percentile=None)
+        except ValueError:
+            return preset
 
     @staticmethod
     def _set_units(node, units: str) -> None:
@@ -299,7 +334,9 @@ class MapSceneLogic:
 
     def add_colour_legend(self, node, title: str | None = None):
         """A colour legend display node (Slicer draws it in the slice and 3D views) titled with units."""
-        if self._legend_logic is None:
+        if self._legend_logic is None and getattr(getattr(slicer, "modules", None), "colors", None) is not None:
+            self._legend_logic = slicer.modules.colors.logic()  # Slicer's own (a second one would re-add the default colour nodes)
+        if self._legend_logic is None:  # headless (slicer-core): no Colors module
             logic = slicer.vtkSlicerColorLogic()
             logic.SetMRMLApplicationLogic(self.app_logic)
             logic.SetMRMLScene(self.scene)
@@ -333,12 +370,17 @@ class MapSceneLogic:
         return dict(self._own_slice_logics)
 
     def show_overlay(self, background, foreground, opacity: float = 0.6, fit: bool = True) -> list:
-        """Anatomy as background and the map as foreground in every slice view.
+        """Anatomy as background and the map as foreground in every slice view (a map whose hint
+        says ``blend: false`` is the background instead, under the anatomy at ``opacity``).
 
         Returns the vtkMRMLSliceCompositeNodes that were set.
         """
         if not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity must be within 0..1, got {opacity}")
+        if foreground is not None and foreground.GetAttribute("qmri.blend") == "0" and background is not None:
+            # a grey image (synthetic CT/MR) blended over grey anatomy is unreadable: it is shown on
+            # its own as the background, and ``opacity`` fades the anatomy in over it
+            background, foreground = foreground, background
         comps = []
         for sl in self.slice_logics().values():
             cn = sl.GetSliceCompositeNode()

@@ -123,6 +123,9 @@ class QuantitativeInferTask(InferTask):
             fd, out = tempfile.mkstemp(prefix="qmri_", suffix=".nii.gz")
             os.close(fd)  # MONAI Label deletes the result file once it has been sent
             primary, result = write_maps(maps, affine, data.shape[:3], out)
+            for entry in result["maps"]:  # how to show each map, as /info announces it (qmri.io.display)
+                if "display" in self.outputs.get(entry["name"], {}):
+                    entry["display"] = self.outputs[entry["name"]]["display"]
         except InputTooLarge as e:
             logger.warning("rejected request: %s", e)
             raise HTTPException(status_code=413, detail=str(e)) from None

@@ -1,0 +1,130 @@
+"""ROI statistics of quantitative maps per segment (MRML only, no Qt): the table a clinician reads.
+
+For each segment of a segmentation and each map volume: voxel count, volume (ml), mean, standard
+deviation, median, minimum and maximum of the map's values inside the segment, in the map's units
+(the ``qmri.units`` attribute the module sets on every result). The segment is exported to a
+labelmap on the map's own grid with Slicer's ``vtkSlicerSegmentationsModuleLogic`` (the same
+resampling Segment Statistics uses), then the numbers are plain numpy.
+
+Why not Slicer's Segment Statistics module: it is a scripted, Qt-dependent module that is not part
+of slicer-core, so it cannot run (or be tested) headless; its scalar-volume plugin reports no
+median by default and knows nothing of the map's units.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import vtk
+
+try:  # inside Slicer, or slicer-core headless
+    import slicer
+except ImportError:  # pragma: no cover - only without Slicer
+    slicer = None
+
+from .scene import image_to_array
+
+#: The table's columns: (key, header, unit label or None for the map's own units).
+COLUMNS = (
+    ("segment", "Segment", ""),
+    ("map", "Map", ""),
+    ("units", "Units", ""),
+    ("voxels", "Voxels", ""),
+    ("volume_ml", "Volume", "ml"),
+    ("mean", "Mean", None),
+    ("sd", "SD", None),
+    ("median", "Median", None),
+    ("min", "Min", None),
+    ("max", "Max", None),
+)
+
+
+def _segment_ids(segmentation_node, segment_ids: Sequence[str] | None) -> list[str]:
+    seg = segmentation_node.GetSegmentation()
+    all_ids = [seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())]
+    if segment_ids is None:
+        return all_ids
+    missing = [s for s in segment_ids if s not in all_ids]
+    if missing:
+        raise ValueError(f"segment(s) {', '.join(missing)} not in '{segmentation_node.GetName()}'")
+    return list(segment_ids)
+
+
+def segment_mask(segmentation_node, segment_id: str, reference_volume) -> np.ndarray:
+    """Boolean (i, j, k) mask of one segment on ``reference_volume``'s grid."""
+    scene = reference_volume.GetScene()
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "qmri roi statistics scratch")
+    try:
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation_node, ids, label, reference_volume):
+            raise ValueError(f"segment '{segment_id}' could not be resampled onto '{reference_volume.GetName()}'")
+        mask = image_to_array(label.GetImageData()) > 0
+    finally:
+        scene.RemoveNode(label)
+    ref_shape = image_to_array(reference_volume.GetImageData()).shape[:3]
+    if mask.shape != ref_shape:  # an empty segment exports an empty image
+        mask = np.zeros(ref_shape, bool)
+    return mask
+
+
+def voxel_volume_ml(volume_node) -> float:
+    """Volume of one voxel in ml, from the IJK-to-RAS matrix (mm)."""
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(m)
+    a = np.array([[m.GetElement(r, c) for c in range(3)] for r in range(3)])
+    return abs(float(np.linalg.det(a))) / 1000.0
+
+
+def segment_statistics(segmentation_node, map_nodes: Sequence[Any], segment_ids: Sequence[str] | None = None) -> list[dict]:
+    """One row per (segment, map): segment name, map name, units, voxels, volume_ml, mean, sd
+    (sample, ddof 1), median, min, max of the map inside the segment (None when it is empty).
+
+    Voxels that are not finite are left out of the statistics (and counted in ``voxels`` only if finite)."""
+    if segmentation_node is None:
+        raise ValueError("select a segmentation (draw ROIs in Segment Editor first)")
+    if not map_nodes:
+        raise ValueError("select at least one map")
+    rows = []
+    seg = segmentation_node.GetSegmentation()
+    for sid in _segment_ids(segmentation_node, segment_ids):
+        name = seg.GetSegment(sid).GetName()
+        for node in map_nodes:
+            values = image_to_array(node.GetImageData())
+            mask = segment_mask(segmentation_node, sid, node)
+            v = values[mask]
+            v = v[np.isfinite(v)].astype(np.float64)
+            stats = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0, "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())} if v.size else dict.fromkeys(("mean", "sd", "median", "min", "max"))
+            rows.append({"segment": name, "map": node.GetName(), "units": node.GetAttribute("qmri.units") or "", "voxels": int(v.size), "volume_ml": round(v.size * voxel_volume_ml(node), 4), **stats})
+    return rows
+
+
+def statistics_table(scene, rows: Sequence[dict], name: str = "qmri ROI statistics"):
+    """A vtkMRMLTableNode of ``rows`` (columns :data:`COLUMNS`; the volume's unit label is ml, the
+    statistics columns carry the map's units in the Units column since maps in one table differ)."""
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for key, header, unit in COLUMNS:
+        col = table.AddColumn(vtk.vtkStringArray() if key in ("segment", "map", "units") else (vtk.vtkIntArray() if key == "voxels" else vtk.vtkDoubleArray()))
+        col.SetName(header)
+        if unit:
+            table.SetColumnUnitLabel(header, unit)
+    for row in rows:
+        r = table.AddEmptyRow()
+        for c, (key, _, _) in enumerate(COLUMNS):
+            value = row.get(key)
+            table.SetCellText(r, c, "" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value)))
+    return table
+
+
+def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
+    """``rows`` as CSV with a header naming each column's unit (the map's own in ``Units``)."""
+    path = Path(path)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([f"{header} [{unit}]" if unit else header for _, header, unit in COLUMNS])
+        for row in rows:
+            w.writerow(["" if row.get(k) is None else row.get(k) for k, _, _ in COLUMNS])
+    return path
