@@ -209,3 +209,43 @@ def test_fit_slice_works_with_the_slicer_5_6_signature():
     fit_slice(sl, True)
     fov = sl.GetSliceNode().GetFieldOfView()
     assert fov[0] > 100 and fov[1] > 100  # fitted to a head (mm), not the default view
+
+
+def test_probe_reads_each_map_with_its_units_at_a_world_point():
+    logic = MapSceneLogic()
+    aff = _oblique_affine()
+    data = np.zeros((7, 9, 11, 7), np.float32)
+    data[3, 4, 5] = [41.5, 0.8, 18.0, 0.62, 0.03, -0.021, 4.5]
+    nodes = logic.load_result(nib.Nifti1Image(data, aff), {"maps": OEF_MAPS, "method": "best"}, "oef", "s")
+    ras = (aff @ np.r_[3, 4, 5, 1.0])[:3]
+    got = logic.probe(nodes, ras)
+    assert [g[2] for g in got] == [m["units"] for m in OEF_MAPS]
+    assert got[0][0] == "s OEF [best]" and got[0][1] == pytest.approx(41.5) and got[5][1] == pytest.approx(-0.021)
+    text = logic.probe_text(got)
+    assert text.splitlines()[0] == "s OEF [best]: 41.5 %" and "s chi_nb [best]: -0.021 ppm" in text
+    far = logic.probe(nodes[:1], ras + 500.0)
+    assert far[0][1] is None and logic.probe_text(far) == "s OEF [best]: --"
+
+
+def test_difference_of_two_methods_on_one_grid():
+    """The same task with two methods: a - b in the maps' units, diverging about 0, method names kept."""
+    logic = MapSceneLogic()
+    aff = _oblique_affine()
+    truth = np.zeros((7, 9, 11), np.float32)
+    truth[2:5, 3:7, 3:8] = 0.1
+    (m,) = server_maps("qsm")
+    (tkd,) = logic.load_result(nib.Nifti1Image(truth * 0.8, aff), {"maps": [m], "method": "tkd"}, "qsm", "s")
+    (l2,) = logic.load_result(nib.Nifti1Image(truth, aff), {"maps": [m], "method": "l2"}, "qsm", "s")
+    d = logic.difference(tkd, l2)
+    assert d.GetName() == "s chi [tkd] - s chi [l2]" and d.GetAttribute("qmri.units") == "ppm"
+    values = logic.volume_array(d)[0]
+    assert values[3, 4, 5] == pytest.approx(-0.02) and values[0, 0, 0] == 0
+    dn = d.GetDisplayNode()
+    assert dn.GetColorNode().GetName() == "qmri DivergingBlueRed" and dn.GetWindowLevelMax() == pytest.approx(0.02, rel=1e-5)
+    assert d.GetAttribute("qmri.legend_title") == "diff chi (ppm)"
+    (oef,) = logic.load_result(nib.Nifti1Image(truth, aff), {"maps": server_maps("oef")[:1]}, "oef", "s")
+    with pytest.raises(ValueError, match="one quantity"):
+        logic.difference(tkd, oef)
+    (other,) = logic.load_result(nib.Nifti1Image(truth[:6], aff), {"maps": [m], "method": "tv"}, "qsm", "s")
+    with pytest.raises(ValueError, match="not on the grid"):
+        logic.difference(tkd, other)

@@ -113,6 +113,7 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.methodCombo.connect("currentIndexChanged(int)", self.onMethodChanged)
         self.ui.loadFilesButton.connect("clicked(bool)", lambda: slicer.util.openAddVolumeDialog())
         self.ui.loadSidecarButton.connect("clicked(bool)", self.onLoadSidecar)
+        self.ui.fillSidecarButton.connect("clicked(bool)", self.onFillSidecar)
         self.ui.runButton.connect("clicked(bool)", self.onRun)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
@@ -125,7 +126,21 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.roiExportButton.connect("clicked(bool)", self.onRoiExport)
         self.roiRows = []
         self.ui.resultSelector.addAttribute("vtkMRMLScalarVolumeNode", "qmri.map")
+        self.ui.compareSelector.addAttribute("vtkMRMLScalarVolumeNode", "qmri.map")
+        self.ui.differenceButton.connect("clicked(bool)", self.onDifference)
+        # the module's selections live on its parameter node, so a saved scene restores them
+        self.ui.methodCombo.connect("currentIndexChanged(int)", lambda i: self.remember("method", self.ui.methodCombo.currentData))
+        self.ui.mapCombo.connect("currentIndexChanged(int)", lambda i: self.remember("map", self.ui.mapCombo.currentData))
+        self.ui.sidecarEdit.connect("textChanged()", lambda: self.remember("sidecar", self.ui.sidecarEdit.plainText))
+        self.ui.anatomySelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda n: self.rememberNode("anatomy", n))
+        self.ui.roiSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda n: self.rememberNode("segmentation", n))
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self.observeCrosshair()
         self.setConnected(False)
+        self.restoring = False
+        self.restoreState()
 
     def cleanup(self):
         self.timer.stop()
@@ -144,6 +159,83 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The server's message in plain words (QMRIClientError already is one)."""
         self.status(f"{what}: {error}", error=True)
         slicer.util.errorDisplay(f"{what}.\n\n{error}", windowTitle="Quantitative Maps")
+
+    # ------------------------------------------------------------------ state and scene
+    def state(self):
+        from QuantitativeMapsLib.parameters import ModuleState, parameter_node
+
+        return ModuleState(parameter_node(slicer.mrmlScene))
+
+    def remember(self, key, value):
+        if not getattr(self, "restoring", False):
+            self.state().set(key, value)
+
+    def rememberNode(self, role, node):
+        if not getattr(self, "restoring", False):
+            self.state().set_node(role, node)
+
+    def rememberInputs(self):
+        if not getattr(self, "restoring", False) and self.currentTask():
+            self.state().set_inputs(self.currentTask(), [combo.currentNode() for _, combo in self.inputSelectors])
+
+    def restoreState(self):
+        """Selections from the scene's parameter node (after a scene is loaded, or at start)."""
+        state = self.state()
+        self.restoring = True
+        try:
+            if state.get("server"):
+                self.ui.serverUrlEdit.text = state.get("server")
+            self.ui.sidecarEdit.plainText = state.get("sidecar")
+            self.ui.anatomySelector.setCurrentNode(state.get_node("anatomy"))
+            self.ui.roiSegmentationSelector.setCurrentNode(state.get_node("segmentation"))
+            task = state.get("task")
+            if task and self.ui.taskCombo.findData(task) >= 0:
+                self.ui.taskCombo.setCurrentIndex(self.ui.taskCombo.findData(task))
+                for key, combo in (("method", self.ui.methodCombo), ("map", self.ui.mapCombo)):
+                    if combo.findData(state.get(key)) >= 0:
+                        combo.setCurrentIndex(combo.findData(state.get(key)))
+                for (slot, combo), node in zip(self.inputSelectors, state.inputs(task, len(self.inputSelectors))):
+                    if node is not None:
+                        combo.setCurrentNode(node)
+        finally:
+            self.restoring = False
+
+    def onSceneStartClose(self, caller=None, event=None):
+        if self.job is not None:  # its inputs and its result's place are going away
+            self.job.cancel()
+        self.ui.resultSelector.setCurrentNode(None)
+
+    def onSceneEndClose(self, caller=None, event=None):
+        self.resultNodes = []
+        self.roiRows = []
+        self.runContext = None
+        self.ui.legendLabel.text = ""
+        self.ui.probeLabel.text = ""
+        self.ui.roiSummaryLabel.text = ""
+        self.observeCrosshair()  # the scene's crosshair node is new
+        self.restoreState()
+
+    def onSceneEndImport(self, caller=None, event=None):
+        self.observeCrosshair()
+        self.restoreState()
+
+    # ------------------------------------------------------------------ data probe with units
+    def observeCrosshair(self):
+        old = getattr(self, "crosshair", None)
+        if old is not None:
+            self.removeObserver(old, slicer.vtkMRMLCrosshairNode.CursorPositionModifiedEvent, self.onCursorMoved)
+        self.crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        if self.crosshair is not None:
+            self.addObserver(self.crosshair, slicer.vtkMRMLCrosshairNode.CursorPositionModifiedEvent, self.onCursorMoved)
+
+    def onCursorMoved(self, caller=None, event=None):
+        """The value and unit of each map of the last run under the mouse (Slicer's own Data Probe
+        shows values without units)."""
+        nodes = [n for n in self.resultNodes if n.GetScene() is not None]
+        ras = [0.0, 0.0, 0.0]
+        if not nodes or self.crosshair is None or not self.crosshair.GetCursorPositionRAS(ras):
+            return
+        self.ui.probeLabel.text = self.logic.scene.probe_text(self.logic.scene.probe(nodes, ras))
 
     def setConnected(self, connected):
         for w in (self.ui.taskCombo, self.ui.methodCombo, self.ui.runButton, self.ui.sendCaseButton, self.ui.trainButton, self.ui.stopTrainButton):
@@ -192,6 +284,7 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.setConnected(False)
             return
         qt.QSettings().setValue(f"{SETTINGS_PREFIX}/lastServer", url)
+        self.remember("server", url)
         info = self.logic.client.info()
         self.ui.taskCombo.blockSignals(True)
         self.ui.taskCombo.clear()
@@ -202,12 +295,14 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setConnected(bool(self.tasks))
         self.status(f"Connected to {info.get('name', url)}: {len(self.tasks)} task(s), trainers: {', '.join(sorted(info.get('trainers', {}))) or 'none'}.")
         self.onTaskChanged()
+        self.restoreState()
 
     def currentTask(self):
         return self.ui.taskCombo.currentData
 
     def onTaskChanged(self, index=None):
         task = self.currentTask()
+        self.remember("task", task)
         info = self.tasks.get(task, {})
         self.ui.taskDescriptionLabel.text = info.get("description", "")
         self.ui.methodCombo.blockSignals(True)
@@ -239,7 +334,8 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.inputSelectors = []
         for slot in input_slots(info):
             combo = slicer.qMRMLNodeComboBox()
-            combo.nodeTypes = ["vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLMultiVolumeNode"]
+            # a Volume Sequence (4D NRRD, multi-echo DICOM) can be picked as itself or as the volume the views show
+            combo.nodeTypes = ["vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLMultiVolumeNode", "vtkMRMLSequenceNode"]
             combo.noneEnabled = slot.optional
             combo.addEnabled = False
             combo.removeEnabled = False
@@ -248,6 +344,32 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.toolTip = slot.label
             self.ui.inputsFrame.layout().addRow(slot.label + (" (optional)" if slot.optional else "") + ":", combo)
             self.inputSelectors.append((slot, combo))
+        kept = self.state().inputs(task, len(self.inputSelectors)) if task else []
+        self.restoring = True
+        try:
+            for (slot, combo), node in zip(self.inputSelectors, kept):
+                if node is not None:
+                    combo.setCurrentNode(node)
+        finally:
+            self.restoring = False
+        for slot, combo in self.inputSelectors:
+            combo.connect("currentNodeChanged(vtkMRMLNode*)", lambda n: self.rememberInputs())
+
+    def onFillSidecar(self):
+        """Fill the sidecar keys the scene knows (echo times, B0 direction) without touching the user's."""
+        from QuantitativeMapsLib.acquisition import sidecar_from_scene
+
+        try:
+            current = json.loads(self.ui.sidecarEdit.plainText.strip() or "{}")
+            if not isinstance(current, dict):
+                raise ValueError("the acquisition metadata must be a JSON object")
+            known = sidecar_from_scene([combo.currentNode() for _, combo in self.inputSelectors], self.tasks.get(self.currentTask(), {}))
+        except Exception as e:
+            self.showError("Cannot read the acquisition from the volumes", e)
+            return
+        added = {k: v for k, v in known.items() if k not in current}
+        self.ui.sidecarEdit.plainText = json.dumps({**current, **added}, indent=1)
+        self.status(f"From the volumes: {', '.join(added) or 'nothing new'} (B0 along the scanner's z axis; check echo times against the protocol).")
 
     def onLoadSidecar(self):
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Acquisition sidecar (JSON)", "", "JSON (*.json)")
@@ -262,6 +384,13 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             sidecar = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"the acquisition metadata is not valid JSON: {e}") from None
+        if not isinstance(sidecar, dict):
+            raise ValueError("the acquisition metadata must be a JSON object")
+        from QuantitativeMapsLib.acquisition import sidecar_from_scene
+
+        # what the volumes say fills the keys the user left out (the image travels without a sidecar file)
+        known = sidecar_from_scene([combo.currentNode() for _, combo in self.inputSelectors], self.tasks.get(self.currentTask(), {}))
+        sidecar = {**known, **sidecar}
         params = {"method": self.ui.methodCombo.currentData}
         if sidecar:
             params["sidecar"] = sidecar
@@ -398,6 +527,20 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.logic.scene.apply_preset(node, self.logic.scene.node_preset(node), self.ui.windowCombo.currentData)  # "default": the load-time window
         self.updateLegendLabel(node)
+
+    def onDifference(self):
+        a, b = self.ui.resultSelector.currentNode(), self.ui.compareSelector.currentNode()
+        try:
+            if a is None or b is None or a is b:
+                raise ValueError("select two different maps: the shown map and the one to compare with")
+            with slicer.util.WaitCursor():
+                node = self.logic.scene.difference(a, b)
+        except Exception as e:
+            self.showError("Cannot compare the maps", e)
+            return
+        self.resultNodes = [a, b, node]  # the probe then reads both maps and their difference
+        self.ui.resultSelector.setCurrentNode(node)
+        self.status(f"Difference '{node.GetName()}' shown (blue: map lower, red: map higher).")
 
     # ------------------------------------------------------------------ ROI statistics
     def onRoiStatistics(self):

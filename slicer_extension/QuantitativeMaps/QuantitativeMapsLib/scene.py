@@ -77,7 +77,10 @@ def image_to_array(img: "vtk.vtkImageData") -> np.ndarray:
 
 
 def to_nifti_parts(image: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 array, affine) from a nibabel image, a NIfTI path or raw NIfTI bytes."""
+    """(float32 array, affine) from a nibabel image, a NIfTI path, raw NIfTI bytes or an
+    (array, affine) pair."""
+    if isinstance(image, tuple) and len(image) == 2:
+        return np.asarray(image[0], dtype=np.float32), np.asarray(image[1], dtype=float)
     import nibabel as nib
 
     if isinstance(image, (bytes, bytearray)):
@@ -210,13 +213,15 @@ class MapSceneLogic:
     def stack_volumes(self, nodes: Sequence[Any], atol_mm: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
         """One 4D channels-last float32 array from several volumes on the same grid.
 
-        Vector volumes (e.g. a multi-echo series) contribute all their components, in order. The
-        grids (shape and IJKToRAS) must agree; resample in Slicer first if they do not.
+        Vector volumes and MultiVolumes contribute all their components, a Volume Sequence (or its
+        proxy volume) all its frames, in order. The grids (shape and IJKToRAS) must agree; resample
+        in Slicer first if they do not.
         """
+        from .acquisition import frames
+
         arrays, ref_aff, ref_shape = [], None, None
         for node in nodes:
-            a, aff = self.volume_array(node)
-            a = a.astype(np.float32)
+            a, aff = frames(node)
             a = a[..., None] if a.ndim == 3 else a
             if ref_shape is None:
                 ref_shape, ref_aff = a.shape[:3], aff
@@ -294,6 +299,48 @@ class MapSceneLogic:
             return replace(preset, window=(lo, hi), percentile=None)
         except ValueError:
             return preset
+
+    def difference(self, a, b, atol_mm: float = 1e-3):
+        """A new map ``a - b`` of two maps of the same quantity on one grid (e.g. the same task run
+        with two methods), in their units, shown blue-white-red about 0 over +-the 99th percentile
+        of ``|a - b|`` where either map is non-zero."""
+        ua, ub = a.GetAttribute("qmri.units") or "", b.GetAttribute("qmri.units") or ""
+        if ua != ub:
+            raise ValueError(f"'{a.GetName()}' is in {ua or 'no units'} and '{b.GetName()}' in {ub or 'no units'}: only maps of one quantity can be subtracted")
+        (va, aff_a), (vb, aff_b) = self.volume_array(a), self.volume_array(b)
+        if va.shape != vb.shape or not np.allclose(aff_a, aff_b, atol=atol_mm):
+            raise ValueError(f"'{b.GetName()}' is not on the grid of '{a.GetName()}' (shape {vb.shape} vs {va.shape}); resample it first")
+        diff = (va.astype(np.float64) - vb.astype(np.float64)).astype(np.float32)
+        shown = (va != 0) | (vb != 0)
+        half = float(np.percentile(np.abs(diff[shown]), 99)) if shown.any() else 0.0
+        half = half if half > 0 else 1.0
+        name = a.GetAttribute("qmri.map") or a.GetName()
+        entry = {"name": f"{name} difference", "units": ua, "display_range": [-half, half], "display": {"colormap": "diverging", "legend": f"diff {name} ({ua})" if ua else f"diff {name}", "threshold": None}}
+        (node,) = self.load_result((diff, aff_a), {"maps": [entry]}, a.GetAttribute("qmri.task") or "", f"{a.GetName()} - {b.GetName()}")
+        node.SetName(f"{a.GetName()} - {b.GetName()}")
+        return node
+
+    @staticmethod
+    def probe(nodes: Sequence[Any], ras: Sequence[float]) -> list[tuple[str, float | None, str]]:
+        """Each map's value at world point ``ras`` (mm; nearest voxel) with its units: the module's
+        data probe line, ``[(node name, value or None outside the map, units), ...]``."""
+        out = []
+        for node in nodes:
+            if node is None or node.GetImageData() is None:
+                continue
+            m = vtk.vtkMatrix4x4()
+            node.GetRASToIJKMatrix(m)
+            ijk = np.rint(matrix_to_affine(m) @ np.r_[np.asarray(ras, float)[:3], 1.0])[:3].astype(int)
+            dims = node.GetImageData().GetDimensions()
+            inside = all(0 <= ijk[a] < dims[a] for a in range(3))
+            value = float(node.GetImageData().GetScalarComponentAsDouble(int(ijk[0]), int(ijk[1]), int(ijk[2]), 0)) if inside else None
+            out.append((node.GetName(), value, node.GetAttribute("qmri.units") or ""))
+        return out
+
+    @staticmethod
+    def probe_text(values: Sequence[tuple[str, float | None, str]]) -> str:
+        """One line per map, e.g. ``sub-1 OEF [best]: 37.2 %`` (``--`` outside the map)."""
+        return "\n".join(f"{name}: {'--' if v is None else f'{v:.4g}'}{'' if v is None or not u else ' ' + u}" for name, v, u in values)
 
     @staticmethod
     def _set_units(node, units: str) -> None:
