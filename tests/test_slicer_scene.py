@@ -174,6 +174,11 @@ def test_inputs_are_stacked_on_one_grid():
     c = logic.add_volume(np.ones((4, 5, 7), np.float32), aff, "other")
     with pytest.raises(ValueError, match="not on the grid"):
         logic.stack_volumes([a, c])
+    shifted = aff.copy()
+    shifted[:3, 3] += [0.0, 0.0, 4.0]  # same shape, 4 mm away: a reference map on another grid
+    d = logic.add_volume(np.ones((4, 5, 6), np.float32), shifted, "reference")
+    with pytest.raises(ValueError, match="not on the grid"):
+        logic.stack_volumes([a, d])
 
 
 def test_fit_slice_works_with_the_slicer_5_6_signature():

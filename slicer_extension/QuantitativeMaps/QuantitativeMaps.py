@@ -595,9 +595,7 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             image = self.logic.write_inputs(nodes, self.tmp.name, case_id)
             label = self.logic.write_volume(reference, self.tmp.name, case_id + "_reference")
-            img_shape = self.logic.scene.volume_array(nodes[0])[0].shape[:3]
-            if self.logic.scene.volume_array(reference)[0].shape[:3] != img_shape:
-                raise ValueError("the reference map must be on the grid of the inputs (resample it first)")
+            self.logic.scene.stack_volumes([nodes[0], reference])  # same shape and IJK-to-RAS, else it names the mismatch
         except Exception as e:
             self.showError("Cannot prepare the training case", e)
             return
