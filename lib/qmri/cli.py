@@ -114,12 +114,63 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    src = Path(args.source).expanduser()
+    if not src.exists():
+        raise UsageError(f"argument SOURCE: {args.source}: no such file or folder")
+    from .io.importers import import_bids, import_dicom
+
+    if args.kind == "dicom":
+        written = import_dicom(src, args.studies, study_id=args.id, series_uid=args.series_uid, overwrite=args.overwrite)
+    else:
+        if args.id or args.series_uid:
+            raise UsageError("--id and --series-uid apply to dicom imports only")
+        written = import_bids(src, args.studies, overwrite=args.overwrite)
+    for p in written:
+        meta = json.loads(p.with_name(p.name[: -len(".nii.gz")] + ".json").read_text())
+        print(f"{p.name}: task {meta['task']}" + (f", echoes {meta['echo_times_ms']} ms, B0_dir {meta['B0_dir']}" if "echo_times_ms" in meta else ""))
+    return 0
+
+
+def _infer_bids(args: argparse.Namespace) -> int:
+    if args.input is not None or args.sidecar is not None or args.map is not None:
+        raise UsageError("--bids runs over a dataset: give no INPUT, --sidecar or --map")
+    if not Path(args.bids).expanduser().is_dir():
+        raise UsageError(f"argument --bids: {args.bids}: no such folder")
+    from .bids_infer import infer_bids
+    from .networks import compute
+
+    try:
+        compute.use(args.device)
+    except ValueError as e:
+        raise UsageError(f"argument --device: {e}") from None
+    run = infer_bids(args.bids, args.task, method=args.method, model_dir=args.model_dir, overwrite=args.overwrite, options=_options(args), chi_method=args.chi_method)
+    print(f"{args.task}: {len(run.done)} done, {len(run.skipped)} already done, {len(run.failed)} failed; maps in {Path(args.bids) / 'derivatives' / 'qmri'}")
+    for name, why in run.failed.items():
+        print(f"  {name}: {why}", file=sys.stderr)
+    return 1 if run.failed else 0
+
+
+def _options(args: argparse.Namespace) -> dict:
+    options = {}
+    for o in args.option:
+        name, eq, value = o.partition("=")
+        if not eq or not name:
+            raise UsageError(f"argument --option: expected NAME=VALUE, got {o!r}")
+        options[name.strip()] = value.strip()
+    return options
+
+
 def _infer(args: argparse.Namespace) -> int:
+    if args.model_dir is not None and not Path(args.model_dir).expanduser().is_dir():
+        raise UsageError(f"argument --model-dir: {args.model_dir}: no such folder")
+    if args.bids is not None:
+        return _infer_bids(args)
+    if args.input is None:
+        raise UsageError("give the INPUT NIfTI, or --bids DATASET")
     image = input_file("INPUT", args.input)
     sidecar = input_file("--sidecar", args.sidecar) if args.sidecar else None
     out = output_dir("--out", args.out)
-    if args.model_dir is not None and not Path(args.model_dir).expanduser().is_dir():
-        raise UsageError(f"argument --model-dir: {args.model_dir}: no such folder")
     from .networks import compute
 
     try:
@@ -128,12 +179,7 @@ def _infer(args: argparse.Namespace) -> int:
         raise UsageError(f"argument --device: {e}") from None
     from .infer_cli import infer
 
-    options = {}
-    for o in args.option:
-        name, eq, value = o.partition("=")
-        if not eq or not name:
-            raise UsageError(f"argument --option: expected NAME=VALUE, got {o!r}")
-        options[name.strip()] = value.strip()
+    options = _options(args)
     path, result = infer(args.task, image, out, sidecar=sidecar, method=args.method, maps=args.map, model_dir=args.model_dir, overwrite=args.overwrite, options=options)
     for m in result["maps"]:
         print(f"{m['name']} ({m['units']}): channel {m['channel']}")
@@ -376,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("infer", help="one task's maps from a NIfTI file, without a server (the server's task code)")
     p.add_argument("task", choices=INFER_TASKS)
-    p.add_argument("input", help="input NIfTI (the task's layout: see the README's task table)")
+    p.add_argument("input", nargs="?", default=None, help="input NIfTI (the task's layout: see the README's task table); or --bids")
+    p.add_argument("--bids", default=None, metavar="DATASET", help="run over every matching acquisition of a BIDS dataset, writing DATASET/derivatives/qmri/ (resumable)")
+    p.add_argument("--chi-method", default=None, help="--bids oef: which susceptibility derivative (desc) to use (default: any)")
     p.add_argument("--sidecar", default=None, help="JSON sidecar (default: the .json beside the input)")
     p.add_argument("--method", default=None, help="method (default: the task's default; an unknown one lists the choices)")
     p.add_argument("--map", nargs="+", default=None, help="only these output maps (default: all)")
@@ -386,6 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="where networks and torch solvers run: auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="a task option, e.g. tta=2 for the synthesis tasks (their choices: qmri models, or the server's /info)")
     p.set_defaults(func=_infer)
+
+    p = sub.add_parser("import", help="scanner data (a DICOM folder or a BIDS dataset) -> studies in the app's layout")
+    p.add_argument("kind", choices=("dicom", "bids"))
+    p.add_argument("source", help="DICOM folder (one multi-echo GRE acquisition: magnitude and phase series) or BIDS dataset root")
+    p.add_argument("--studies", required=True, help="studies folder to write (e.g. the server's STUDIES)")
+    p.add_argument("--id", default=None, help="dicom: study id (default: the folder's name + _qsmraw)")
+    p.add_argument("--series-uid", default=None, help="dicom: the acquisition containing this series, when the folder holds several")
+    p.add_argument("--overwrite", action="store_true", help="replace existing studies of the same id")
+    p.set_defaults(func=_import)
 
     p = sub.add_parser("models", help="the shipped networks: tasks, code modules, weights (version, sha256) and recipes")
     p.add_argument("--model-dir", default=None, help=f"folder of the network weights (default {model_dir()}, ${MODEL_DIR_ENV} overrides)")

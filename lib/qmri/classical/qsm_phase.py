@@ -276,7 +276,9 @@ def sphere_kernel(shape: Sequence[int], radius_mm: float, voxel_size: float | Se
         view[ax] = n
         coords.append((i.to(torch.float32) * vx[ax]).reshape(view))
     r2 = coords[0] ** 2 + coords[1] ** 2 + coords[2] ** 2
-    k = (r2 <= radius_mm**2 + 1e-6).to(torch.float32)
+    # a relative tolerance: voxel sizes read from a float32 NIfTI affine differ from the nominal
+    # ones by ~1e-7 relative, which must not move voxels at exactly the radius in or out of the sphere
+    k = (r2 <= radius_mm**2 * (1.0 + 1e-5)).to(torch.float32)
     return k / k.sum()
 
 

@@ -107,10 +107,12 @@ VOXEL_SIZE_RANGE_MM = (0.1, 20.0)
 
 
 def voxel_size(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel size (mm) per array axis from the affine's column norms; ValueError for a non-finite
+    """Voxel size (mm, to 1e-6 mm) per array axis from the affine's column norms; ValueError for a non-finite
     or singular affine (see :func:`qmri.io.nifti_input.check_affine`) or a voxel size outside
     :data:`VOXEL_SIZE_RANGE_MM`."""
-    vs = check_affine(affine)
+    # rounded to 1e-6 mm: an affine stored as float32 (NIfTI sform, DICOM decimal strings) carries
+    # ~1e-7 relative noise, which must not change a padding or crop size computed as ceil(mm / voxel)
+    vs = tuple(round(float(v), 6) for v in check_affine(affine))
     lo, hi = VOXEL_SIZE_RANGE_MM
     if not all(lo <= v <= hi for v in vs):
         raise ValueError(f"voxel sizes {[round(v, 6) for v in vs]} mm (from the affine) are outside {lo:g}..{hi:g} mm: is the affine in metres or micrometres instead of mm?")

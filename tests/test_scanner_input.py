@@ -1,0 +1,153 @@
+"""Scanner data in: a phantom multi-echo GRE written as DICOM series (oblique, magnitude and phase
+series, 12-bit phase) and as a BIDS dataset, read back by the input adapters, imported as studies
+and inferred; BIDS derivatives out (issue 29)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import SAMPLE
+from qmri.cli import main
+from qmri.io.bids_input import find_megre, read_mask, read_megre
+from qmri.io.dicom_input import read_multi_echo
+from qmri.io.multi_echo import MultiEcho, b0_direction, phase_to_radians
+from qmri.simulate.bids_export import write_bids_megre
+from qmri.simulate.dicom_export import write_multi_echo_dicom
+from qmri.tasks.registry import task_spec
+
+E = 4
+
+
+def _rot(axis, deg):
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    i, j = [(1, 2), (0, 2), (0, 1)][axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    """A 36 x 44 x 30 block of the sample raw-QSM study with an oblique affine (15 deg about S,
+    10 deg about R), so B0 in array axes is not (0, 0, 1)."""
+    img = nib.load(SAMPLE / "studies" / "sub-1000_qsmraw.nii.gz")
+    meta = json.loads((SAMPLE / "studies" / "sub-1000_qsmraw.json").read_text())
+    d = img.get_fdata(dtype=np.float32)[22:58, 28:72, 28:58]
+    aff = img.affine.copy()
+    aff[:3, 3] += aff[:3, :3] @ [22, 28, 28]
+    aff[:3, :3] = _rot(2, 15) @ _rot(0, 10) @ aff[:3, :3]
+    # the phases a scanner records: on the 12-bit grid (what DICOM and dcm2niix store), so a round trip is exact
+    phase = ((np.rint((d[..., E : 2 * E] / np.pi * 4096 + 4096) / 2).clip(0, 4095) * 2 - 4096) / 4096 * np.pi).astype(np.float32)
+    return MultiEcho(d[..., :E].copy(), phase, aff, meta["echo_times_ms"], 3.0), d[..., -1] > 0
+
+
+def test_b0_direction_of_an_oblique_slab_and_phase_scales():
+    aff = np.eye(4)
+    aff[:3, :3] = _rot(0, 20) @ np.diag([1.0, 1.0, 2.0])
+    np.testing.assert_allclose(b0_direction(aff), [0, np.sin(np.radians(20)), np.cos(np.radians(20))], atol=1e-12)
+    np.testing.assert_allclose(phase_to_radians(np.array([-4096.0, 0.0, 2048.0])), [-np.pi, 0, np.pi / 2], atol=1e-6)
+    np.testing.assert_allclose(phase_to_radians(np.array([0.0, 2048.0, 4095.0])), [-np.pi, 0, np.pi - 2 * np.pi / 4096], atol=1e-6)
+    with pytest.raises(ValueError, match="neither radians"):
+        phase_to_radians(np.array([0.0, 70000.0]))
+
+
+def test_dicom_round_trip_keeps_geometry_echo_times_and_values(phantom, tmp_path):
+    me, _ = phantom
+    uids = write_multi_echo_dicom(me, tmp_path / "dicom")
+    back = read_multi_echo(tmp_path / "dicom")
+    np.testing.assert_allclose(back.affine, me.affine, atol=1e-5)  # exact up to the header's decimals
+    assert back.echo_times_ms == me.echo_times_ms and back.field_strength_t == 3.0
+    np.testing.assert_allclose(back.magnitude, me.magnitude, atol=2e-5 * me.magnitude.max())  # 16-bit
+    np.testing.assert_allclose(back.phase, me.phase, atol=1e-5)  # Siemens' 12-bit phase scale, read back exactly
+    np.testing.assert_allclose(back.sidecar("qsm_raw")["B0_dir"], b0_direction(me.affine), atol=1e-6)
+    assert abs(back.sidecar("qsm_raw")["B0_dir"][2]) < 0.99  # oblique: not the array's third axis
+    assert set(back.source["dicom_series"]) == {uids["mag"], uids["phase"]}
+
+
+def test_dicom_problems_are_named(phantom, tmp_path):
+    me, _ = phantom
+    small = MultiEcho(me.magnitude[:8, :8, :4], me.phase[:8, :8, :4], me.affine, me.echo_times_ms, 3.0)
+    write_multi_echo_dicom(small, tmp_path / "a")
+    shutil.rmtree(tmp_path / "a" / "phase")
+    with pytest.raises(ValueError, match="no phase images"):
+        read_multi_echo(tmp_path / "a").qsm_raw_study()
+    next((tmp_path / "a" / "mag").glob("e02_0002.dcm")).unlink()  # an incomplete echo
+    with pytest.raises(ValueError, match="different numbers of slices"):
+        read_multi_echo(tmp_path / "a")
+    with pytest.raises(ValueError, match="no MR images"):
+        read_multi_echo(tmp_path / "nothing_here" if (tmp_path / "nothing_here").mkdir() is None else None)
+
+
+def test_dicom_import_then_infer_matches_the_native_study(phantom, tmp_path):
+    me, mask = phantom
+    write_multi_echo_dicom(me, tmp_path / "patient7")
+    assert main(["import", "dicom", str(tmp_path / "patient7"), "--studies", str(tmp_path / "studies")]) == 0
+    study = tmp_path / "studies" / "patient7_qsmraw.nii.gz"
+    meta = json.loads(study.with_name("patient7_qsmraw.json").read_text())
+    assert meta["task"] == "qsm_raw" and meta["echo_times_ms"] == me.echo_times_ms and meta["B0_T"] == 3.0
+    img = nib.load(study)
+    np.testing.assert_allclose(img.affine, me.affine, atol=1e-5)
+    assert img.shape == (*me.magnitude.shape[:3], 2 * E + 1)
+    np.testing.assert_array_equal(img.dataobj[..., -1] > 0, mask)  # the magnitude mask finds the phantom's brain
+    spec = task_spec("qsm_raw")
+    native = spec.call(np.concatenate([me.magnitude, me.phase, mask[..., None]], -1), me.affine, {**meta, "B0_dir": list(b0_direction(me.affine))}, "tkd", {})
+    imported = spec.call(np.asarray(img.dataobj, np.float32), img.affine, meta, "tkd", {})
+    a, b = native[0].data[mask], imported[0].data[mask]
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-4  # float tolerance
+    assert main(["import", "dicom", str(tmp_path / "patient7"), "--studies", str(tmp_path / "studies")]) == 2  # kept
+
+
+def test_bids_round_trip_import_and_derivatives(phantom, tmp_path):
+    me, mask = phantom
+    root = tmp_path / "bids"
+    write_bids_megre(me, root, "07", session="pre", mask=mask)
+    (acq,) = find_megre(root)
+    assert acq.name == "sub-07_ses-pre" and len(acq.magnitudes) == E and acq.mask is not None
+    back = read_megre(acq, root)
+    assert back.echo_times_ms == pytest.approx(me.echo_times_ms) and back.field_strength_t == 3.0
+    np.testing.assert_allclose(back.affine, me.affine, atol=1e-5)
+    np.testing.assert_allclose(back.phase, me.phase, atol=1e-5)
+    np.testing.assert_array_equal(read_mask(acq, back.magnitude.shape[:3], back.affine), mask)
+
+    assert main(["import", "bids", str(root), "--studies", str(tmp_path / "studies")]) == 0
+    assert json.loads((tmp_path / "studies" / "sub-07_ses-pre_qsmraw.json").read_text())["task"] == "qsm_raw"
+
+    assert main(["infer", "qsm_raw", "--bids", str(root), "--method", "tkd"]) == 0
+    deriv = root / "derivatives" / "qmri"
+    desc = json.loads((deriv / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "qmri"
+    chi = deriv / "sub-07" / "ses-pre" / "anat" / "sub-07_ses-pre_desc-tkd_Chimap.nii.gz"
+    side = json.loads(chi.with_name(chi.name.replace(".nii.gz", ".json")).read_text())
+    assert side["Units"] == "ppm" and side["Method"] == "tkd" and side["BIDSStandardSuffix"] is True
+    assert any(s.endswith("_echo-1_part-phase_MEGRE.nii.gz") for s in side["Sources"])
+    img = nib.load(chi)
+    assert img.shape == mask.shape and np.allclose(img.affine, me.affine, atol=1e-5)
+    assert img.header.get_intent()[2] == "ppm" and np.all(img.get_fdata()[~mask] == 0)
+    before = chi.stat().st_mtime_ns
+    assert main(["infer", "qsm_raw", "--bids", str(root), "--method", "tkd"]) == 0  # resumable: nothing redone
+    assert chi.stat().st_mtime_ns == before
+    # OEF from the echoes and the susceptibility derivative (the classical fit: any echo times)
+    assert main(["infer", "oef", "--bids", str(root), "--method", "qq_fit", "--chi-method", "tkd"]) == 0
+    oef = deriv / "sub-07" / "ses-pre" / "anat" / "sub-07_ses-pre_desc-qqfit_OEFmap.nii.gz"
+    oside = json.loads(oef.with_name(oef.name.replace(".nii.gz", ".json")).read_text())
+    assert oside["Units"] == "%" and oside["BIDSStandardSuffix"] is False
+    v = nib.load(oef).get_fdata()[mask]
+    assert 0 <= v.min() and v.max() <= 100 and np.isfinite(v).all()
+    for f in deriv.rglob("*.nii.gz"):  # every map has its JSON, every name parses as BIDS entities
+        assert f.with_name(f.name.replace(".nii.gz", ".json")).is_file()
+        parts = f.name[: -len(".nii.gz")].split("_")
+        assert parts[0] == "sub-07" and all("-" in p for p in parts[:-1]) and parts[-1].endswith("map")
+
+
+def test_bids_problems_are_reported_per_acquisition(phantom, tmp_path):
+    me, _ = phantom
+    root = tmp_path / "bids"
+    write_bids_megre(MultiEcho(me.magnitude, None, me.affine, me.echo_times_ms, 3.0), root, "08")
+    assert main(["infer", "qsm_raw", "--bids", str(root), "--method", "tkd"]) == 1  # no phase: reported, not a crash
+    assert main(["infer", "qsm", "--bids", str(root)]) == 2  # a local field map is no raw BIDS image
+    assert main(["infer", "oef", "--bids", str(root), "--method", "qq_fit"]) == 1  # no susceptibility yet
