@@ -151,3 +151,30 @@ def test_bids_problems_are_reported_per_acquisition(phantom, tmp_path):
     assert main(["infer", "qsm_raw", "--bids", str(root), "--method", "tkd"]) == 1  # no phase: reported, not a crash
     assert main(["infer", "qsm", "--bids", str(root)]) == 2  # a local field map is no raw BIDS image
     assert main(["infer", "oef", "--bids", str(root), "--method", "qq_fit"]) == 1  # no susceptibility yet
+
+
+def test_a_map_from_an_imported_dicom_study_as_a_parametric_map(phantom, tmp_path):
+    """DICOM in -> qmri infer -> Parametric Map out: float values and UCUM units read back with
+    pydicom, referencing the magnitude series."""
+    import pydicom
+
+    me, _ = phantom
+    small = MultiEcho(me.magnitude[:, :, 6:22], me.phase[:, :, 6:22], me.affine, me.echo_times_ms, 3.0)
+    uids = write_multi_echo_dicom(small, tmp_path / "p9")
+    assert main(["import", "dicom", str(tmp_path / "p9"), "--studies", str(tmp_path / "s")]) == 0
+    assert main(["infer", "qsm_raw", str(tmp_path / "s" / "p9_qsmraw.nii.gz"), "--method", "tkd", "--out", str(tmp_path / "maps")]) == 0
+    result = tmp_path / "maps" / "p9_qsmraw_qsm_raw_tkd.nii.gz"
+    out = tmp_path / "chi_pm.dcm"
+    assert main(["export-pm", str(result), "--source", str(tmp_path / "p9"), "--out", str(out)]) == 0
+    pm = pydicom.dcmread(str(out))
+    assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
+    assert int(pm.NumberOfFrames) == small.magnitude.shape[2]
+    mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == "ppm" and mapping.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
+    chi = nib.load(result).get_fdata(dtype=np.float32)[..., 0]
+    frames = pm.pixel_array.astype(np.float32) * float(mapping.RealWorldValueSlope) + float(mapping.RealWorldValueIntercept)
+    np.testing.assert_allclose(np.transpose(frames, (2, 1, 0)), chi, atol=1e-6)
+    assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == uids["mag"]
+    with pytest.raises(SystemExit) as e:  # never overwrites: a usage error
+        main(["export-pm", str(result), "--source", str(tmp_path / "p9"), "--out", str(out)])
+    assert e.value.code == 2

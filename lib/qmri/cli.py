@@ -114,6 +114,20 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_pm(args: argparse.Namespace) -> int:
+    src = input_file("MAP", args.map)
+    if not Path(args.source).expanduser().is_dir():
+        raise UsageError(f"argument --source: {args.source}: no such folder")
+    out = Path(args.out).expanduser()
+    if out.exists():
+        raise UsageError(f"argument --out: {out} exists; choose another file")
+    from .io.parametric_map import export_map
+
+    path = export_map(src, Path(args.source).expanduser(), out, map_name=args.map_name, series_uid=args.series_uid)
+    print(f"Parametric Map -> {path}")
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
     src = Path(args.source).expanduser()
     if not src.exists():
@@ -434,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="where networks and torch solvers run: auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="a task option, e.g. tta=2 for the synthesis tasks (their choices: qmri models, or the server's /info)")
     p.set_defaults(func=_infer)
+
+    p = sub.add_parser("export-pm", help="a result map as a DICOM Parametric Map (float values, UCUM units) referencing its source series")
+    p.add_argument("map", help="a result NIfTI of qmri infer (its JSON beside it names maps and units), on the source series' grid")
+    p.add_argument("--source", required=True, help="the DICOM folder the map was computed from")
+    p.add_argument("--out", required=True, help="the Parametric Map file to write (.dcm)")
+    p.add_argument("--map-name", default=None, help="which map of a multi-map result (default: the first)")
+    p.add_argument("--series-uid", default=None, help="the referenced source series (default: the folder's only magnitude series)")
+    p.set_defaults(func=_export_pm)
 
     p = sub.add_parser("import", help="scanner data (a DICOM folder or a BIDS dataset) -> studies in the app's layout")
     p.add_argument("kind", choices=("dicom", "bids"))
