@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 #: What a client may pass to /infer besides the study id: the task's method, the map(s) to return,
 #: and the acquisition sidecar (for a study uploaded without one).
-INFER_PARAMS = {"method", "map", "sidecar"}
+INFER_PARAMS = {"method", "map", "sidecar", "store_pm"}
 
 
 class QMRIApp(MONAILabelApp):
@@ -106,13 +106,31 @@ class QMRIApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            return self._pacs_datastore()
         return SidecarDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    def _pacs_datastore(self) -> Datastore:
+        """A DICOMweb PACS (e.g. Orthanc) as the datastore (lib.dicomweb_datastore), built as MONAI
+        Label builds its own, without fetching the dcmqi tools (no DICOM SEG is made here)."""
+        from lib.dicomweb_datastore import MultiEchoDICOMWebDatastore
+        from monailabel.datastore.dicom import DICOMwebClientX
+        from dicomweb_client.session_utils import create_session_from_user_pass
+
+        self.studies = self.studies.rstrip("/").strip()
+        session = None
+        if settings.MONAI_LABEL_DICOMWEB_USERNAME and settings.MONAI_LABEL_DICOMWEB_PASSWORD:
+            session = create_session_from_user_pass(settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD)
+        client = DICOMwebClientX(url=self.studies, session=session, qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX, wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX, stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX)
+        cache = (settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip() or None
+        search = dict(settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER or {})
+        if search == {"Modality": "CT"}:  # MONAI Label's default, made for its CT apps: list every series here
+            search = {}
+        return MultiEchoDICOMWebDatastore(client=client, search_filter=search, cache_path=cache, fetch_by_frame=settings.MONAI_LABEL_DICOMWEB_FETCH_BY_FRAME, convert_to_nifti=True)
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}
@@ -166,5 +184,17 @@ class QMRIApp(MONAILabelApp):
         # MONAI Label's own infer() would treat an id that is also a path under the working folder
         # as that file; the task here gets the datastore's file (or the route's copy) and never saves a label
         task = self._infers[model]
+        store_pm = request.pop("store_pm", False)
+        if not isinstance(store_pm, bool):
+            raise HTTPException(status_code=422, detail="parameter 'store_pm' must be true or false")
+        store = getattr(datastore, "store_result", None) if sent_file is None else None
+        if store_pm and store is None:
+            raise HTTPException(status_code=422, detail="'store_pm' needs a PACS datastore (a DICOMweb STUDIES url) and a study id from it")
         result_file, result_json = task({**request, "image": uri, "description": task.description})
+        if store_pm:  # the map back to the PACS as a DICOM Parametric Map
+            try:
+                result_json["stored_series"] = store(image, result_file, result_json)
+            except Exception as e:  # the map itself is still answered
+                logger.warning("storing the Parametric Map of %s failed: %s", image, e)
+                result_json["store_error"] = str(e)[:300]
         return {"label": result_file, "tag": DefaultLabelTag.ORIGINAL, "file": result_file, "params": result_json}
