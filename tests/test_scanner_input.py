@@ -138,10 +138,19 @@ def test_bids_round_trip_import_and_derivatives(phantom, tmp_path):
     assert oside["Units"] == "%" and oside["BIDSStandardSuffix"] is False
     v = nib.load(oef).get_fdata()[mask]
     assert 0 <= v.min() and v.max() <= 100 and np.isfinite(v).all()
-    for f in deriv.rglob("*.nii.gz"):  # every map has its JSON, every name parses as BIDS entities
+    from bids_validator import BIDSValidator
+
+    validator = BIDSValidator()  # the BIDS schema's path rules (bidsschematools)
+    for f in root.rglob("*"):  # the raw dataset the phantom was written as is valid BIDS
+        if f.is_file() and "derivatives" not in f.parts and "desc-brain" not in f.name:
+            assert validator.is_bids("/" + str(f.relative_to(root))), f
+    for f in deriv.rglob("*.nii.gz"):  # every map has its JSON; a BIDS suffix map is a valid BIDS path but for desc-
         assert f.with_name(f.name.replace(".nii.gz", ".json")).is_file()
         parts = f.name[: -len(".nii.gz")].split("_")
         assert parts[0] == "sub-07" and all("-" in p for p in parts[:-1]) and parts[-1].endswith("map")
+        if json.loads(f.with_name(f.name.replace(".nii.gz", ".json")).read_text())["BIDSStandardSuffix"]:
+            plain = "_".join(p for p in parts if not p.startswith("desc-")) + ".nii.gz"
+            assert validator.is_bids("/" + str(f.relative_to(deriv).with_name(plain))), f
 
 
 def test_bids_problems_are_reported_per_acquisition(phantom, tmp_path):
