@@ -127,33 +127,23 @@ async def _form(request: Request, files: set[str], fields: set[str]):
 POOL = InferPool(POLICY.infer_workers, POLICY.infer_queue, POLICY.infer_timeout_s)
 
 
-def _admit(instance, model: str, image: str, method) -> None:
-    """Before a worker is taken: a known study whose estimated memory for the request's method fits
-    (413 otherwise; an unknown method is left to the task, which names the choices)."""
-    if not image:
+def _admit(instance, model: str, image: str, method, sent: str | None = None) -> None:
+    """Before a worker is taken: a known study (or a sent image whose header passes the upload
+    checks: size, real numbers, 3D/4D, complete) whose estimated memory for the request's method
+    fits (413 otherwise; an unknown method is left to the task, which names the choices)."""
+    if sent is not None:
+        check_upload(sent, POLICY)
+        uri = sent
+    elif not image:
         return  # the app names the missing id
-    check_id(image)
-    uri = instance.datastore().get_image_uri(image)
+    else:
+        check_id(image)
+        uri = instance.datastore().get_image_uri(image)
     task = instance._infers[model]
     if uri and hasattr(task, "check_memory"):
         method = method if isinstance(method, str) and method in getattr(task, "methods", ()) else getattr(task, "default_method", None)
         try:
             task.check_memory(uri, method)
-        except InputTooLarge as e:
-            raise HTTPException(status_code=413, detail=str(e)) from None
-        except ValueError as e:
-            raise HTTPException(status_code=422, detail=str(e)) from None
-
-
-def _admit_file(instance, model: str, path: str, method) -> None:
-    """A sent image: its header passes the upload checks (size, real numbers, 3D/4D, complete) and
-    its estimated memory for the method fits (413/422 otherwise), before a worker is taken."""
-    check_upload(path, POLICY)
-    task = instance._infers[model]
-    if hasattr(task, "check_memory"):
-        method = method if isinstance(method, str) and method in getattr(task, "methods", ()) else getattr(task, "default_method", None)
-        try:
-            task.check_memory(path, method)
         except InputTooLarge as e:
             raise HTTPException(status_code=413, detail=str(e)) from None
         except ValueError as e:
@@ -188,10 +178,7 @@ async def infer(request: Request) -> Any:
         sent = await _stored_upload(upload, "file")
         background.add_task(remove_file, sent)
     try:
-        if sent is not None:
-            await run_in_threadpool(_admit_file, instance, model, sent, params.get("method"))
-        else:
-            await run_in_threadpool(_admit, instance, model, image_id, params.get("method"))
+        await run_in_threadpool(_admit, instance, model, image_id, params.get("method"), sent)
         req = {**params, "model": model, "image": image_id}
         if sent is not None:  # a sent image's metadata comes only with the request, never from a file beside it
             req.setdefault("sidecar", {})
