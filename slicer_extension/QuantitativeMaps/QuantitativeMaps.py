@@ -294,7 +294,15 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.taskCombo.blockSignals(False)
         self.setConnected(bool(self.tasks))
         self.status(f"Connected to {info.get('name', url)}: {len(self.tasks)} task(s), trainers: {', '.join(sorted(info.get('trainers', {}))) or 'none'}.")
-        self.onTaskChanged()
+        # the scene's saved task first (not overwritten by the combo's first entry), then its other selections
+        self.restoring = True
+        try:
+            self.ui.taskCombo.blockSignals(True)
+            self.ui.taskCombo.setCurrentIndex(max(0, self.ui.taskCombo.findData(self.state().get("task"))))
+            self.ui.taskCombo.blockSignals(False)
+            self.onTaskChanged()
+        finally:
+            self.restoring = False
         self.restoreState()
 
     def currentTask(self):
