@@ -187,3 +187,29 @@ def test_a_map_from_an_imported_dicom_study_as_a_parametric_map(phantom, tmp_pat
     with pytest.raises(SystemExit) as e:  # never overwrites: a usage error
         main(["export-pm", str(result), "--source", str(tmp_path / "p9"), "--out", str(out)])
     assert e.value.code == 2
+
+
+def test_bids_t2w_and_pet_images_become_synthesis_and_pvc_inputs(tmp_path):
+    from qmri.simulate.bids_export import write_dataset_description
+
+    root = tmp_path / "bids"
+    write_dataset_description(root)
+    t2 = nib.load(SAMPLE / "studies" / "sub-1000_t2w.nii.gz")
+    (root / "sub-03" / "anat").mkdir(parents=True)
+    nib.save(t2, root / "sub-03" / "anat" / "sub-03_T2w.nii.gz")
+    pet = nib.load(SAMPLE / "studies" / "sub-1000_pet.nii.gz")
+    (root / "sub-03" / "pet").mkdir(parents=True)
+    pet_3d = np.asarray(pet.dataobj, dtype=np.float32)
+    pet_3d = pet_3d[..., 0] if pet_3d.ndim == 4 else pet_3d  # a BIDS PET is the PET alone (the sample study adds tissue maps)
+    nib.save(nib.Nifti1Image(pet_3d, pet.affine), root / "sub-03" / "pet" / "sub-03_pet.nii.gz")
+    psf = json.loads((SAMPLE / "studies" / "sub-1000_pet.json").read_text())["psf_fwhm_mm"]
+    (root / "sub-03" / "pet" / "sub-03_pet.json").write_text(json.dumps({"TracerName": "PiB", "psf_fwhm_mm": psf}))
+    assert main(["import", "bids", str(root), "--studies", str(tmp_path / "studies")]) == 0
+    assert json.loads((tmp_path / "studies" / "sub-03_t2w.json").read_text())["task"] == "synthetic_ct"
+    assert json.loads((tmp_path / "studies" / "sub-03_pet.json").read_text())["psf_fwhm_mm"] == psf
+    assert main(["infer", "synthetic_ct", "--bids", str(root), "--method", "bulk_density"]) == 0
+    sct = root / "derivatives" / "qmri" / "sub-03" / "anat" / "sub-03_desc-bulkdensity_sCTmap.nii.gz"
+    assert json.loads(sct.with_name(sct.name.replace(".nii.gz", ".json")).read_text())["Units"] == "HU"
+    assert main(["infer", "pvc", "--bids", str(root), "--method", "rbv"]) == 1  # RBV needs tissue maps: reported, not a crash
+    assert main(["infer", "pvc", "--bids", str(root), "--method", "van_cittert"]) == 0  # PET-only, PSF from the PET's JSON
+    assert (root / "derivatives" / "qmri" / "sub-03" / "pet" / "sub-03_desc-vancittert_PVCmap.nii.gz").is_file()

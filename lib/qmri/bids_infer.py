@@ -84,15 +84,10 @@ def _jobs(dataset: Path, task: str, chi_method: str | None) -> list[Job]:
             ents, _ = bi.parse_name(path)
 
             def load(path=path):
-                import nibabel as nib
+                data, affine, meta = bi.read_image(path, dataset)
+                return data, affine, {k: v for k, v in meta.items() if k == "psf_fwhm_mm"}, meta["source"]["bids"]
 
-                img = nib.load(str(path))
-                meta = bi.sidecar(path, dataset)
-                side = {"psf_fwhm_mm": meta["psf_fwhm_mm"]} if task == "pvc" and "psf_fwhm_mm" in meta else {}
-                return np.asarray(img.dataobj, dtype=np.float32), img.affine, side, [str(path.relative_to(dataset))]
-
-            name = "_".join(f"{k}-{v}" for k, v in ents.items())
-            jobs.append(Job(name, ents.get("sub", "?"), ents.get("ses"), ents, datatype, load))
+            jobs.append(Job(bi.prefix(ents), ents.get("sub", "?"), ents.get("ses"), ents, datatype, load))
         return jobs
     raise ValueError(f"task '{task}' has no BIDS input (a local field map is not a raw BIDS image); choose from qsm_raw, oef, {', '.join(IMAGE_TASKS)}")
 

@@ -78,7 +78,7 @@ class BidsAcquisition:
     @property
     def name(self) -> str:
         """The acquisition's BIDS prefix, e.g. ``sub-01_ses-1_acq-qsm``."""
-        return "_".join(f"{k}-{v}" for k, v in self.entities.items())
+        return prefix(self.entities)
 
 
 def find_megre(root: str | Path) -> list[BidsAcquisition]:
@@ -103,8 +103,8 @@ def find_megre(root: str | Path) -> list[BidsAcquisition]:
         ents = dict(ents)
         mags = [parts["mag"][e] for e in sorted(parts["mag"])]
         phases = [parts["phase"][e] for e in sorted(parts["phase"])]
-        prefix = "_".join(f"{k}-{v}" for k, v in ents.items())
-        mask = next((folder / f"{prefix}_desc-brain_mask{ext}" for ext in NII if (folder / f"{prefix}_desc-brain_mask{ext}").is_file()), None)
+        stem = prefix(ents)
+        mask = next((folder / f"{stem}_desc-brain_mask{ext}" for ext in NII if (folder / f"{stem}_desc-brain_mask{ext}").is_file()), None)
         out.append(BidsAcquisition(ents.get("sub", "?"), ents.get("ses"), ents, mags, phases, mask))
     return out
 
@@ -157,6 +157,30 @@ def read_mask(acq: BidsAcquisition, shape: tuple[int, ...], affine: np.ndarray) 
     if img.shape[:3] != tuple(shape) or not np.allclose(img.affine, affine, atol=1e-3):
         raise ValueError(f"{acq.mask.name} is not on the grid of the echoes")
     return np.asarray(img.dataobj) > 0
+
+
+#: Single-image inputs: BIDS suffix -> the task they feed.
+IMAGE_TASKS = {"T2w": "synthetic_ct", "ct": "synthetic_mr", "pet": "pvc"}
+
+
+def prefix(entities: dict[str, str]) -> str:
+    """The BIDS name prefix of these entities, e.g. ``sub-01_ses-1_acq-qsm``."""
+    return "_".join(f"{k}-{v}" for k, v in entities.items())
+
+
+def read_image(path: Path, root: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(float32 array, affine, study sidecar) of a T2w, ct or pet image: the task it feeds and, for
+    PET, the PSF FWHM (mm) from its JSON's ``psf_fwhm_mm`` when given."""
+    _, suf = parse_name(path)
+    if suf not in IMAGE_TASKS:
+        raise ValueError(f"{path.name}: a {suf} image feeds no task; expected one of {', '.join(IMAGE_TASKS)}")
+    root = Path(root).expanduser()
+    img = nib.load(str(path))
+    meta: dict[str, Any] = {"task": IMAGE_TASKS[suf], "modality": suf, "source": {"bids": [str(path.relative_to(root))]}}
+    side = sidecar(path, root)
+    if suf == "pet" and "psf_fwhm_mm" in side:
+        meta["psf_fwhm_mm"] = side["psf_fwhm_mm"]
+    return np.asarray(img.dataobj, dtype=np.float32), img.affine, meta
 
 
 def find_images(root: str | Path, suffix: str) -> list[Path]:

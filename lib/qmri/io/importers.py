@@ -15,7 +15,6 @@ import json
 import re
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from .atomic import atomic_write_text
@@ -23,7 +22,6 @@ from .study import save_nifti
 
 #: The datastore's id rule (apps/qmri/lib/datastore.py): letters, digits, '_', '-', '.'.
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-BIDS_IMAGE_TASKS = {"T2w": "synthetic_ct", "ct": "synthetic_mr", "pet": "pvc"}
 
 
 def _check_id(study_id: str) -> str:
@@ -65,16 +63,10 @@ def import_bids(dataset: str | Path, studies: str | Path, overwrite: bool = Fals
         me = bi.read_megre(acq, dataset)
         data, meta = me.qsm_raw_study(bi.read_mask(acq, me.magnitude.shape[:3], me.affine))
         written.append(write_study(studies, f"{acq.name}_qsmraw", data, me.affine, meta, overwrite))
-    for suffix, task in BIDS_IMAGE_TASKS.items():
+    for suffix in bi.IMAGE_TASKS:
         for path in bi.find_images(dataset, suffix):
-            ents, _ = bi.parse_name(path)
-            img = nib.load(str(path))
-            side = bi.sidecar(path, dataset)
-            meta = {"task": task, "modality": suffix, "source": {"bids": [str(path.relative_to(dataset))]}}
-            if task == "pvc" and "psf_fwhm_mm" in side:
-                meta["psf_fwhm_mm"] = side["psf_fwhm_mm"]
-            name = "_".join(f"{k}-{v}" for k, v in ents.items())
-            written.append(write_study(studies, f"{name}_{suffix.lower()}", np.asarray(img.dataobj, dtype=np.float32), img.affine, meta, overwrite))
+            data, affine, meta = bi.read_image(path, dataset)
+            written.append(write_study(studies, f"{bi.prefix(bi.parse_name(path)[0])}_{suffix.lower()}", data, affine, meta, overwrite))
     if not written:
         raise ValueError(f"nothing to import from {dataset}: no multi-echo GRE (MEGRE), T2w, ct or pet images")
     return written
