@@ -437,7 +437,9 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.showError("Cannot prepare the inputs", e)
             return
         client = self.logic.client
-        self.runContext = {"task": task, "base": nodes[0].GetName(), "background": nodes[0]}
+        # a Volume Sequence picked as itself is no slice-view layer: the views keep their background then
+        background = nodes[0] if nodes[0].IsA("vtkMRMLVolumeNode") else None
+        self.runContext = {"task": task, "base": nodes[0].GetName(), "background": background}
         # the image travels with the request and is not stored on the server
         self.startJob(Job(lambda job: run_task(client, task, path, None, params, job)), "infer")
 
