@@ -79,8 +79,26 @@ def test_dicom_problems_are_named(phantom, tmp_path):
     next((tmp_path / "a" / "mag").glob("e02_0002.dcm")).unlink()  # an incomplete echo
     with pytest.raises(ValueError, match="different numbers of slices"):
         read_multi_echo(tmp_path / "a")
+    # real/imaginary images instead of magnitude/phase, and an enhanced multi-frame file: named, not misread
+    import pydicom
+
+    write_multi_echo_dicom(small, tmp_path / "ri")
+    for f in (tmp_path / "ri").rglob("*.dcm"):
+        ds = pydicom.dcmread(str(f))
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "R" if "mag" in f.parts else "I", "ND"]
+        ds.save_as(str(f))
+    with pytest.raises(ValueError, match="real and imaginary"):
+        read_multi_echo(tmp_path / "ri")
+    one = pydicom.dcmread(str(next((tmp_path / "ri").rglob("*.dcm"))))
+    one.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    one.NumberOfFrames = 2
+    (tmp_path / "enhanced").mkdir()
+    one.save_as(str(tmp_path / "enhanced" / "mf.dcm"))
+    with pytest.raises(ValueError, match="enhanced multi-frame"):
+        read_multi_echo(tmp_path / "enhanced")
+    (tmp_path / "nothing_here").mkdir()
     with pytest.raises(ValueError, match="no MR images"):
-        read_multi_echo(tmp_path / "nothing_here" if (tmp_path / "nothing_here").mkdir() is None else None)
+        read_multi_echo(tmp_path / "nothing_here")
 
 
 def test_dicom_import_then_infer_matches_the_native_study(phantom, tmp_path):

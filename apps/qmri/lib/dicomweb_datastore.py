@@ -82,8 +82,8 @@ class MultiEchoDICOMWebDatastore(DICOMWebDatastore):
         return super().get_image_uri(uid)
 
     def store_result(self, image_id: str, result_file: str, result_json: Dict[str, Any]) -> list[str]:
-        """Store the result's first map as a Parametric Map referencing the magnitude series of the
-        study's acquisition (first echo); returns the new SeriesInstanceUIDs."""
+        """Store the result's first map as a Parametric Map referencing its source: the magnitude series
+        (first echo) of a multi-echo acquisition, else the series itself; returns the new SeriesInstanceUIDs."""
         import pydicom
 
         from qmri.io.dicom_input import scan
@@ -91,14 +91,20 @@ class MultiEchoDICOMWebDatastore(DICOMWebDatastore):
 
         uid = check_uid(image_id)
         _, dicom_dir = self._paths(uid)
-        mags = sorted({s.series_uid for s in scan(dicom_dir) if s.part == "mag"}) if dicom_dir.is_dir() else []
-        if len(mags) != 1:
-            raise ValueError(f"series {uid}: no single magnitude series to reference ({len(mags)} found)")
+        if dicom_dir.is_dir():  # a multi-echo acquisition: the map references its magnitude series
+            mags = sorted({s.series_uid for s in scan(dicom_dir) if s.part == "mag"})
+            if len(mags) != 1:
+                raise ValueError(f"series {uid}: no single magnitude series to reference ({len(mags)} found)")
+            source, reference = dicom_dir, mags[0]
+        else:  # a single series converted as MONAI Label does: the map references that series
+            source, reference = Path(self._datastore.image_path()) / uid, uid
+            if not source.is_dir():
+                raise ValueError(f"series {uid} is not in the cache: infer it first")
         out = Path(result_file).with_name(Path(result_file).name.replace(".nii.gz", "") + "_pm.dcm")
         meta_path = Path(result_file).with_name(Path(result_file).name.replace(".nii.gz", "") + ".json")
         try:
             atomic_write_text(meta_path, json.dumps(result_json))
-            export_map(result_file, dicom_dir, out, series_uid=mags[0])
+            export_map(result_file, source, out, series_uid=reference)
             ds = pydicom.dcmread(str(out))
             self._client.store_instances([ds])
             return [str(ds.SeriesInstanceUID)]

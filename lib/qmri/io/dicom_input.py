@@ -8,7 +8,9 @@ by SimpleITK (pixel data, rescale slope/intercept, geometry in LPS), then turned
 MagneticFieldStrength (T); phases are converted to radians (:func:`~qmri.io.multi_echo.phase_to_radians`).
 
 Errors name what is missing or inconsistent: no MR images, several multi-echo acquisitions without
-a series chosen, no phase, echoes with different slice counts or orientations, unequal slice gaps.
+a series chosen, no phase, echoes with different slice counts or orientations, unequal slice gaps,
+real/imaginary instead of magnitude/phase, and enhanced multi-frame files (not read here: dcm2niix
+converts them, then ``qmri import bids``).
 """
 
 from __future__ import annotations
@@ -41,10 +43,19 @@ class Slice:
     field_strength_t: float | None
 
 
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+
+
 def _part(ds) -> str:
+    """ "mag", "phase", "real" or "imag" from ImageType (value 3 on Siemens/Philips, words elsewhere)."""
     image_type = [str(x).upper() for x in getattr(ds, "ImageType", [])]
-    if "P" in image_type[2:] or "PHASE" in image_type:
+    flags = set(image_type[2:]) | {t for t in image_type if len(t) > 1}
+    if flags & {"P", "PHASE"}:
         return "phase"
+    if flags & {"R", "REAL"}:
+        return "real"
+    if flags & {"I", "IMAGINARY"}:
+        return "imag"
     return "mag"
 
 
@@ -59,15 +70,19 @@ def _files(source: str | Path | Iterable[str | Path]) -> list[Path]:
     return [Path(f) for f in source]
 
 
-def scan(source: str | Path | Iterable[str | Path]) -> list[Slice]:
-    """The MR image slices among the files (others, e.g. DICOMDIR or non-DICOM files, are skipped)."""
-    out = []
+def scan(source: str | Path | Iterable[str | Path], modalities: tuple[str, ...] | None = ("MR",)) -> list[Slice]:
+    """The image slices among the files of these modalities (None: any); others, e.g. DICOMDIR or
+    non-DICOM files, are skipped."""
+    out, enhanced = [], 0
     for f in _files(source):
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, ValueError):
             continue
-        if getattr(ds, "Modality", "") != "MR" or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        if getattr(ds, "Modality", "") == "MR" and (str(getattr(ds, "SOPClassUID", "")) == ENHANCED_MR or int(getattr(ds, "NumberOfFrames", 1) or 1) > 1):
+            enhanced += 1
+            continue
+        if (modalities is not None and getattr(ds, "Modality", "") not in modalities) or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             continue
         te = float(getattr(ds, "EchoTime", 0) or 0)
         echo = getattr(ds, "EchoNumbers", None)
@@ -85,6 +100,10 @@ def scan(source: str | Path | Iterable[str | Path]) -> list[Slice]:
                 orientation=np.array([float(x) for x in ds.ImageOrientationPatient]),
                 field_strength_t=float(strength) if strength not in (None, "") else None,
             )
+        )
+    if enhanced and not out:
+        raise ValueError(
+            f"{enhanced} enhanced multi-frame MR file(s) (one file per series) and no single-frame MR images: this reader takes classic single-frame series; convert the enhanced files with dcm2niix (BIDS output, then 'qmri import bids') or export classic images from the scanner"
         )
     return out
 
@@ -140,6 +159,8 @@ def read_multi_echo(source: str | Path | Iterable[str | Path], series_uid: str |
     by: dict[tuple[str, int, float], list[Slice]] = defaultdict(list)
     for s in slices:
         by[(s.part, s.echo_number, round(s.echo_time_ms, 4))].append(s)
+    if any(k[0] in ("real", "imag") for k in by):
+        raise ValueError("the acquisition is stored as real and imaginary images: give magnitude and phase series (scanner export option, or dcm2niix then 'qmri import bids')")
     mags = sorted((k for k in by if k[0] == "mag"), key=lambda k: k[2])
     phases = sorted((k for k in by if k[0] == "phase"), key=lambda k: k[2])
     if not mags:

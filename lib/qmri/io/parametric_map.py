@@ -36,7 +36,7 @@ def source_slices(source: str | Path, series_uid: str, echo_number: int | None =
     """The slices of one series (and echo) in ``source``, ordered along the slice normal."""
     from .dicom_input import scan
 
-    chosen = [s for s in scan(source) if s.series_uid == series_uid and (echo_number is None or s.echo_number in (echo_number, -1))]
+    chosen = [s for s in scan(source, modalities=None) if s.series_uid == series_uid and (echo_number is None or s.echo_number in (echo_number, -1))]
     if not chosen:
         raise ValueError(f"no slices of series {series_uid}" + (f" echo {echo_number}" if echo_number else "") + f" in {source}")
     normal = np.cross(chosen[0].orientation[:3], chosen[0].orientation[3:])
