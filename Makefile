@@ -30,6 +30,10 @@ $(STAMP): pyproject.toml requirements.lock
 # server and a training it started, or parallel tests) then share them instead of slowing each
 # other 3.5x (experiments/threads/results.md)
 export OMP_WAIT_POLICY ?= PASSIVE
+# one glibc malloc arena: the server computes maps in worker threads, and with an arena per thread a
+# 1 mm raw-QSM request took 38-40 s and 3.9 GB instead of 31-36 s and 3.5 GB (the README's numbers);
+# it must be set before the process starts (mallopt at run time does not move existing arenas)
+export MALLOC_ARENA_MAX ?= 1
 
 serve: $(STAMP)
 	@echo "qmri MONAI Label server: http://$(HOST):$(PORT)  (studies: $(STUDIES); Ctrl-C to stop)"

@@ -52,7 +52,7 @@ def start_server(studies: Path, model_dir: Path, log_path: Path, env: dict | Non
     import requests
 
     port = _free_port()
-    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(APP), **(env or {})}  # as make serve (Makefile)
+    env = {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_ARENA_MAX": "1", **os.environ, "PYTHONPATH": str(APP), **(env or {})}  # as make serve (Makefile)
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir), "--uvicorn_app", "lib.server.asgi:app"]
     for key, value in (conf or {}).items():
         cmd += ["--conf", key, value]
