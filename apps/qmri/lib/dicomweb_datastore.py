@@ -84,10 +84,8 @@ class MultiEchoDICOMWebDatastore(DICOMWebDatastore):
     def store_result(self, image_id: str, result_file: str, result_json: Dict[str, Any]) -> list[str]:
         """Store the result's first map as a Parametric Map referencing its source: the magnitude series
         (first echo) of a multi-echo acquisition, else the series itself; returns the new SeriesInstanceUIDs."""
-        import pydicom
-
         from qmri.io.dicom_input import scan
-        from qmri.io.parametric_map import export_map
+        from qmri.io.parametric_map import map_dataset
 
         uid = check_uid(image_id)
         _, dicom_dir = self._paths(uid)
@@ -100,17 +98,9 @@ class MultiEchoDICOMWebDatastore(DICOMWebDatastore):
             source, reference = Path(self._datastore.image_path()) / uid, uid
             if not source.is_dir():
                 raise ValueError(f"series {uid} is not in the cache: infer it first")
-        out = Path(result_file).with_name(Path(result_file).name.replace(".nii.gz", "") + "_pm.dcm")
-        meta_path = Path(result_file).with_name(Path(result_file).name.replace(".nii.gz", "") + ".json")
-        try:
-            atomic_write_text(meta_path, json.dumps(result_json))
-            export_map(result_file, source, out, series_uid=reference)
-            ds = pydicom.dcmread(str(out))
-            self._client.store_instances([ds])
-            return [str(ds.SeriesInstanceUID)]
-        finally:
-            out.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
+        ds = map_dataset(result_file, source, series_uid=reference, maps=result_json.get("maps"))
+        self._client.store_instances([ds])
+        return [str(ds.SeriesInstanceUID)]
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         raise HTTPException(status_code=403, detail="this server reads its studies from a PACS (DICOMweb): store images in the PACS, not here")

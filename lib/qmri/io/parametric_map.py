@@ -44,8 +44,8 @@ def source_slices(source: str | Path, series_uid: str, echo_number: int | None =
     return [pydicom.dcmread(str(s.path)) for s in chosen]
 
 
-def write_parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str, sources: Sequence[pydicom.Dataset], path: str | Path, description: str = "") -> Path:
-    """Write the (i, j, k) float map as a Parametric Map referencing ``sources`` (its slices in order)."""
+def parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str, sources: Sequence[pydicom.Dataset], description: str = ""):
+    """The (i, j, k) float map as a Parametric Map dataset referencing ``sources`` (its slices in order)."""
     import highdicom as hd
 
     from .dicom_input import LPS_TO_RAS
@@ -100,16 +100,14 @@ def write_parametric_map(values: np.ndarray, affine: np.ndarray, units: str, nam
         content_label=name.upper().replace(" ", "_")[:16] or "MAP",
     )
     pm.ContentDate = datetime.date.today().strftime("%Y%m%d")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pm.save_as(str(path))
-    return path
+    return pm
 
 
-def export_map(map_path: str | Path, source: str | Path, out: str | Path, map_name: str | None = None, series_uid: str | None = None) -> Path:
-    """``qmri export-pm``: one map of a result NIfTI (``qmri infer``'s, with its JSON beside it, or a
-    3D NIfTI whose intent name holds the units) as a Parametric Map referencing the source series
-    (default: the folder's only magnitude series, first echo)."""
+def map_dataset(map_path: str | Path, source: str | Path, map_name: str | None = None, series_uid: str | None = None, maps: list | None = None):
+    """One map of a result NIfTI as a Parametric Map dataset referencing the source series (default:
+    the folder's only magnitude series, first echo). The maps' names and units come from ``maps``
+    (a result JSON's ``maps``), else from ``qmri infer``'s JSON beside the file, else, for a 3D NIfTI,
+    from its intent name."""
     import json
 
     import nibabel as nib
@@ -121,11 +119,12 @@ def export_map(map_path: str | Path, source: str | Path, out: str | Path, map_na
     data = np.asarray(img.dataobj, dtype=np.float32)
     stem = map_path.name[: -len(".nii.gz")] if map_path.name.endswith(".nii.gz") else map_path.stem
     js = map_path.with_name(stem + ".json")
-    if js.is_file():
+    if maps is None and js.is_file():
         maps = json.loads(js.read_text()).get("maps", [])
+    if maps is not None:
         chosen = next((m for m in maps if map_name in (None, m.get("name"))), None)
         if chosen is None:
-            raise ValueError(f"no map {map_name!r} in {js.name}; maps: {', '.join(m.get('name', '?') for m in maps)}")
+            raise ValueError(f"no map {map_name!r} in the result; maps: {', '.join(m.get('name', '?') for m in maps)}")
         values = data if data.ndim == 3 else data[..., int(chosen.get("channel", 0))]
         name, units, description = chosen["name"], chosen.get("units", ""), chosen.get("description", "")
     else:
@@ -140,4 +139,12 @@ def export_map(map_path: str | Path, source: str | Path, out: str | Path, map_na
         if len(mags) != 1:
             raise ValueError(f"{len(mags)} magnitude series in {source}: choose the source with --series-uid")
         series_uid = mags[0]
-    return write_parametric_map(values, img.affine, units, name, source_slices(source, series_uid), out, description)
+    return parametric_map(values, img.affine, units, name, source_slices(source, series_uid), description)
+
+
+def export_map(map_path: str | Path, source: str | Path, out: str | Path, map_name: str | None = None, series_uid: str | None = None) -> Path:
+    """``qmri export-pm``: :func:`map_dataset` written to ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    map_dataset(map_path, source, map_name, series_uid).save_as(str(out))
+    return out
