@@ -156,7 +156,10 @@ def test_model_dir_override(tmp_path):
 def test_every_default_weights_path_comes_from_the_model_folder(monkeypatch, tmp_path):
     from qmri import paths
     from qmri.bench.pvc import shipped_weights
-    from qmri.training import oef_cli, pvc_cli, qsm_cli, synth_cli
+    from qmri.models.oefnet import cli as oef_cli
+    from qmri.models.pvcnet import cli as pvc_cli
+    from qmri.models.qsmnet import cli as qsm_cli
+    from qmri.models.synthnet import cli as synth_cli
 
     model = REPO / "apps" / "qmri" / "model"
     monkeypatch.delenv(paths.MODEL_DIR_ENV, raising=False)
@@ -167,10 +170,10 @@ def test_every_default_weights_path_comes_from_the_model_folder(monkeypatch, tmp
     assert qsm_cli.default_out() == tmp_path / "qsmnet" / "qsmnet.pt"
     assert synth_cli.default_out() == tmp_path / "synthnet" / "synthnet.pt"
     assert pvc_cli.default_out() == tmp_path / "pvcnet" / "pvcnet.pt"
-    assert pvc_cli.default_out(True) == tmp_path / "pvcnet_fwhm" / "pvcnet_fwhm.pt"
-    assert oef_cli.default_dir() == tmp_path / "oefnet"
+    assert pvc_cli.default_out(argparse.Namespace(condition_fwhm=True)) == tmp_path / "pvcnet_fwhm" / "pvcnet_fwhm.pt"
+    assert oef_cli.default_out() == tmp_path / "oefnet"
     assert shipped_weights() == {"pvcnet": tmp_path / "pvcnet" / "pvcnet.pt", "pvcnet_fwhm": tmp_path / "pvcnet_fwhm" / "pvcnet_fwhm.pt"}
-    src = "\n".join(p.read_text() for p in [REPO / "lib/qmri/cli.py", *(REPO / "lib/qmri/bench").glob("*.py"), *(REPO / "lib/qmri/training").glob("*_cli.py")])
+    src = "\n".join(p.read_text() for p in [REPO / "lib/qmri/cli.py", *(REPO / "lib/qmri/bench").glob("*.py"), *(REPO / "lib/qmri/models").glob("*/cli.py")])
     assert '"apps/qmri/model' not in src and 'Path("apps' not in src
 
 
@@ -179,15 +182,16 @@ def test_parser_constants_match_the_modules_and_build_without_torch():
     from qmri.bench import classical, oef
     from qmri.metrics.synthrad import SSIM_WIN
     from qmri.tasks.pvc import DEFAULT_NETWORK
-    from qmri.training import synth_cli, synth_train
+    from qmri.models.synthnet import cli as synth_cli
+    from qmri.models.synthnet import train as synth_train
 
     assert cli.BENCH_TASKS == {"classical": tuple(classical.BENCHES), "oef": tuple(oef.METHODS)}
     assert cli.BENCH_NETWORK["pvc"] == DEFAULT_NETWORK
     from qmri.tasks.registry import TASKS
 
     assert cli.INFER_TASKS == TASKS
-    from qmri.networks import pvcnet
-    from qmri.training import pvc_cli
+    from qmri.models.pvcnet import net as pvcnet
+    from qmri.models.pvcnet import cli as pvc_cli
 
     assert pvc_cli.DEFAULT_CHANNELS == tuple(pvcnet.DEFAULT_CHANNELS) and pvc_cli.RESIDUALS == tuple(pvcnet.RESIDUALS)
     assert synth_cli.HYBRID_BRAIN == tuple(synth_train.HYBRID_BRAIN)

@@ -21,11 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", list(models.MODELS))
 def test_each_network_entry_is_true(name):
     m = models.MODELS[name]
-    for role, mod in m.modules.items():
-        if role == "trainer":
-            assert (REPO / mod).is_file(), mod
-        else:
-            importlib.import_module(mod)
+    for mod in m.modules.values():
+        importlib.import_module(mod)
+    # the package holds exactly the modules the table names (nothing a newcomer would miss)
+    pkg = REPO / "lib" / "qmri" / "models" / name
+    assert {p.stem for p in pkg.glob("*.py")} - {"__init__"} == {r for r, mod in m.modules.items() if mod.startswith(m.package + ".")}
+    assert {p.stem for p in (pkg / "recipes").glob("*.json")} == set(m.recipes)
+    ft = m.module("fine_tune")
+    assert callable(ft.volumes) and callable(ft.fit) and ft.RECIPE in m.recipes and ft.DESCRIPTION and ft.METRIC
     assert set(m.recipes) <= set(replay.names())
     for r in m.recipes:
         assert replay.load(r)["task"] in m.train_command
@@ -34,6 +37,22 @@ def test_each_network_entry_is_true(name):
         card = model_card.load(path.parent)["models"][path.name]
         assert card["sha256"] == model_card.sha256(path), f"{path}: card and file disagree"
     assert (m.card_dir() / "README.md").is_file() and (m.card_dir() / "NOTES.md").is_file()
+
+
+def test_the_networks_import_nothing_above_them():
+    """A network package imports the shared layers (physics, networks, training, io, ...), never
+    the tasks, benches, the command line or another network's package."""
+    import re
+
+    for name in models.MODELS:
+        for f in (REPO / "lib" / "qmri" / "models" / name).glob("*.py"):
+            for target in re.findall(r"^\s*from\s+(\.+[\w.]*|qmri[\w.]*)\s+import", f.read_text(), re.M):
+                if target.startswith("."):  # relative to the package qmri.models.<name>
+                    dots = len(target) - len(target.lstrip("."))
+                    base = ["qmri", "models", name][: 3 - (dots - 1)]
+                    target = ".".join(base + ([target[dots:]] if target[dots:] else []))
+                assert not any(target == up or target.startswith(up + ".") for up in ("qmri.tasks", "qmri.bench", "qmri.cli", "qmri.infer_cli", "qmri.bids_infer")), f"{name}/{f.name}: {target}"
+                assert not target.startswith("qmri.models.") or target.startswith(f"qmri.models.{name}"), f"{name}/{f.name} imports another network: {target}"
 
 
 def test_every_task_network_is_in_the_table():

@@ -85,7 +85,7 @@ def test_qsmnet_on_thick_slices_resamples_to_isotropic():
     """1 x 1 x 3 mm: the network runs on 1 mm isotropic voxels; its map (network alone) is closer to
     the truth than the same network applied to the anisotropic grid as if it were isotropic."""
     from qmri.classical.qsm import nrmse
-    from qmri.networks.qsm_predict import _network_chi, load_qsmnet, predict_chi
+    from qmri.models.qsmnet.predict import _network_chi, load_qsmnet, predict_chi
     from qmri.physics.dipole import forward_field
 
     n = 48

@@ -12,10 +12,10 @@ import requests
 import torch
 
 from conftest import REPO, SAMPLE
-from qmri.networks import oef_nets
-from qmri.networks.oef_predict import load_oef_net, predict_oef
+from qmri.models.oefnet import net as oef_nets
+from qmri.models.oefnet.predict import load_oef_net, predict_oef
 from qmri.physics.qq import PARAM_LOWER, PARAM_UPPER, QQNET_TE_S, oef_from_y
-from qmri.training.oef_train import OEFRecipe, physics_residual, warmup_cosine_restarts_factor
+from qmri.models.oefnet.train import OEFRecipe, physics_residual, warmup_cosine_restarts_factor
 
 WEIGHTS = REPO / "apps" / "qmri" / "model" / "oefnet"
 STUDY = SAMPLE / "studies" / "sub-1000_oef.nii.gz"
@@ -179,9 +179,9 @@ def test_context_checkpoints_keep_the_feature_grid_they_were_trained_on(tmp_path
 def test_set_context_network_pools_the_whole_brain_the_same_in_training_and_inference():
     """The whole-brain code is a mean over voxels (order-free); the volume path, the banked-voxel path
     of inference and the recipe's training path give the same parameters; outputs stay in bounds."""
-    from qmri.networks.oef_predict import predict_normalised
-    from qmri.training.oef_data import FeatureBank
-    from qmri.training.oef_train import SET_VOLUMES
+    from qmri.models.oefnet.predict import predict_normalised
+    from qmri.models.oefnet.data import FeatureBank
+    from qmri.models.oefnet.train import SET_VOLUMES
 
     torch.manual_seed(0)
     net = oef_nets.SetContextNet(uncertainty=True, **oef_nets.DEFAULT_FEATURES).eval()  # as the recipe builds it

@@ -11,7 +11,7 @@ import requests
 import torch
 
 from conftest import REPO, SAMPLE
-from qmri.networks.pvcnet import Scaling
+from qmri.models.pvcnet.net import Scaling
 
 MODEL = REPO / "apps" / "qmri" / "model"
 WEIGHTS = {m: MODEL / m / f"{m}.pt" for m in ("pvcnet", "pvcnet_fwhm")}
@@ -53,7 +53,7 @@ def test_scaling_round_trips_to_input_units():
 def test_prediction_is_returned_in_input_units():
     """With an identity network the wrapper must give back the PET in SUV (99th-percentile clipped),
     not the normalised values, for any scale or offset of the input (SUV or kBq/ml)."""
-    from qmri.networks.pvc_predict import predict_pvc
+    from qmri.models.pvcnet.predict import predict_pvc
 
     pet = _pet_like()
     out = predict_pvc(_Identity(), pet)
@@ -64,7 +64,7 @@ def test_prediction_is_returned_in_input_units():
 
 
 def test_patches_keep_pet_and_target_aligned():
-    from qmri.training.pvc_data import sample_patches
+    from qmri.models.pvcnet.data import sample_patches
 
     g = np.indices((30, 28, 26)).astype(np.float32)
     pet = g[0] + 100 * g[1] + 10_000 * g[2]
@@ -88,8 +88,8 @@ def _study(name):
 
 
 def test_fwhm_conditioned_network_needs_and_uses_the_fwhm():
-    from qmri.networks.pvc_predict import predict_pvc
-    from qmri.networks.pvcnet import FWHM_SCALE_MM, pvcnet
+    from qmri.models.pvcnet.predict import predict_pvc
+    from qmri.models.pvcnet.net import FWHM_SCALE_MM, pvcnet
 
     torch.manual_seed(0)
     net = pvcnet((4, 8, 8, 16), in_channels=2).eval()
@@ -110,8 +110,8 @@ def test_multiplicative_residual_scales_the_input_and_survives_a_checkpoint(tmp_
     """``residual="multiplicative"``: the output is the input times (1 + gain x U-Net), so it starts as
     the identity, is 0 where the input is 0 and keeps the input's voxel-to-voxel noise in proportion;
     the form is saved with the weights and restored by the loader (old checkpoints stay additive)."""
-    from qmri.networks.pvc_predict import load_pvcnet
-    from qmri.networks.pvcnet import pvcnet
+    from qmri.models.pvcnet.predict import load_pvcnet
+    from qmri.models.pvcnet.net import pvcnet
     from qmri.training.loop import save_checkpoint
 
     torch.manual_seed(0)
@@ -143,7 +143,7 @@ def test_shipped_weights_beat_sharpen_filter(study, network):
     """Held-out sample studies (seeds 1000/1001; training used 30000..): against the RBV target with the
     study's PSF and tissue channels, the network beats the sharpen filter and the uncorrected input."""
     from qmri.classical.pvc import rbv, sharpen
-    from qmri.networks.pvc_predict import load_pvcnet, predict_pvc
+    from qmri.models.pvcnet.predict import load_pvcnet, predict_pvc
 
     data, vs, fwhm = _study(study)
     pet, seg = data[..., 0], data[..., 1:]
@@ -160,9 +160,9 @@ def test_shipped_weights_beat_sharpen_filter(study, network):
 def test_trainer_loop_runs_from_datastore_studies(tmp_path):
     """A short epoch from the sample studies (RBV target from their tissue channels) writes weights
     that load and give a finite corrected PET in SUV."""
-    from qmri.networks.pvc_predict import load_pvcnet, predict_pvc
-    from qmri.training.pvc_data import volumes_from_studies
-    from qmri.training.pvc_train import train_pvc
+    from qmri.models.pvcnet.predict import load_pvcnet, predict_pvc
+    from qmri.models.pvcnet.data import volumes_from_studies
+    from qmri.models.pvcnet.train import train_pvc
 
     pairs = [(STUDIES / f"{n}.nii.gz", STUDIES / "labels" / "final" / f"{n}.nii.gz") for n in ("sub-1000_pet", "sub-1001_pet", "sub-1000_qsm")]
     vols = volumes_from_studies(pairs)
@@ -205,8 +205,8 @@ def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_d
 def test_parallel_phantom_generation_matches_serial_and_keeps_order():
     """``qmri train pvc --workers N``: phantoms made in worker processes equal the serial ones, in the
     given order, and ready volumes pass through untouched (coarse 6 mm phantoms keep it fast)."""
-    from qmri.training.pvc_data import make_volume
-    from qmri.training.pvc_train import _volumes
+    from qmri.models.pvcnet.data import make_volume
+    from qmri.models.pvcnet.train import _volumes
 
     ready = make_volume(30002, 6.0)
     items = [30000, ready, 30001]

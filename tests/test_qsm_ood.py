@@ -55,7 +55,7 @@ def test_cylinder_phantom_and_thick_slices():
 
 
 def test_randomised_examples_are_reproducible_and_physical():
-    from qmri.training import qsm_random as qr
+    from qmri.models.qsmnet import data_randomised as qr
 
     brain = qr.base_brain(22000, resolution_mm=4.0)
     a = qr.random_example(brain, np.random.default_rng(3), patch=16, region=24)
@@ -82,7 +82,7 @@ def test_randomised_examples_are_reproducible_and_physical():
 
 def test_random_table_spans_wide_ranges():
     from qmri.anatomy.labels import LABEL
-    from qmri.training.qsm_random import TISSUE_RANGES_PPM, random_table
+    from qmri.models.qsmnet.data_randomised import TISSUE_RANGES_PPM, random_table
 
     t = np.array([random_table(np.random.default_rng(i)) for i in range(200)])
     gp = t[:, LABEL["globus_pallidus"]]

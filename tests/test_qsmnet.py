@@ -10,7 +10,7 @@ import requests
 import torch
 
 from conftest import REPO
-from qmri.networks.qsm_loss import QSMnetLoss, dipole_convolve
+from qmri.models.qsmnet.loss import QSMnetLoss, dipole_convolve
 from qmri.physics.dipole import forward_field
 from qmri.physics.rotation import rotate_volume, rotation_about, rotation_to_z
 
@@ -90,7 +90,7 @@ def test_rotation_to_z(b0):
 
 @pytest.fixture(scope="module")
 def held_out_brain():
-    from qmri.training.qsm_data import local_field, make_volume
+    from qmri.models.qsmnet.data import local_field, make_volume
 
     vol = make_volume(31337, 2.0)  # a seed no training, validation or sample subject uses
     field = local_field(vol.chi, vol.mask, vol.voxel_size_mm, rng=np.random.default_rng(1))
@@ -99,8 +99,8 @@ def held_out_brain():
 
 def test_shipped_weights_beat_tkd(held_out_brain):
     from qmri.classical.qsm import tkd
-    from qmri.networks.qsm_predict import load_qsmnet, predict_chi
-    from qmri.training.qsm_train import nrmse
+    from qmri.models.qsmnet.predict import load_qsmnet, predict_chi
+    from qmri.models.qsmnet.train import nrmse
 
     vol, field = held_out_brain
     net, cfg = load_qsmnet(WEIGHTS)
@@ -117,9 +117,9 @@ def test_data_consistency_step_fixes_the_deep_grey_means(held_out_brain):
     overall NRMSE."""
     from qmri.anatomy.labels import DEEP_GM_LABELS
     from qmri.anatomy.phantom import make_subject
-    from qmri.networks.qsm_predict import load_qsmnet, predict_chi
+    from qmri.models.qsmnet.predict import load_qsmnet, predict_chi
     from qmri.simulate.driver import crop_box
-    from qmri.training.qsm_train import nrmse
+    from qmri.models.qsmnet.train import nrmse
 
     vol, field = held_out_brain
     s = make_subject(31337, 2.0, lesions="all", subject_id=vol.subject)  # the fixture's anatomy
@@ -139,9 +139,9 @@ def test_data_consistency_step_fixes_the_deep_grey_means(held_out_brain):
 
 def test_oblique_b0_is_rotated_to_z(held_out_brain):
     """A field acquired with B0 tilted 25 deg is inverted well only when the tilt is known."""
-    from qmri.networks.qsm_predict import load_qsmnet, predict_chi
-    from qmri.training.qsm_data import local_field
-    from qmri.training.qsm_train import nrmse
+    from qmri.models.qsmnet.predict import load_qsmnet, predict_chi
+    from qmri.models.qsmnet.data import local_field
+    from qmri.models.qsmnet.train import nrmse
 
     vol, _ = held_out_brain
     b0 = rotation_about(0, 25.0) @ np.array([0.0, 0.0, 1.0])
@@ -173,9 +173,9 @@ def test_trainer_over_rest_publishes_a_model_the_infer_task_uses(server, model_d
 
 def test_distributed_data_parallel_training_on_cpu(tmp_path):
     """The trainers' multi-GPU path (torch.distributed DDP), exercised with 2 gloo processes on CPU."""
-    from qmri.networks.qsm_predict import load_qsmnet
-    from qmri.training.qsm_data import QSMVolume
-    from qmri.training.qsm_train import train_qsm
+    from qmri.models.qsmnet.predict import load_qsmnet
+    from qmri.models.qsmnet.data import QSMVolume
+    from qmri.models.qsmnet.train import train_qsm
 
     g = np.indices((32, 32, 32)) - 15.5
     mask = (g**2).sum(0) < 14**2

@@ -326,7 +326,7 @@ def _training_child(proc):
 
 
 def test_cancelled_training_leaves_weights_and_its_status_survives_a_restart(own, limited):
-    from qmri.networks.qsm_predict import load_qsmnet
+    from qmri.models.qsmnet.predict import load_qsmnet
 
     root, launch = own
     proc, url, _ = limited
@@ -404,7 +404,7 @@ def test_sigterm_stops_a_busy_server_within_seconds(own):
 
 
 def test_server_killed_mid_training_leaves_weights_loadable_and_unchanged(own):
-    from qmri.networks.qsm_predict import load_qsmnet
+    from qmri.models.qsmnet.predict import load_qsmnet
 
     root, launch = own
     weights = root / "model" / "qsmnet" / "qsmnet.pt"

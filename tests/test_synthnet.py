@@ -11,10 +11,10 @@ import requests
 import torch
 from scipy import ndimage
 
-from qmri.networks.sc_loss import spatially_correlative_loss
-from qmri.networks.synth_nets import SynthCycleGAN
-from qmri.networks.synth_predict import HU_RANGE, MR_RANGE, crop_slices, from_unit, load_synthnet, pad_slices, synthetic_ct, to_unit
-from qmri.training.synth_data import SynthVolume
+from qmri.models.synthnet.loss import spatially_correlative_loss
+from qmri.models.synthnet.net import SynthCycleGAN
+from qmri.models.synthnet.predict import HU_RANGE, MR_RANGE, crop_slices, from_unit, load_synthnet, pad_slices, synthetic_ct, to_unit
+from qmri.models.synthnet.data import SynthVolume
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "apps" / "qmri" / "model" / "synthnet" / "synthnet.pt"
@@ -153,7 +153,7 @@ def _toy_volume(rng):
 
 
 def test_recipe_losses_and_discriminator_pixel_weights():
-    from qmri.training.synth_train import SynthRecipe, _pix_weight
+    from qmri.models.synthnet.train import SynthRecipe, _pix_weight
 
     rng = np.random.default_rng(0)
     vol = _toy_volume(rng)
@@ -179,7 +179,7 @@ def test_ema_weights_are_validated_and_saved(tmp_path):
     e_k = d e_(k-1) + (1 - d) w_k (closed form, every parameter), the training network keeps its own
     weights, and the loop validates and saves the average; d outside [0, 1) is refused."""
     from qmri.training.loop import load_checkpoint, train
-    from qmri.training.synth_train import SynthRecipe
+    from qmri.models.synthnet.train import SynthRecipe
 
     rng = np.random.default_rng(0)
     vol = _toy_volume(rng)
@@ -222,7 +222,7 @@ def test_backtranslation_noise_matches_the_acquisition_and_joins_the_pretraining
     """The noise given to a translation is the modality's own, estimated from unpaired images:
     the sample CT's 5 HU (sidecar) and the sample MR's Rician floor; the pretraining loss with
     back-translation adds a positive term and still trains both generators."""
-    from qmri.training.synth_train import SynthRecipe, _ct_noise_sd_hu, _mr_noise_sd, add_ct_noise, add_mr_noise
+    from qmri.models.synthnet.train import SynthRecipe, _ct_noise_sd_hu, _mr_noise_sd, add_ct_noise, add_mr_noise
 
     mr, ct, head = held_out
     assert abs(_ct_noise_sd_hu([SynthVolume(None, ct, head)]) - 5.0) < 0.5
@@ -260,7 +260,7 @@ def _extra_term(held_out, extra: dict, expected_of, **base_kw):
     generators and noise draws; ``expected_of(d)`` computes the term the extra weights should add from
     the step's own intermediates (``d``: x, gx = G(x), ct_of_x = G(x) + CT noise, batch, net, recipe),
     inside the step's RNG sequence. Returns (expected, loss difference, volume, recipe kwargs)."""
-    from qmri.training.synth_train import SynthRecipe, add_ct_noise, add_mr_noise
+    from qmri.models.synthnet.train import SynthRecipe, add_ct_noise, add_mr_noise
 
     mr, ct, head = held_out
     vol = SynthVolume(mr[..., 40:48], ct[..., 40:48], head[..., 40:48], "sample")
@@ -292,7 +292,7 @@ def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translati
     same weights and noise draw, the loss grows by exactly w times (1 - SSIM); negative weights are refused."""
     from monai.losses import SSIMLoss
 
-    from qmri.training.synth_train import SynthRecipe
+    from qmri.models.synthnet.train import SynthRecipe
 
     expected, diff, vol, kw = _extra_term(held_out, {"bt_ssim": 0.5}, lambda d: SSIMLoss(spatial_dims=2, data_range=2.0, win_size=7)(d["net"].g_ct2mr(d["ct_of_x"]), d["x"]))
     assert 0.0 < expected < 2.0  # 1 - SSIM, SSIM in [-1, 1] (an untrained generator is near 0)
@@ -306,8 +306,8 @@ def test_backtranslation_ssim_term_adds_one_minus_ssim_of_the_ct_to_mr_translati
 def test_hybrid_sct_takes_soft_tissue_from_the_tissue_mixture_and_the_rest_from_the_generator():
     """Brain/CSF/muscle voxels (both sCTs in their soft-tissue ranges) come from the tissue mixture;
     a voxel either calls bone, fat or air keeps the generator's value."""
-    from qmri.networks.synth_predict import from_unit, to_unit
-    from qmri.training.synth_train import hybrid_sct
+    from qmri.models.synthnet.predict import from_unit, to_unit
+    from qmri.models.synthnet.train import hybrid_sct
 
     tm = np.array([25.0, 15.0, 40.0, 900.0, 30.0, -90.0, 30.0])
     gen = np.array([28.0, 22.0, 35.0, 850.0, 400.0, -80.0, -60.0])
@@ -317,7 +317,7 @@ def test_hybrid_sct_takes_soft_tissue_from_the_tissue_mixture_and_the_rest_from_
     # (darker than WM) voxels inside the skull that the generator puts below HYBRID_DARK_G_MAX_HU
     # (venous sinuses), but not brighter ones, nor dark ones it calls bone; the rest is unchanged
     from qmri.physics.ct_mr import tissue_t2w_intensity
-    from qmri.training.synth_train import HYBRID_DARK_G_MAX_HU
+    from qmri.models.synthnet.train import HYBRID_DARK_G_MAX_HU
 
     assert HYBRID_DARK_G_MAX_HU == 400.0
     tm = np.array([25.0, 15.0, 40.0, 900.0, 30.0, -90.0, 30.0, 25.0, 25.0, 25.0])
@@ -334,10 +334,10 @@ def test_drawn_brain_hu_follows_the_three_mixture_lines_with_per_image_compartme
     """Table signals of venous blood, WM, GM and CSF map to CT numbers inside each compartment's
     published range; a 50/50 WM/GM signal maps to the mean of that image's WM and GM numbers, a
     signal darker than blood to blood's; the numbers are drawn per image around the table means."""
-    from qmri.networks.synth_predict import from_unit, to_unit
+    from qmri.models.synthnet.predict import from_unit, to_unit
     from qmri.physics.ct_mr import TISSUE_PROPERTIES as TP
     from qmri.physics.ct_mr import tissue_t2w_intensity as sig
-    from qmri.training.synth_train import drawn_brain_hu
+    from qmri.models.synthnet.train import drawn_brain_hu
 
     s = np.array([sig("venous_blood"), sig("wm"), 0.5 * (sig("wm") + sig("cortical_gm")), sig("cortical_gm"), sig("csf"), 0.5 * sig("venous_blood")])
     x = torch.as_tensor(np.broadcast_to(to_unit(s, "mr"), (200, 1, 1, 6)).copy())
@@ -360,7 +360,7 @@ def test_backtranslation_hybrid_with_the_drawn_brain(held_out):
     (its draws, then the CT noise, after the back-translation's own draws); unknown names are refused."""
     from monai.losses import SSIMLoss
 
-    from qmri.training.synth_train import SynthRecipe, add_ct_noise, drawn_brain_hu, hybrid_sct
+    from qmri.models.synthnet.train import SynthRecipe, add_ct_noise, drawn_brain_hu, hybrid_sct
 
     def expected_of(d):
         inside = torch.as_tensor(d["batch"]["mr_inside_skull"])
@@ -382,7 +382,7 @@ def test_backtranslation_hybrid_term_inverts_the_hybrid_sct_of_the_training_mr(h
     back-translation and the tissue-mixture pseudo-sCT."""
     from monai.losses import SSIMLoss
 
-    from qmri.training.synth_train import SynthRecipe, add_ct_noise, hybrid_sct
+    from qmri.models.synthnet.train import SynthRecipe, add_ct_noise, hybrid_sct
 
     def expected_of(d):
         out = d["net"].g_ct2mr(add_ct_noise(hybrid_sct(torch.as_tensor(d["batch"]["mr_pseudo_ct"]), d["gx"]), d["recipe"].ct_noise_sd_hu))
@@ -404,7 +404,7 @@ def test_shift_average_is_aligned_and_averages_the_grid_phases():
     cropped back into register); a stride-2 block average (2x2 mean, nearest upsampling: the
     aliasing of a stride-2 generator) averaged over the 2 x 2 offsets is, inside the slice, the
     separable [1, 2, 1] / 4 filter, whatever the grid phase; k < 1 is refused."""
-    from qmri.networks.synth_predict import translate_slices
+    from qmri.models.synthnet.predict import translate_slices
 
     def filter_121(y):
         return ndimage.correlate1d(ndimage.correlate1d(y, [0.25, 0.5, 0.25], axis=1), [0.25, 0.5, 0.25], axis=2)
@@ -427,7 +427,7 @@ def test_flip_average_makes_the_translation_mirror_equivariant(held_out):
     """With left-right flip averaging (and the default in-plane offset averaging, whose offsets are
     mirror-symmetric) a mirrored CT gives exactly the mirrored sMR (whole-slice inference, no
     tiling); without it the shipped generator is measurably not equivariant."""
-    from qmri.networks.synth_predict import synthetic_mr
+    from qmri.models.synthnet.predict import synthetic_mr
 
     _, ct, _ = held_out
     net, _ = load_synthnet(WEIGHTS)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from qmri.networks.synth_nets import ResnetGenerator
-from qmri.networks.synth_predict import _translate, translate_slices
+from qmri.models.synthnet.net import ResnetGenerator
+from qmri.models.synthnet.predict import _translate, translate_slices
 from qmri.tasks.spec import TaskSpec
 from qmri.tasks.synthesis import TTA_CHOICES, tta_passes
 

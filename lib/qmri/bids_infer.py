@@ -111,7 +111,8 @@ def infer_bids(dataset: str | Path, task: str, method: str | None = None, model_
     import qmri
 
     from .io.bids_derivatives import map_path, map_sidecar, write_dataset_description
-    from .tasks.registry import method_weights, task_spec, weights_identity
+    from .networks.weights import weights_identity
+    from .tasks.registry import method_weights, task_spec
 
     dataset = Path(dataset).expanduser()
     spec = task_spec(task, model_dir)

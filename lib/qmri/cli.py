@@ -305,7 +305,7 @@ def _check_train(args: argparse.Namespace) -> None:
     if getattr(args, "cache_dir", None):
         output_dir("--cache-dir", args.cache_dir)
     flag = "--out" if args.out is not None else "--out (default)"
-    out = args.out if args.out is not None else _default_train_out(args.task, bool(getattr(args, "condition_fwhm", False)))
+    out = args.out if args.out is not None else _train_cli(args.task).default_out(args)
     if args.task == "oef":
         output_dir(flag, out)
     else:
@@ -327,9 +327,11 @@ def _replay(args: argparse.Namespace) -> int:
     if extra:
         raise UsageError(f"argument --recipe: replays the recipe's own options; remove --{', --'.join(e.replace('_', '-') for e in extra)} (only --out, --device and --work go with it)")
     out = args.out
-    if out is None:
-        _check_train(argparse.Namespace(**{**defaults, "task": args.task, "condition_fwhm": "--condition-fwhm" in recipe["stages"][-1]["args"]}))
-        out = _default_train_out(args.task, "--condition-fwhm" in recipe["stages"][-1]["args"])
+    if out is None:  # the default output of the last stage's options (e.g. pvc --condition-fwhm)
+        last = _subparser(_subparser(build_parser(), "train"), args.task).parse_args([str(a) for a in recipe["stages"][-1]["args"]])
+        last.task = args.task
+        _check_train(last)
+        out = _train_cli(args.task).default_out(last)
     work = Path(args.work) if args.work else Path(str(out) + ".stages")
     argvs = replay.stage_argvs(recipe, out, work, args.device)
     for i, argv in enumerate(argvs):
@@ -342,44 +344,18 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_train_out(task: str, condition_fwhm: bool = False) -> Path:
-    if task == "oef":
-        from .training.oef_cli import default_dir
+def _train_cli(task: str):
+    """The command-line module (``qmri.models.<network>.cli``) of training task ``task``."""
+    from .models import MODELS
 
-        return default_dir()
-    if task == "qsm":
-        from .training.qsm_cli import default_out
-
-        return default_out()
-    if task == "pvc":
-        from .training.pvc_cli import default_out
-
-        return default_out(condition_fwhm)
-    from .training.synth_cli import default_out
-
-    return default_out()
+    return next(m.module("cli") for m in MODELS.values() if m.train_task == task)
 
 
 def _train(args: argparse.Namespace) -> int:
     if getattr(args, "recipe", None):
         return _replay(args)
     _check_train(args)
-    if args.task == "qsm":
-        from .training.qsm_cli import train_qsm_command
-
-        train_qsm_command(args)
-    elif args.task == "pvc":
-        from .training.pvc_cli import train_pvc_command
-
-        train_pvc_command(args)
-    elif args.task == "synth":
-        from .training.synth_cli import train_synth_command
-
-        train_synth_command(args)
-    elif args.task == "oef":
-        from .training.oef_cli import train_oef_command
-
-        train_oef_command(args)
+    _train_cli(args.task).train_command(args)
     return 0
 
 
@@ -473,18 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a task's network on phantoms and write its weights + model card")
     tsub = p.add_subparsers(dest="task", required=True, metavar="TASK")
-    from .training import oef_cli, pvc_cli, qsm_cli, synth_cli  # torch-free: each declares its options and defaults
+    from .models import MODELS  # the registry; each network's cli module is torch-free
 
-    for task, module, what in (
-        ("qsm", qsm_cli, "QSMnet (local field -> chi)"),
-        ("pvc", pvc_cli, "the PET-only PVC network (--condition-fwhm: pvcnet_fwhm)"),
-        ("synth", synth_cli, "the scCycleGAN generators (T2w MR <-> CT)"),
-        ("oef", oef_cli, "an OEF network (--model cnn3d | lstm | best)"),
-    ):
-        tp = tsub.add_parser(task, help=f"train {what}")
+    for m in MODELS.values():
+        module = m.module("cli")
+        tp = tsub.add_parser(m.train_task, help=f"train {module.HELP}")
         module.add_arguments(tp)
         tp.add_argument(
-            "--recipe", default=None, help="replay a shipped network's training (a name in lib/qmri/training/recipes/, e.g. qsmnet, synthnet, or a .json file): its options for every stage; only --out, --device and --work may be given with it"
+            "--recipe", default=None, help="replay a shipped network's training (a name in lib/qmri/models/<network>/recipes/, e.g. qsmnet, synthnet, or a .json file): its options for every stage; only --out, --device and --work may be given with it"
         )
         tp.add_argument("--work", default=None, help="with a multi-stage --recipe: folder for the intermediate stages' weights (default: <out>.stages beside --out)")
         tp.set_defaults(func=_train)

@@ -34,7 +34,8 @@ def infer(
     from .io.nifti_input import DEFAULT_MAX_VOXELS, load_input_volume
     from .io.study import resolve_sidecar
     from .networks import compute
-    from .tasks.registry import method_weights, task_spec, weights_identity
+    from .networks.weights import weights_identity
+    from .tasks.registry import method_weights, task_spec
 
     t0 = time.time()
     spec = task_spec(task, model_dir)

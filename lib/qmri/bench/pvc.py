@@ -34,13 +34,13 @@ import numpy as np
 
 from ..classical.pvc import rbv
 from ..metrics.maps import rmse, ssim
-from ..networks.pvc_predict import load_pvcnet, predict_pvc
+from ..models.pvcnet.predict import load_pvcnet, predict_pvc
 from ..paths import shipped
 from ..physics.pet import cerebellar_gm_mask, suvr
 from ..physics.pet_segmentation import dice, realistic_segmentation
 from ..simulate.driver import task_rng
 from ..tasks.pvc import run_pvc
-from ..training.pvc_data import draw_example, make_volume
+from ..models.pvcnet.data import draw_example, make_volume
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,12 @@ import numpy as np
 from ..anatomy.labels import DEEP_GM_LABELS, LESION_CODE, NAMES
 from ..anatomy.phantom import make_subject
 from ..classical import qsm as cq
-from ..networks.qsm_predict import load_qsmnet, predict_chi
+from ..models.qsmnet.predict import load_qsmnet, predict_chi
 from ..paths import shipped
 from ..physics.qsm_phantom import susceptibility_map
 from ..physics.rotation import rotation_about
 from ..simulate.driver import crop_box, task_rng
-from ..training.qsm_data import local_field
+from ..models.qsmnet.data import local_field
 from ..metrics.maps import qsm_metrics
 from .report import Timer, device_label, save_report
 

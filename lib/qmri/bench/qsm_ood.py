@@ -31,7 +31,7 @@ from scipy import ndimage
 from ..anatomy.labels import DEEP_GM_LABELS, LABEL, LESION_CODE, NAMES
 from ..anatomy.phantom import make_subject
 from ..classical import qsm as cq
-from ..networks.qsm_predict import load_qsmnet
+from ..models.qsmnet.predict import load_qsmnet
 from ..paths import shipped
 from ..simulate.driver import crop_box
 from ..simulate.qsm import tilted_b0

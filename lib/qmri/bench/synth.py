@@ -28,16 +28,16 @@ import torch
 
 from ..classical.bulk_density import synthetic_ct_bulk_density, synthetic_mr_bulk
 from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
-from ..networks.synth_predict import SHIFT_AVERAGE, load_synthnet, synthetic_ct, synthetic_mr
+from ..models.synthnet.predict import SHIFT_AVERAGE, load_synthnet, synthetic_ct, synthetic_mr
 from ..paths import shipped
 from ..metrics import synthrad as sm
-from ..training.synth_data import make_volume
+from ..models.synthnet.data import make_volume
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
 BENCH_SEED = 5600
 #: Network rows: (method name, test-time shift averaging); the first is what the server runs
-#: (flip + 2 x 2 in-plane offsets, :func:`qmri.networks.synth_predict.translate_slices`), the second
+#: (flip + 2 x 2 in-plane offsets, :func:`qmri.models.synthnet.predict.translate_slices`), the second
 #: flip averaging alone, 4x faster.
 NETWORK_SETTINGS = (("scCycleGAN", SHIFT_AVERAGE), ("scCycleGAN, flip only", 1))
 

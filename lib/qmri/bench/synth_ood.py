@@ -36,7 +36,7 @@ from ..simulate.synthesis import T2W_BIAS_AMPLITUDE, T2W_BIAS_ORDER, T2W_SNR
 from ..networks.grid import NetworkGrid
 from ..tasks.spec import voxel_size
 from ..tasks.synthesis import NETWORK, NETWORK_VOXEL_MM, synthesis_specs
-from ..training.synth_data import default_cache_dir
+from ..models.synthnet.data import default_cache_dir
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 1, cach
                     got[("sct", method)] = None
                     sct_rows.append({**base, "method": f"{method} (refused: 422)", "MAE_HU": None, "seconds": t.seconds})
                     # what it would have returned: its 2 mm map interpolated back
-                    from ..networks.synth_predict import load_synthnet, synthetic_ct
+                    from ..models.synthnet.predict import load_synthnet, synthetic_ct
 
                     grid = NetworkGrid(mr.shape, voxel_size(affine), NETWORK_VOXEL_MM)
                     r = sm.evaluate_sct(grid.to_input(synthetic_ct(load_synthnet(weights)[0], grid.to_network(mr))), ct, head)

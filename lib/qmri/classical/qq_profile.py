@@ -15,7 +15,7 @@ Summing the profile over a neighbourhood gives the region's profile log-likeliho
 minimum is biased towards mid-range OEF when the nuisance parameters are free per voxel (the
 Neyman-Scott problem: measured on a phantom, a 31 mm penumbra of true OEF 71 % has its region-
 summed minimum at 56 %), so the pooled curves are features for a network that learns the
-calibration (:class:`qmri.networks.oef_nets.ContextNet` with ``profile=True``), not estimates.
+calibration (:class:`qmri.models.oefnet.net.ContextNet` with ``profile=True``), not estimates.
 
 Units: echoes in any unit (the misfit is normalised by the noise variance estimated from the data),
 QSM in ppm, echo times in s, OEF and v as fractions, sigmas in voxels.

@@ -292,7 +292,7 @@ def masked_cg(
     iLSQR, Li et al. 2015). Unlike the k-space inversions, the known support also constrains the
     components in the magic cone that an unbounded grid leaves free. Started from a network
     estimate it is the data-consistency step of the QSM network
-    (:func:`qmri.networks.qsm_predict.predict_chi`).
+    (:func:`qmri.models.qsmnet.predict.predict_chi`).
 
     The solver is :func:`conjugate_gradient` over the mask voxels, on the field's device (the
     operator: two zero-padded FFT dipole convolutions on ``torch.fft``).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,3 +36,21 @@ class ReloadingWeights:
                 self._value = self.loader(self.path, device=dev)
                 self._stamp = stamp
             return self._value
+
+
+def weights_identity(path: str | Path | None) -> dict | None:
+    """``{"file": name, "sha256": hex}`` of a weights file (the identity results carry), or None.
+    Hashed once per file version (path, size, modification time): a published model gets its own."""
+    if path is None or not Path(path).is_file():
+        return None
+    st = Path(path).stat()
+    return {"file": Path(path).name, "sha256": _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)}
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -85,7 +85,7 @@ NETWORK_VOXEL_MM = 2.0
 
 def _network_maps(net: ReloadingWeights, mag, chi, mask, te_s, b0: float, voxel_mm) -> dict[str, np.ndarray]:
     from ..networks.grid import NetworkGrid
-    from ..networks.oef_predict import predict_oef
+    from ..models.oefnet.predict import predict_oef
 
     if abs(b0 - 3.0) > 1e-3:
         raise ValueError(f"the OEF networks were trained at B0 = 3 T; this study has B0_T = {b0:g}: use method 'qq_fit'")
@@ -154,7 +154,7 @@ def oef_spec(weights: Mapping[str, str | Path] | None = None) -> TaskSpec:
     """The ``oef`` task; with ``weights`` (name -> file for best, cnn3d, lstm) the networks are
     selectable and ``best`` is the default. Weights are reloaded when their file changes, so a
     model published by the trainer is used by the next request without a restart."""
-    from ..networks.oef_predict import load_oef_net
+    from ..models.oefnet.predict import load_oef_net
 
     nets = {k: ReloadingWeights(weights[k], load_oef_net, f"OEF {k} network") for k in NETWORKS if weights and k in weights}
     methods = tuple(nets) + CLASSICAL

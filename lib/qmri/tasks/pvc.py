@@ -48,7 +48,7 @@ def split_pet(image: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray | 
 
 
 def _network(pet: np.ndarray, vs, fwhm, net: ReloadingWeights) -> np.ndarray:
-    from ..networks.pvc_predict import predict_pvc
+    from ..models.pvcnet.predict import predict_pvc
 
     model, cfg = net.get()
     if not np.allclose(vs, cfg["voxel_size_mm"], rtol=0.05):
@@ -105,7 +105,7 @@ def pvc_spec(weights: dict[str, str | Path] | None = None, default: str = DEFAUL
     """The ``pvc`` task; ``weights`` maps network method names to checkpoints (reloaded when the
     file changes, so a model the trainer publishes is used at once). With weights, ``default`` (a
     network) is the default method; the classical methods stay selectable."""
-    from ..networks.pvc_predict import load_pvcnet
+    from ..models.pvcnet.predict import load_pvcnet
 
     nets = {m: ReloadingWeights(w, load_pvcnet, f"PVC network '{m}'") for m, w in (weights or {}).items()}
     unknown = set(nets) - set(NETWORK_METHODS)

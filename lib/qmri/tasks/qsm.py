@@ -14,7 +14,7 @@ from ..io.display import display, slot
 from ..io.maps import QuantMap
 from ..io.sidecar_values import echo_times_s
 from ..networks import compute
-from ..networks.qsm_predict import load_qsmnet, predict_chi
+from ..models.qsmnet.predict import load_qsmnet, predict_chi
 from ..networks.weights import ReloadingWeights
 from ..physics.dipole import GAMMA_BAR_MHZ_PER_T
 from .spec import TaskSpec, check_brain_extent, real_volume, require_3d, voxel_size

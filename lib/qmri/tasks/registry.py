@@ -8,8 +8,6 @@ command line run the same validated code on the same weights.
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
 from pathlib import Path
 
 from ..paths import model_dir as default_model_dir
@@ -66,21 +64,3 @@ def method_weights(task: str, method: str, model_dir: str | Path | None = None) 
     from .synthesis import NETWORK
 
     return w if method in ("qsmnet", "qsmnet_direct", NETWORK) else None
-
-
-def weights_identity(path: str | Path | None) -> dict | None:
-    """``{"file": name, "sha256": hex}`` of a weights file (the identity results carry), or None.
-    Hashed once per file version (path, size, modification time): a published model gets its own."""
-    if path is None or not Path(path).is_file():
-        return None
-    st = Path(path).stat()
-    return {"file": Path(path).name, "sha256": _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)}
-
-
-@lru_cache(maxsize=64)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

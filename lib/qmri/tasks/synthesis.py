@@ -1,7 +1,7 @@
 """Synthetic CT from T2w MR and synthetic T2w MR from CT.
 
 Methods: ``sccyclegan`` (the structure-constrained CycleGAN's generators, slice by slice over the
-axial slices, :mod:`qmri.networks.synth_predict`) when weights are configured, and the classical
+axial slices, :mod:`qmri.models.synthnet.predict`) when weights are configured, and the classical
 ``bulk_density`` (tissue classes with bulk values, :mod:`qmri.classical.bulk_density`), always
 selectable; for the synthetic CT also ``tissue_mixture`` (two-compartment mixtures read from the
 T2w intensity, :mod:`qmri.classical.tissue_mixture_ct`). All keep the input's grid and affine.
@@ -19,7 +19,7 @@ from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
 from ..io.display import display, slot
 from ..io.maps import QuantMap
 from ..networks import compute
-from ..networks.synth_predict import MR_RANGE, load_synthnet, synthetic_ct, synthetic_mr
+from ..models.synthnet.predict import MR_RANGE, load_synthnet, synthetic_ct, synthetic_mr
 from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, require_3d, voxel_size
 
@@ -113,7 +113,7 @@ def run_synthetic_mr(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, A
 
 #: Test-time augmentation of the generators (the request's ``tta``): 1 pass; 2: averaged with the
 #: left-right mirror; 8: mirror x the 2 x 2 in-plane offsets of the generators' stride grid
-#: (:func:`qmri.networks.synth_predict.translate_slices`). The default is 2: on the held-out bench
+#: (:func:`qmri.models.synthnet.predict.translate_slices`). The default is 2: on the held-out bench
 #: (bench_synth.md, rows "flip only") it keeps every goal (sCT MAE 59.2 HU, bone Dice 0.957, sMR
 #: SSIM 0.905; with 8 passes 57.1 HU, 0.958, 0.908) at a quarter of the time (bench_speed.md).
 TTA_CHOICES = (1, 2, 8)

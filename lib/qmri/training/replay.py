@@ -1,6 +1,6 @@
 """Replayable training recipes: each shipped network's training as one named file.
 
-``lib/qmri/training/recipes/<name>.json`` holds ``{"network", "task", "description", "stages":
+``lib/qmri/models/<network>/recipes/<name>.json`` (beside the network's code) holds ``{"network", "task", "description", "stages":
 [{"args": [...], "note": ...}, ...]}``: the ``qmri train <task>`` options of each stage, exactly as
 they were run. ``qmri train <task> --recipe <name or file>`` replays them: one stage trains to
 ``--out``; several stages chain, each fine-tuning the previous stage's best checkpoint (``--init``),
@@ -12,18 +12,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-RECIPE_DIR = Path(__file__).with_name("recipes")
+#: The networks' packages; each keeps its recipes in ``recipes/`` (found by path, not imported).
+MODELS_DIR = Path(__file__).parents[1] / "models"
+
+
+def files() -> dict[str, Path]:
+    """Shipped recipe name -> file (``models/<network>/recipes/<name>.json``)."""
+    return {p.stem: p for p in sorted(MODELS_DIR.glob("*/recipes/*.json"))}
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
+    return sorted(files())
 
 
 def load(name_or_path: str | Path) -> dict:
-    """A recipe by name (a file in :data:`RECIPE_DIR`) or path; ValueError naming the choices."""
+    """A recipe by name (one of :func:`names`) or path; ValueError naming the choices."""
     p = Path(name_or_path)
     if not p.suffix:
-        p = RECIPE_DIR / f"{name_or_path}.json"
+        p = files().get(str(name_or_path), Path(f"{name_or_path}.json"))
     if not p.is_file():
         raise ValueError(f"no recipe {str(name_or_path)!r}; shipped recipes: {', '.join(names())} (or a .json file)")
     try:

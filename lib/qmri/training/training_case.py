@@ -14,11 +14,11 @@ from pathlib import Path
 
 #: Sidecar ``task`` values a trainer learns from -> the trainer's reader (module, function).
 TRAINING_TASKS = {
-    "qsm": ("qmri.training.qsm_datastore", "volumes_from_studies"),
-    "oef": ("qmri.training.oef_data", "volumes_from_studies"),
-    "pvc": ("qmri.training.pvc_data", "volumes_from_studies"),
-    "synthetic_ct": ("qmri.training.synth_data", "volumes_from_studies"),
-    "synthetic_mr": ("qmri.training.synth_data", "volumes_from_studies"),
+    "qsm": ("qmri.models.qsmnet.data_datastore", "volumes_from_studies"),
+    "oef": ("qmri.models.oefnet.data", "volumes_from_studies"),
+    "pvc": ("qmri.models.pvcnet.data", "volumes_from_studies"),
+    "synthetic_ct": ("qmri.models.synthnet.data", "volumes_from_studies"),
+    "synthetic_mr": ("qmri.models.synthnet.data", "volumes_from_studies"),
 }
 
 

@@ -6,7 +6,7 @@ from qmri.tasks import registry
 from qmri.tasks.oef import oef_spec
 
 from ..infers.task_infer import TaskInfer
-from ..trainers.oefnet import oefnet_trainer
+from ..trainers.network import network_trainer
 
 
 class OxygenExtraction(TaskConfig):
@@ -20,4 +20,4 @@ class OxygenExtraction(TaskConfig):
         return {spec.name: TaskInfer(spec, self.model_dir)}
 
     def trainer(self):
-        return oefnet_trainer(self.weights)
+        return network_trainer("oefnet", self.weights)

@@ -6,7 +6,7 @@ from qmri.tasks import registry
 from qmri.tasks.pvc import pvc_spec
 
 from ..infers.task_infer import TaskInfer
-from ..trainers.pvcnet import pvcnet_trainer
+from ..trainers.network import network_trainer
 
 
 class PartialVolumeCorrection(TaskConfig):
@@ -20,4 +20,4 @@ class PartialVolumeCorrection(TaskConfig):
         return {spec.name: TaskInfer(spec, self.model_dir)}
 
     def trainer(self):
-        return pvcnet_trainer(self.weights)
+        return network_trainer("pvcnet", self.weights)

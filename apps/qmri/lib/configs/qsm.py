@@ -6,7 +6,7 @@ from qmri.tasks import registry
 from qmri.tasks.qsm import qsm_specs
 
 from ..infers.task_infer import TaskInfer
-from ..trainers.qsmnet import qsmnet_trainer
+from ..trainers.network import network_trainer
 
 
 class Susceptibility(TaskConfig):
@@ -19,4 +19,4 @@ class Susceptibility(TaskConfig):
         return {qsm.name: TaskInfer(qsm, self.model_dir), raw.name: TaskInfer(raw, self.model_dir)}
 
     def trainer(self):
-        return qsmnet_trainer(self.weights)
+        return network_trainer("qsmnet", self.weights)

@@ -1,4 +1,4 @@
-"""Synthetic CT (HU) from T2w MR; the scCycleGAN trainer (its checkpoint serves both synthesis tasks: lib/trainers/synthnet.py)."""
+"""Synthetic CT (HU) from T2w MR; the scCycleGAN trainer (its checkpoint serves both synthesis tasks; the trainer takes qmri.models.synthnet.fine_tune)."""
 
 from monailabel.interfaces.config import TaskConfig
 
@@ -6,7 +6,7 @@ from qmri.tasks import registry
 from qmri.tasks.synthesis import synthesis_specs
 
 from ..infers.task_infer import TaskInfer
-from ..trainers.synthnet import synthnet_trainer
+from ..trainers.network import network_trainer
 
 
 class SyntheticCT(TaskConfig):
@@ -19,4 +19,4 @@ class SyntheticCT(TaskConfig):
         return {sct.name: TaskInfer(sct, self.model_dir)}
 
     def trainer(self):
-        return synthnet_trainer(self.weights)
+        return network_trainer("synthnet", self.weights)

@@ -6,6 +6,7 @@ from typing import Any, Dict
 
 import numpy as np
 
+from qmri.networks.weights import weights_identity
 from qmri.tasks import registry
 from qmri.tasks.spec import TaskSpec
 
@@ -30,7 +31,7 @@ class TaskInfer(QuantitativeInferTask):
         self.options = dict(spec.options)
 
     def weights_identity(self, method: str):
-        return registry.weights_identity(registry.method_weights(self.spec.name, method, self.model_dir))
+        return weights_identity(registry.method_weights(self.spec.name, method, self.model_dir))
 
     def estimate_mb(self, method: str, voxels: int) -> float:
         return self.spec.estimate_mb(method, voxels)

@@ -1,8 +1,10 @@
 """One MONAI Label trainer for every network of the app: train from the datastore, publish, report.
 
-Each task supplies what differs: how datastore studies become training items (``volumes``) and how
-a network is fitted to them (``fit``, which calls :func:`qmri.training.loop.train`). This class does
-the rest the same way for all of them:
+Each network supplies what differs in its package's ``fine_tune`` module
+(``qmri.models.<network>.fine_tune``, see :func:`network_trainer`): how datastore studies become
+training items (``volumes``) and how the network is fitted to them (``fit``, which calls
+:func:`qmri.training.loop.train`), its recipe, description and metric. This class does the rest the
+same way for all of them:
 
 - the request's parameters (``max_epochs``, ``steps_per_epoch``, ``batch_size``, ``lr``,
   ``from_scratch``, ``device``, ``torch_threads`` (0: half the cores, the server answers requests on
@@ -35,13 +37,15 @@ from typing import Any, Callable, Dict
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 from qmri.io.atomic import atomic_copy, atomic_write_text
+from qmri.models import MODELS
 from qmri.networks import compute
 from qmri.training import progress as watch
+from qmri.training import replay
 
 logger = logging.getLogger(__name__)
 
 #: Request parameters every trainer takes beside its recipe's ``fine_tune`` section (epochs, steps,
-#: batch, learning rate and the network's own: ``lib/qmri/training/recipes/<network>.json``).
+#: batch, learning rate and the network's own: ``lib/qmri/models/<network>/recipes/<recipe>.json``).
 COMMON_DEFAULTS = {"from_scratch": False, "device": "cuda if available", "multi_gpu": False, "gpus": "all", "torch_threads": 0}
 
 
@@ -181,6 +185,13 @@ class NetworkTrainer(TrainTask):
         }
         atomic_write_text(self.stats_path, json.dumps(stats, indent=2))
         return stats
+
+
+def network_trainer(network: str, weights: str | Path | Dict[str, str | Path]) -> NetworkTrainer:
+    """The trainer of shipped network ``network`` (a key of :data:`qmri.models.MODELS`) publishing to
+    ``weights``, built from ``qmri.models.<network>.fine_tune``."""
+    ft = MODELS[network].module("fine_tune")
+    return NetworkTrainer(ft.DESCRIPTION, weights, replay.fine_tune(ft.RECIPE), ft.volumes, ft.fit, ft.METRIC)
 
 
 #: Set by the server process (:mod:`lib.server.asgi`); inherited by the training processes it starts.
