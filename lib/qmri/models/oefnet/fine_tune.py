@@ -15,6 +15,13 @@ from ...training.loop import train
 from .data import OEFVolume, volumes_from_studies
 from .train import DEFAULTS, NETWORK_ARCH, VOXEL_BATCHED, OEFRecipe
 
+#: The recipe whose ``fine_tune`` section holds the defaults of ``POST /train``.
+RECIPE = "oef_best"
+#: What the trainer does, shown by MONAI Label's ``/info``.
+DESCRIPTION = "Train an OEF network (network: best, cnn3d or lstm) on the datastore's OEF studies (labels/final = S0, R2, Y, v, chi_nb)"
+#: The validation metric the trainer reports (lower is better).
+METRIC = "validation OEF RMSE (%-points)"
+
 
 def volumes(datalist: list[dict], params: dict) -> list[OEFVolume]:
     """Datastore items ({"image", "label"}) -> OEF study volumes (other tasks' studies skipped)."""
@@ -38,11 +45,3 @@ def fit(out_path, train_vols: list[OEFVolume], val_vols: list[OEFVolume], init, 
     )
     res["metric"] = OEFRecipe.metric
     return res
-
-
-#: The recipe whose ``fine_tune`` section holds the defaults of ``POST /train``.
-RECIPE = "oef_best"
-#: What the trainer does, shown by MONAI Label's ``/info``.
-DESCRIPTION = "Train an OEF network (network: best, cnn3d or lstm) on the datastore's OEF studies (labels/final = S0, R2, Y, v, chi_nb)"
-#: The validation metric the trainer reports (lower is better).
-METRIC = "validation OEF RMSE (%-points)"

@@ -12,9 +12,15 @@ channels and its sidecar FWHM, or ``"activity"``: the study's ``labels/final`` i
 
 from __future__ import annotations
 
-
 from .data import volumes_from_studies
 from .train import train_pvc
+
+#: The recipe whose ``fine_tune`` section holds the defaults of ``POST /train``.
+RECIPE = "pvcnet"
+#: What the trainer does, shown by MONAI Label's ``/info``.
+DESCRIPTION = "Train the PET PVC network (PET -> partial-volume corrected PET) on the datastore's PVC studies (target: RBV from the tissue channels, or labels/final)"
+#: The validation metric the trainer reports (lower is better).
+METRIC = "validation RMSE ratio network / input"
 
 
 def volumes(datalist, p):
@@ -46,11 +52,3 @@ def fit(out, train, val, init, p):
         world_size=p["world_size"],
         **kwargs,
     )
-
-
-#: The recipe whose ``fine_tune`` section holds the defaults of ``POST /train``.
-RECIPE = "pvcnet"
-#: What the trainer does, shown by MONAI Label's ``/info``.
-DESCRIPTION = "Train the PET PVC network (PET -> partial-volume corrected PET) on the datastore's PVC studies (target: RBV from the tissue channels, or labels/final)"
-#: The validation metric the trainer reports (lower is better).
-METRIC = "validation RMSE ratio network / input"

@@ -14,6 +14,18 @@ import logging
 from .data import volumes_from_studies
 from .train import train_synth
 
+#: The recipe whose ``fine_tune`` section holds the defaults of ``POST /train``.
+RECIPE = "synthnet"
+#: What the trainer does, shown by MONAI Label's ``/info``.
+DESCRIPTION = (
+    "Train the scCycleGAN (MR <-> CT, unpaired) on the datastore's synthetic_ct (T2w MR) and synthetic_mr (CT) studies; "
+    "the last study validates against its labels/final truth. Publishes the checkpoint both synthesis tasks use. "
+    "backtranslation > 0 (default): generator-only steps, pseudo-target L1 x pseudo_weight + back-translation (L1, plus (1 - SSIM) x backtranslation_ssim on the CT -> MR side, plus backtranslation_hybrid x the CT -> MR inversion of a hybrid sCT: tissue-mixture soft tissue, generator bone/air/fat; hybrid_brain: its brain from the tissue-mixture sCT or drawn_mixture); 0: adversarial scCycleGAN losses. "
+    "ema_decay > 0: validate and publish the exponential moving average of the weights (decay per step; off by default, since a short run's average still leans on the starting weights)."
+)
+#: The validation metric the trainer reports (lower is better).
+METRIC = "validation score (sCT MAE / 60 HU + (1 - sMR SSIM) / 0.1)"
+
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +75,3 @@ def fit(out, train, val, init, p):
         ema_decay=float(p["ema_decay"]),
         **stable,
     )
-
-
-#: The recipe whose ``fine_tune`` section holds the defaults of ``POST /train``.
-RECIPE = "synthnet"
-#: What the trainer does, shown by MONAI Label's ``/info``.
-DESCRIPTION = (
-    "Train the scCycleGAN (MR <-> CT, unpaired) on the datastore's synthetic_ct (T2w MR) and synthetic_mr (CT) studies; "
-    "the last study validates against its labels/final truth. Publishes the checkpoint both synthesis tasks use. "
-    "backtranslation > 0 (default): generator-only steps, pseudo-target L1 x pseudo_weight + back-translation (L1, plus (1 - SSIM) x backtranslation_ssim on the CT -> MR side, plus backtranslation_hybrid x the CT -> MR inversion of a hybrid sCT: tissue-mixture soft tissue, generator bone/air/fat; hybrid_brain: its brain from the tissue-mixture sCT or drawn_mixture); 0: adversarial scCycleGAN losses. "
-    "ema_decay > 0: validate and publish the exponential moving average of the weights (decay per step; off by default, since a short run's average still leans on the starting weights)."
-)
-#: The validation metric the trainer reports (lower is better).
-METRIC = "validation score (sCT MAE / 60 HU + (1 - sMR SSIM) / 0.1)"
