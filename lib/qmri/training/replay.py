@@ -27,10 +27,8 @@ def names() -> list[str]:
 
 def load(name_or_path: str | Path) -> dict:
     """A recipe by name (one of :func:`names`) or path; ValueError naming the choices."""
-    p = Path(name_or_path)
-    if not p.suffix:
-        p = files().get(str(name_or_path), Path(f"{name_or_path}.json"))
-    if not p.is_file():
+    p = Path(name_or_path) if Path(name_or_path).suffix else files().get(str(name_or_path))
+    if p is None or not p.is_file():
         raise ValueError(f"no recipe {str(name_or_path)!r}; shipped recipes: {', '.join(names())} (or a .json file)")
     try:
         r = json.loads(p.read_text())
