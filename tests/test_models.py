@@ -39,22 +39,6 @@ def test_each_network_entry_is_true(name):
     assert (m.card_dir() / "README.md").is_file() and (m.card_dir() / "NOTES.md").is_file()
 
 
-def test_the_networks_import_nothing_above_them():
-    """A network package imports the shared layers (physics, networks, training, io, ...), never
-    the tasks, benches, the command line or another network's package."""
-    import re
-
-    for name in models.MODELS:
-        for f in (REPO / "lib" / "qmri" / "models" / name).glob("*.py"):
-            for target in re.findall(r"^\s*from\s+(\.+[\w.]*|qmri[\w.]*)\s+import", f.read_text(), re.M):
-                if target.startswith("."):  # relative to the package qmri.models.<name>
-                    dots = len(target) - len(target.lstrip("."))
-                    base = ["qmri", "models", name][: 3 - (dots - 1)]
-                    target = ".".join(base + ([target[dots:]] if target[dots:] else []))
-                assert not any(target == up or target.startswith(up + ".") for up in ("qmri.tasks", "qmri.bench", "qmri.cli", "qmri.infer_cli", "qmri.bids_infer")), f"{name}/{f.name}: {target}"
-                assert not target.startswith("qmri.models.") or target.startswith(f"qmri.models.{name}"), f"{name}/{f.name} imports another network: {target}"
-
-
 def test_every_task_network_is_in_the_table():
     """The registry's weights of each task are the table's, and every network task has an entry."""
     for task in registry.TASKS:
