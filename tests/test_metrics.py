@@ -40,3 +40,14 @@ def test_metrics_only_look_inside_the_mask(maps):
     t, m = maps
     spoiled = np.where(m, t, 1e6)
     assert nrmse(spoiled, t, m) == 0 and rmse(spoiled, t, m) == 0
+
+
+def test_the_qsm_benches_trivial_row_is_a_constant_map(maps):
+    """``qmri bench qsm``'s ``constant`` row: whatever the field, a constant map (NRMSE 1, HFEN 1)."""
+    from qmri.bench.qsm import invert
+
+    t, m = maps
+    est = invert("constant", None, np.random.default_rng(1).standard_normal(t.shape), m, (2.0, 2.0, 2.0), (0.0, 0.0, 1.0))
+    assert np.ptp(est) == 0
+    q = qsm_metrics(est, t, m)
+    assert q["NRMSE"] == pytest.approx(1.0) and q["HFEN"] == pytest.approx(1.0) and q["SSIM"] < 0.1

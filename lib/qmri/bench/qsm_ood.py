@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 OOD_SEED = 5250
 FIELD_NOISE_PPM = 0.001
 L2_GRID = tuple(sorted({float(b) for b in np.logspace(-4, 0, 9)} | {3e-3}))  # half-decade steps 1e-4..1, and the default weight
-METHODS = ("tkd", "l2", "l2_tuned", "tv", "cg", "qsmnet_direct", "qsmnet")
+METHODS = ("constant", "tkd", "l2", "l2_tuned", "tv", "cg", "qsmnet_direct", "qsmnet")
 
 #: An independent 3 T susceptibility table (ppm relative to water/CSF), not the training table.
 INDEPENDENT_CHI_PPM = {
