@@ -157,3 +157,23 @@ def test_table_and_protocols():
     need = protocol_needed(5.0, 20.0, protocols=one, n_draws=300)[0]["snr_needed"]
     rows = crb_table(snrs=(need,), diameters_mm=(20,), oef_percent=(37,), n_draws=300)
     assert rows[0]["crb_region_Y_pp"] == pytest.approx(5.0, rel=1e-3)
+
+
+def test_less_blood_volume_means_less_information_about_a_lesions_oef():
+    """v_factor scales the region's v: 1 reproduces the tissue's table; an infarct core whose v fell
+    (0.3-0.7 in the phantoms) has a larger bound, so its OEF is harder to see than at normal v."""
+    kw = dict(snrs=(100,), diameters_mm=(20,), oef_percent=(12.5,), n_draws=300)
+    base, same, less = crb_table(**kw), crb_table(**kw, v_factor=1.0), crb_table(**kw, v_factor=0.3)
+    assert base[0]["crb_region_Y_pp"] == same[0]["crb_region_Y_pp"] and same[0]["v_factor"] == 1.0
+    assert less[0]["crb_region_Y_pp"] > 2 * base[0]["crb_region_Y_pp"]
+    assert less[0]["crb_region_Yv_pp"] > 2 * base[0]["crb_region_Yv_pp"]
+
+
+def test_the_oef_bench_states_what_the_bound_allows_per_lesion_type():
+    from qmri.bench.oef import _lesion_crb_rows
+
+    rows = _lesion_crb_rows(diameters_mm=(8, 40))
+    assert {r["lesion"] for r in rows} >= {"infarct core", "penumbra"}
+    for small, large in zip(rows[::2], rows[1::2]):  # the same lesion at 8 and 40 mm
+        for k in ("P(C >= 0.7), Y shared", "P(ROI error within 5), Y shared"):
+            assert 0.0 <= float(small[k]) <= float(large[k]) <= 1.0, (small["lesion"], k)

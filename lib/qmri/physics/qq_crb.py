@@ -232,15 +232,18 @@ def region_voxels(diameter_mm: float, voxel_mm: float = 2.0, method: str = "grid
     return max(1, int(np.count_nonzero(d2 <= r * r + 1e-9)))
 
 
-def tissue_draws(tissue: str, Y: float, n: int, rng: np.random.Generator, spread: float = 1.0) -> np.ndarray:
+def tissue_draws(tissue: str, Y: float, n: int, rng: np.random.Generator, spread: float = 1.0, v_factor: float = 1.0) -> np.ndarray:
     """(n, 5) voxels of a tissue ("GM" or "WM"): Y fixed; S0, R2, v, chi_nb drawn ~ N(mean,
     spread * prior sd) of :data:`TISSUES` (the phantom's priors), clipped to the QQ-NET bounds
-    (S0 >= 0.05). Units as :func:`fisher_information`."""
+    (S0 >= 0.05); ``v_factor`` scales v's mean and sd (a lesion whose blood volume changed, e.g.
+    0.3-0.7 in an infarct core). Units as :func:`fisher_information`."""
     pri = TISSUES[tissue.upper()]
     out = np.empty((n, 5))
     out[:, 2] = Y
     for name in ("S0", "R2", "v", "chi_nb"):
         m, sd = pri[name]
+        if name == "v":
+            m, sd = m * v_factor, sd * v_factor
         a = m + spread * sd * rng.standard_normal(n)
         out[:, _IDX[name]] = np.maximum(a, 0.05) if name == "S0" else np.clip(a, *PARAM_BOUNDS[name])
     return out
@@ -263,13 +266,13 @@ def tissue_sigma(tissue: str, snr: float, te_s: Sequence[float] = QQNET_TE_S, Y:
     return float(e1) / float(snr)
 
 
-def _region_parts(tissue, Y, te_s, B0, n_draws, seed, spread):
+def _region_parts(tissue, Y, te_s, B0, n_draws, seed, spread, v_factor=1.0):
     """Schur inputs for a tissue: (signal info at sigma=1, QSM info at sd=1) for the draws (v free
-    per voxel) and for the draws with v = tissue mean (v shared)."""
+    per voxel) and for the draws with v = tissue mean x ``v_factor`` (v shared)."""
     rng = np.random.default_rng(seed)
-    P = tissue_draws(tissue, Y, n_draws, rng, spread)
+    P = tissue_draws(tissue, Y, n_draws, rng, spread, v_factor)
     Pv = P.copy()
-    Pv[:, _IDX["v"]] = TISSUES[tissue.upper()]["v"][0]
+    Pv[:, _IDX["v"]] = TISSUES[tissue.upper()]["v"][0] * v_factor
     return _fisher_parts(P, te_s, B0), _fisher_parts(Pv, te_s, B0)
 
 
@@ -292,8 +295,12 @@ def crb_table(
     B0: float = B0_DEFAULT,
     seed: int = 0,
     spread: float = 1.0,
+    v_factor: float = 1.0,
 ) -> list[dict]:
     """Table of OEF CRBs [%-points] per (OEF, SNR, region diameter).
+
+    ``v_factor`` scales the region's blood volume v (mean and sd; a lesion whose v changed); the
+    noise sd stays that of the normal tissue (the simulator's noise is set by the brain's signal).
 
     Rows: ``tissue, oef_true`` [%], ``snr`` (echo-1 SNR of the tissue-mean voxel),
     ``diameter_mm``, ``voxels`` (:func:`region_voxels`, grid count), ``crb_voxel_pp`` (one
@@ -307,11 +314,13 @@ def crb_table(
     rows = []
     for oef in oef_percent:
         Y = float(y_from_oef(oef / 100.0))
-        parts, parts_v = _region_parts(tissue, Y, te_s, B0, n_draws, seed, spread)
-        Pd = tissue_draws(tissue, Y, n_draws, np.random.default_rng(seed), spread)
+        parts, parts_v = _region_parts(tissue, Y, te_s, B0, n_draws, seed, spread, v_factor)
+        Pd = tissue_draws(tissue, Y, n_draws, np.random.default_rng(seed), spread, v_factor)
         for snr in snrs:
             sig = tissue_sigma(tissue, snr, te_s, Y, B0)
-            cv = float(oef_crb_voxel(tissue_mean(tissue, Y), te_s, sig, qsm_sd_ppm, B0)[0])
+            mean_voxel = tissue_mean(tissue, Y)
+            mean_voxel[:, _IDX["v"]] *= v_factor
+            cv = float(oef_crb_voxel(mean_voxel, te_s, sig, qsm_sd_ppm, B0)[0])
             cvm = float(np.median(oef_crb_voxel(Pd, te_s, sig, qsm_sd_ppm, B0)))
             for d in diameters_mm:
                 n = region_voxels(d, voxel_mm)
@@ -319,6 +328,7 @@ def crb_table(
                     {
                         "tissue": tissue.upper(),
                         "oef_true": float(oef),
+                        "v_factor": float(v_factor),
                         "snr": float(snr),
                         "diameter_mm": float(d),
                         "voxels": n,
