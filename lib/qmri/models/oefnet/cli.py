@@ -18,7 +18,7 @@ from ...cli_args import positive_int
 from ...paths import shipped
 from ...training import model_card
 
-if TYPE_CHECKING:  # annotation only: importing oef_train loads torch, which the parser must not
+if TYPE_CHECKING:  # annotation only: importing .train loads torch, which the parser must not
     from .train import OEFRecipe
 
 # torch, the networks and the data are imported inside the functions that use them: ``qmri``'s
