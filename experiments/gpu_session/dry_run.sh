@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check device.sh HERE, on the CPU with tiny sizes, in an environment that, like the device image,
 # cannot import the server stack (monailabel, fastapi, SimpleITK, highdicom, ...):
-#   bash experiments/gpu_session/dry_run.sh [STEP...]      (default: cuda speed oef qsm)
+#   bash experiments/gpu_session/dry_run.sh [STEP...]      (default: cuda speed oef pvc qsm)
 #   WHEELS=1 bash ...   unpack and use the .whl/ wheels as the device does (else .venv's packages)
 set -uo pipefail
 cd "$(git rev-parse --show-toplevel)"
@@ -20,10 +20,12 @@ printf '#!/bin/sh\nexport PYTHONPATH="%s:${PYTHONPATH:-}"\nexec %s "$@"\n' "$tmp
 chmod +x "$tmp/bin/python3"
 [ "${WHEELS:-0}" = 1 ] || mv .whl .whl.dry 2>/dev/null  # .venv has the packages
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(cuda speed oef qsm)
+[ ${#steps[@]} -eq 0 ] && steps=(cuda speed oef pvc qsm)
 PATH="$tmp/bin:$PATH" DRY=1 DEVICE=cpu OUT=$tmp/out bash experiments/gpu_session/device.sh "${steps[@]}"
 rc=$?
 mv .whl.dry .whl 2>/dev/null
 echo "dry run outputs in $tmp/out"
+ls "$tmp/out"
+mkdir -p "$tmp/unpacked" && cat "$tmp"/out/results.tgz* | tar xz -C "$tmp/unpacked" && ls "$tmp/unpacked"
 grep -h "rc=" "$tmp/out/steps.log"
 exit $rc
