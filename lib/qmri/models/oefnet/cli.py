@@ -30,8 +30,7 @@ MODELS = ("cnn3d", "lstm", "best")
 ARCH = {"cnn3d": "cnn3d", "lstm": "lstm", "best": "setcontext"}
 
 
-#: ``qmri train <TASK>`` and its help line.
-TASK = "oef"
+#: The help line of its ``qmri train`` task (the task name is ``MODELS[...].train_task``).
 HELP = "an OEF network (--model cnn3d | lstm | best)"
 
 

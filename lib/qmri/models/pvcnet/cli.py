@@ -25,8 +25,7 @@ TRAIN_SEED0 = 30000  # training phantoms: seeds 30000.. ; validation 31000.. ; b
 VAL_SEED0 = 31000
 
 
-#: ``qmri train <TASK>`` and its help line.
-TASK = "pvc"
+#: The help line of its ``qmri train`` task (the task name is ``MODELS[...].train_task``).
 HELP = "the PET-only PVC network (--condition-fwhm: pvcnet_fwhm)"
 
 

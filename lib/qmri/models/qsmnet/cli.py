@@ -19,8 +19,7 @@ RANDOM_SEED0 = 22000  # base brains of the domain-randomised examples: 22000.. t
 RANDOM_VAL_SEED0 = 23000
 
 
-#: ``qmri train <TASK>`` and its help line.
-TASK = "qsm"
+#: The help line of its ``qmri train`` task (the task name is ``MODELS[...].train_task``).
 HELP = "QSMnet (local field -> chi)"
 
 

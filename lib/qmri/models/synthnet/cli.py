@@ -34,8 +34,7 @@ def val_slices(s: str) -> int:
     return v
 
 
-#: ``qmri train <TASK>`` and its help line.
-TASK = "synth"
+#: The help line of its ``qmri train`` task (the task name is ``MODELS[...].train_task``).
 HELP = "the scCycleGAN generators (T2w MR <-> CT)"
 
 
