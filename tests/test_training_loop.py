@@ -88,3 +88,39 @@ def test_progress_file_follows_the_loop(tmp_path):
         watch.set_sink(None)
     watch.report(force=True, stage="ignored")  # no sink: nothing written
     assert watch.read(sink)["stage"] == "epoch done"
+
+
+def test_a_process_ending_at_once_leaves_no_half_written_file(tmp_path):
+    """The training's parent watch ends the process with os._exit; it takes WRITING first, so a
+    write in progress (the progress file, published weights) completes and no .part file is left."""
+    import threading
+
+    from qmri.io.atomic import WRITING, atomic_write
+    from qmri.training import progress as watch
+
+    dest = tmp_path / "weights.pt"
+    started = threading.Event()
+
+    def slow_fill(out):
+        out.write(b"half")
+        started.set()
+        time.sleep(0.5)
+        out.write(b" and the rest")
+
+    writer = threading.Thread(target=atomic_write, args=(dest, slow_fill))
+    writer.start()
+    assert started.wait(5)
+    assert list(tmp_path.glob(".*.part"))  # mid-write: the part file exists
+    with WRITING:  # what the parent watch does before os._exit
+        assert dest.read_bytes() == b"half and the rest"
+        assert not list(tmp_path.glob(".*.part"))
+    writer.join()
+
+    sink = tmp_path / "train_progress.json"
+    watch.set_sink(sink)
+    watch.report(force=True, stage="training")
+    assert sink.exists()
+    watch.discard()
+    assert not sink.exists()
+    watch.report(force=True, stage="after discard")  # nothing is written any more
+    assert not sink.exists()

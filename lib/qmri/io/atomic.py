@@ -2,6 +2,8 @@
 
 A reader (an infer task reloading weights, the datastore's file watcher, a restarted server) sees
 either the old file or the whole new one, never a part; a failed write leaves nothing behind.
+A process that must end at once (``os._exit``) takes :data:`WRITING` first, so that it never
+ends in the middle of a write and leaves a ``.part`` file behind.
 """
 
 from __future__ import annotations
@@ -9,21 +11,27 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+#: Held by every write in progress in this process (re-entrant, so a caller may hold it around
+#: several writes that belong together).
+WRITING = threading.RLock()
 
 
 def atomic_write(dest: str | Path, fill: Callable[[BinaryIO], None]) -> Path:
     """Write ``dest`` by ``fill(binary file)``; the temporary file is hidden (``.name.*.part``)."""
     dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with WRITING:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                fill(out)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return dest
 
 

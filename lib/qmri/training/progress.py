@@ -38,6 +38,13 @@ def set_sink(path: str | Path | None) -> None:
     _SINK["state"] = {} if path is None else {"started": round(time.time(), 3), "pid": os.getpid()}
 
 
+def discard() -> None:
+    """Remove the sink's file and stop writing (for a process about to end without its ``finally``)."""
+    path, _SINK["path"] = _SINK["path"], None
+    if path is not None:
+        Path(path).unlink(missing_ok=True)
+
+
 def report(force: bool = False, **fields: Any) -> None:
     """Merge ``fields`` into the progress state and write it (at most once a second unless ``force``).
 

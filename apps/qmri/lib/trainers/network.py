@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict
 
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
-from qmri.io.atomic import atomic_copy, atomic_write_text
+from qmri.io.atomic import WRITING, atomic_copy, atomic_write_text
 from qmri.models import MODELS
 from qmri.networks import compute
 from qmri.training import progress as watch
@@ -153,12 +153,14 @@ class NetworkTrainer(TrainTask):
             # every metric here is minimised; the served weights stay unless the new ones are no worse
             publish = served_score is None or (new_score is not None and new_score <= served_score)
             if publish:
-                if parent_gone():
-                    raise RuntimeError("the server that started this training has stopped; the new weights are not published")
-                weights.parent.mkdir(parents=True, exist_ok=True)
-                if weights.exists():
-                    atomic_copy(weights, weights.with_name(weights.stem + "_previous.pt"))
-                atomic_copy(out, weights)  # an infer task reloading the file never sees a part of it
+                # under WRITING the parent watch cannot end this process between the check and the copies
+                with WRITING:
+                    if parent_gone():
+                        raise RuntimeError("the server that started this training has stopped; the new weights are not published")
+                    weights.parent.mkdir(parents=True, exist_ok=True)
+                    if weights.exists():
+                        atomic_copy(weights, weights.with_name(weights.stem + "_previous.pt"))
+                    atomic_copy(out, weights)  # an infer task reloading the file never sees a part of it
         decision = (
             f"published: {metric} {new_score:.4g} is no worse than the served weights' {served_score:.4g} on the same validation data"
             if publish and served_score is not None
@@ -209,13 +211,15 @@ def stop_with_parent(poll_s: float = 1.0) -> None:
         return
     _PARENT["pid"] = int(server)
 
-    def watch():
+    def watch_parent():
         while not parent_gone():
             time.sleep(poll_s)
         logger.error("the server process %s is gone: stopping this training without publishing", _PARENT["pid"])
-        os._exit(3)
+        with WRITING:  # a write in progress finishes first and no other starts, so no .part file is left
+            watch.discard()
+            os._exit(3)
 
-    threading.Thread(target=watch, name="qmri-parent-watch", daemon=True).start()
+    threading.Thread(target=watch_parent, name="qmri-parent-watch", daemon=True).start()
 
 
 def parent_gone() -> bool:
