@@ -56,9 +56,11 @@ def test_b0_direction_of_an_oblique_slab_and_phase_scales():
         phase_to_radians(np.array([0.0, 70000.0]))
 
 
-def test_dicom_round_trip_keeps_geometry_echo_times_and_values(phantom, tmp_path):
+@pytest.mark.parametrize("enhanced", [False, True], ids=["classic", "enhanced"])
+def test_dicom_round_trip_keeps_geometry_echo_times_and_values(phantom, tmp_path, enhanced):
     me, _ = phantom
-    uids = write_multi_echo_dicom(me, tmp_path / "dicom")
+    uids = write_multi_echo_dicom(me, tmp_path / "dicom", enhanced=enhanced)
+    assert len(list((tmp_path / "dicom").rglob("*.dcm"))) == (2 if enhanced else 2 * E * me.magnitude.shape[2])
     back = read_multi_echo(tmp_path / "dicom")
     np.testing.assert_allclose(back.affine, me.affine, atol=1e-5)  # exact up to the header's decimals
     assert back.echo_times_ms == me.echo_times_ms and back.field_strength_t == 3.0
@@ -94,11 +96,60 @@ def test_dicom_problems_are_named(phantom, tmp_path):
     one.NumberOfFrames = 2
     (tmp_path / "enhanced").mkdir()
     one.save_as(str(tmp_path / "enhanced" / "mf.dcm"))
-    with pytest.raises(ValueError, match="enhanced multi-frame"):
+    with pytest.raises(ValueError, match="2 frames but 0 per-frame functional groups"):
         read_multi_echo(tmp_path / "enhanced")
+    # an enhanced file whose frames lost their positions, or whose pixel data is cut short
+    write_multi_echo_dicom(small, tmp_path / "mf", enhanced=True)
+    mag = tmp_path / "mf" / "mag" / "enhanced.dcm"
+    ds = pydicom.dcmread(str(mag))
+    del ds.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence
+    ds.save_as(str(tmp_path / "cut.dcm"))
+    with pytest.raises(ValueError, match="frame 4 has no plane position"):
+        read_multi_echo(tmp_path / "cut.dcm")
+    ds = pydicom.dcmread(str(mag))
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    ds.save_as(str(mag))
+    with pytest.raises(ValueError, match="could not be decoded"):
+        read_multi_echo(tmp_path / "mf")
     (tmp_path / "nothing_here").mkdir()
     with pytest.raises(ValueError, match="no MR images"):
         read_multi_echo(tmp_path / "nothing_here")
+
+
+def test_one_enhanced_file_with_magnitude_and_phase_frames(phantom, tmp_path):
+    """Philips-style: magnitude and phase frames in one multi-frame file, told apart per frame by
+    ComplexImageComponent, each with its own rescale; read as the two-series export is."""
+    import copy
+
+    import pydicom
+
+    me, _ = phantom
+    small = MultiEcho(me.magnitude[:10, :12, :5], me.phase[:10, :12, :5], me.affine, me.echo_times_ms, 3.0)
+    write_multi_echo_dicom(small, tmp_path / "two", enhanced=True)
+    mag, phase = (pydicom.dcmread(str(tmp_path / "two" / p / "enhanced.dcm")) for p in ("mag", "phase"))
+    mixed = copy.deepcopy(mag)
+    mixed.ComplexImageComponent = "MIXED"
+    del mixed.SharedFunctionalGroupsSequence[0].MRImageFrameTypeSequence
+    del mixed.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    frames = []
+    for src in (mag, phase):
+        shared = src.SharedFunctionalGroupsSequence[0]
+        for f in src.PerFrameFunctionalGroupsSequence:
+            f = copy.deepcopy(f)
+            f.MRImageFrameTypeSequence = copy.deepcopy(shared.MRImageFrameTypeSequence)
+            f.PixelValueTransformationSequence = copy.deepcopy(shared.PixelValueTransformationSequence)
+            frames.append(f)
+    mixed.PerFrameFunctionalGroupsSequence = pydicom.sequence.Sequence(frames)
+    mixed.NumberOfFrames = len(frames)
+    mixed.PixelData = mag.PixelData + phase.PixelData
+    (tmp_path / "one").mkdir()
+    mixed.save_as(str(tmp_path / "one" / "mixed.dcm"))
+    a, b = read_multi_echo(tmp_path / "one"), read_multi_echo(tmp_path / "two")
+    assert a.echo_times_ms == b.echo_times_ms == small.echo_times_ms
+    np.testing.assert_array_equal(a.magnitude, b.magnitude)
+    np.testing.assert_array_equal(a.phase, b.phase)
+    np.testing.assert_allclose(a.phase, small.phase, atol=1e-5)
+    np.testing.assert_allclose(a.affine, small.affine, atol=1e-5)
 
 
 def test_dicom_import_then_infer_matches_the_native_study(phantom, tmp_path):
@@ -180,14 +231,16 @@ def test_bids_problems_are_reported_per_acquisition(phantom, tmp_path):
     assert main(["infer", "oef", "--bids", str(root), "--method", "qq_fit"]) == 1  # no susceptibility yet
 
 
-def test_a_map_from_an_imported_dicom_study_as_a_parametric_map(phantom, tmp_path):
+@pytest.mark.parametrize("enhanced", [False, True], ids=["classic", "enhanced"])
+def test_a_map_from_an_imported_dicom_study_as_a_parametric_map(phantom, tmp_path, enhanced):
     """DICOM in -> qmri infer -> Parametric Map out: float values and UCUM units read back with
-    pydicom, referencing the magnitude series."""
+    pydicom, referencing the magnitude series, on the source's grid (for an enhanced source the
+    frames' positions are written from the source's first-echo frames)."""
     import pydicom
 
     me, _ = phantom
     small = MultiEcho(me.magnitude[:, :, 6:22], me.phase[:, :, 6:22], me.affine, me.echo_times_ms, 3.0)
-    uids = write_multi_echo_dicom(small, tmp_path / "p9")
+    uids = write_multi_echo_dicom(small, tmp_path / "p9", enhanced=enhanced)
     assert main(["import", "dicom", str(tmp_path / "p9"), "--studies", str(tmp_path / "s")]) == 0
     assert main(["infer", "qsm_raw", str(tmp_path / "s" / "p9_qsmraw.nii.gz"), "--method", "tkd", "--out", str(tmp_path / "maps")]) == 0
     result = tmp_path / "maps" / "p9_qsmraw_qsm_raw_tkd.nii.gz"
@@ -202,6 +255,9 @@ def test_a_map_from_an_imported_dicom_study_as_a_parametric_map(phantom, tmp_pat
     frames = pm.pixel_array.astype(np.float32) * float(mapping.RealWorldValueSlope) + float(mapping.RealWorldValueIntercept)
     np.testing.assert_allclose(np.transpose(frames, (2, 1, 0)), chi, atol=1e-6)
     assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == uids["mag"]
+    positions = np.array([[float(x) for x in f.PlanePositionSequence[0].ImagePositionPatient] for f in pm.PerFrameFunctionalGroupsSequence])
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ small.affine
+    np.testing.assert_allclose(positions, [(lps @ [0, 0, k, 1.0])[:3] for k in range(small.magnitude.shape[2])], atol=1e-4)
     with pytest.raises(SystemExit) as e:  # never overwrites: a usage error
         main(["export-pm", str(result), "--source", str(tmp_path / "p9"), "--out", str(out)])
     assert e.value.code == 2

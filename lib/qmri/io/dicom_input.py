@@ -7,10 +7,18 @@ by SimpleITK (pixel data, rescale slope/intercept, geometry in LPS), then turned
 (i, j, k) arrays with a RAS+ affine. Echo times come from EchoTime (ms), B0 from
 MagneticFieldStrength (T); phases are converted to radians (:func:`~qmri.io.multi_echo.phase_to_radians`).
 
+Enhanced (and legacy-converted enhanced) multi-frame MR files, one file per series as current
+scanners export them, are read frame by frame from their functional groups (per-frame, else
+shared): PlanePositionSequence, PlaneOrientationSequence, PixelMeasuresSequence,
+MREchoSequence.EffectiveEchoTime, MRImageFrameTypeSequence.ComplexImageComponent (so magnitude
+and phase may share one file) and PixelValueTransformationSequence; the pixels are decoded by
+pydicom. Each frame then takes the path of a classic slice (echo numbers are the rank of the echo
+time within the file), so both kinds of series meet the same checks.
+
 Errors name what is missing or inconsistent: no MR images, several multi-echo acquisitions without
 a series chosen, no phase, echoes with different slice counts or orientations, unequal slice gaps,
-real/imaginary instead of magnitude/phase, and enhanced multi-frame files (not read here: dcm2niix
-converts them, then ``qmri import bids``).
+real/imaginary instead of magnitude/phase, multi-frame files without per-frame geometry, and pixel
+data compressed in a transfer syntax no installed decoder reads.
 """
 
 from __future__ import annotations
@@ -41,14 +49,20 @@ class Slice:
     position: np.ndarray  # ImagePositionPatient (LPS, mm)
     orientation: np.ndarray  # ImageOrientationPatient (6 values)
     field_strength_t: float | None
+    pixel_spacing: tuple[float, float] | None = None  # PixelSpacing (row spacing, column spacing), mm
+    frame: int | None = None  # 0-based frame of a multi-frame file; None for a classic slice
+    rescale: tuple[float, float] = (1.0, 0.0)  # (slope, intercept) of a frame; classic slices: SimpleITK applies it
 
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 
 
-def _part(ds) -> str:
+COMPLEX_COMPONENT = {"MAGNITUDE": "mag", "PHASE": "phase", "REAL": "real", "IMAGINARY": "imag"}
+
+
+def _part(ds, attribute: str = "ImageType") -> str:
     """ "mag", "phase", "real" or "imag" from ImageType (value 3 on Siemens/Philips, words elsewhere)."""
-    image_type = [str(x).upper() for x in getattr(ds, "ImageType", [])]
+    image_type = [str(x).upper() for x in getattr(ds, attribute, [])]
     flags = set(image_type[2:]) | {t for t in image_type if len(t) > 1}
     if flags & {"P", "PHASE"}:
         return "phase"
@@ -57,6 +71,68 @@ def _part(ds) -> str:
     if flags & {"I", "IMAGINARY"}:
         return "imag"
     return "mag"
+
+
+def _spacing(value) -> tuple[float, float] | None:
+    return (float(value[0]), float(value[1])) if value is not None and len(value) == 2 else None
+
+
+def _group(ds, frame: int, sequence: str):
+    """The item of functional group ``sequence`` for ``frame``: per-frame, else shared; None if absent."""
+    per = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    if per is not None and frame < len(per) and sequence in per[frame] and len(per[frame][sequence].value):
+        return per[frame][sequence].value[0]
+    shared = getattr(ds, "SharedFunctionalGroupsSequence", None)
+    if shared is not None and len(shared) and sequence in shared[0] and len(shared[0][sequence].value):
+        return shared[0][sequence].value[0]
+    return None
+
+
+def _frames(ds, path: Path) -> list[Slice]:
+    """The frames of a multi-frame MR file as slices, from its functional groups."""
+    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    per = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    if per is None or len(per) != n:
+        raise ValueError(f"multi-frame MR file {path.name}: {n} frames but {0 if per is None else len(per)} per-frame functional groups; positions of its frames are unknown")
+    strength = getattr(ds, "MagneticFieldStrength", None)
+    top_component = str(getattr(ds, "ComplexImageComponent", "") or "").upper()
+    out = []
+    for i in range(n):
+        plane, orient, measures = (_group(ds, i, q) for q in ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence"))
+        if plane is None or orient is None or "ImagePositionPatient" not in plane or "ImageOrientationPatient" not in orient:
+            raise ValueError(f"multi-frame MR file {path.name}: frame {i + 1} has no plane position or orientation in its functional groups")
+        echo = _group(ds, i, "MREchoSequence")
+        te = float(getattr(echo, "EffectiveEchoTime", None) or getattr(ds, "EchoTime", 0) or 0)
+        ftype = _group(ds, i, "MRImageFrameTypeSequence")
+        component = str(getattr(ftype, "ComplexImageComponent", "") or "").upper() if ftype is not None else ""
+        component = component if component in COMPLEX_COMPONENT else top_component
+        part = COMPLEX_COMPONENT.get(component) or (_part(ftype, "FrameType") if ftype is not None and "FrameType" in ftype else _part(ds))
+        pvt = _group(ds, i, "PixelValueTransformationSequence")
+        slope = float(getattr(pvt, "RescaleSlope", None) or getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(pvt, "RescaleIntercept", None) or getattr(ds, "RescaleIntercept", 0) or 0)
+        out.append(
+            Slice(
+                path=path,
+                series_uid=str(ds.SeriesInstanceUID),
+                series_description=str(getattr(ds, "SeriesDescription", "")),
+                frame_of_reference=str(getattr(ds, "FrameOfReferenceUID", "")),
+                part=part,
+                echo_number=-1,
+                echo_time_ms=te,
+                position=np.array([float(x) for x in plane.ImagePositionPatient]),
+                orientation=np.array([float(x) for x in orient.ImageOrientationPatient]),
+                field_strength_t=float(strength) if strength not in (None, "") else None,
+                pixel_spacing=_spacing(getattr(measures, "PixelSpacing", None)) if measures is not None else None,
+                frame=i,
+                rescale=(slope, intercept),
+            )
+        )
+    for part in {s.part for s in out}:  # echo numbers: rank of the echo time within the file
+        tes = sorted({round(s.echo_time_ms, 4) for s in out if s.part == part})
+        for s in out:
+            if s.part == part:
+                s.echo_number = tes.index(round(s.echo_time_ms, 4)) + 1
+    return out
 
 
 def _files(source: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -73,14 +149,14 @@ def _files(source: str | Path | Iterable[str | Path]) -> list[Path]:
 def scan(source: str | Path | Iterable[str | Path], modalities: tuple[str, ...] | None = ("MR",)) -> list[Slice]:
     """The image slices among the files of these modalities (None: any); others, e.g. DICOMDIR or
     non-DICOM files, are skipped."""
-    out, enhanced = [], 0
+    out = []
     for f in _files(source):
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, ValueError):
             continue
-        if getattr(ds, "Modality", "") == "MR" and (str(getattr(ds, "SOPClassUID", "")) == ENHANCED_MR or int(getattr(ds, "NumberOfFrames", 1) or 1) > 1):
-            enhanced += 1
+        if getattr(ds, "Modality", "") == "MR" and (str(getattr(ds, "SOPClassUID", "")) == ENHANCED_MR or "PerFrameFunctionalGroupsSequence" in ds or int(getattr(ds, "NumberOfFrames", 1) or 1) > 1):
+            out.extend(_frames(ds, f))
             continue
         if (modalities is not None and getattr(ds, "Modality", "") not in modalities) or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             continue
@@ -99,16 +175,28 @@ def scan(source: str | Path | Iterable[str | Path], modalities: tuple[str, ...] 
                 position=np.array([float(x) for x in ds.ImagePositionPatient]),
                 orientation=np.array([float(x) for x in ds.ImageOrientationPatient]),
                 field_strength_t=float(strength) if strength not in (None, "") else None,
+                pixel_spacing=_spacing(getattr(ds, "PixelSpacing", None)),
             )
-        )
-    if enhanced and not out:
-        raise ValueError(
-            f"{enhanced} enhanced multi-frame MR file(s) (one file per series) and no single-frame MR images: this reader takes classic single-frame series; convert the enhanced files with dcm2niix (BIDS output, then 'qmri import bids') or export classic images from the scanner"
         )
     return out
 
 
-def _read_echo(slices: list[Slice], what: str) -> tuple[np.ndarray, np.ndarray]:
+def _frame_pixels(path: Path, cache: dict) -> np.ndarray:
+    """(frames, rows, columns) stored pixels of a multi-frame file (decoded once per read)."""
+    if path not in cache:
+        ds = pydicom.dcmread(str(path))
+        if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
+            raise ValueError(f"multi-frame MR file {path.name}: {ds.SamplesPerPixel} samples per pixel; an MR image has one")
+        try:
+            arr = ds.pixel_array
+        except Exception as err:  # pydicom raises several types for an undecodable transfer syntax
+            raise ValueError(f"multi-frame MR file {path.name}: its pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}) could not be decoded ({type(err).__name__}); convert it with dcm2niix, then 'qmri import bids'") from None
+        cache.clear()  # one file at a time: an echo's frames lie in one file
+        cache[path] = arr.reshape((int(getattr(ds, "NumberOfFrames", 1) or 1),) + arr.shape[-2:])
+    return cache[path]
+
+
+def _read_echo(slices: list[Slice], what: str, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One echo's slices -> ((i, j, k) float32 array, RAS affine)."""
     iop = slices[0].orientation
     if any(not np.allclose(s.orientation, iop, atol=1e-4) for s in slices):
@@ -118,6 +206,8 @@ def _read_echo(slices: list[Slice], what: str) -> tuple[np.ndarray, np.ndarray]:
     d = np.diff([float(np.dot(s.position, normal)) for s in order])
     if d.size and (np.any(d <= 1e-6) or np.ptp(d) > 1e-3 * max(1.0, float(d.mean()))):
         raise ValueError(f"{what}: slice positions are duplicated or unevenly spaced (gaps {np.round(d, 3).tolist()[:6]} mm)")
+    if order[0].frame is not None:
+        return _read_frames(order, iop, normal, d, what, {} if cache is None else cache)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in order])
     img = reader.Execute()
@@ -126,6 +216,24 @@ def _read_echo(slices: list[Slice], what: str) -> tuple[np.ndarray, np.ndarray]:
     lps[:3, :3] = np.asarray(img.GetDirection()).reshape(3, 3) @ np.diag(img.GetSpacing())
     lps[:3, 3] = img.GetOrigin()
     return arr, LPS_TO_RAS @ lps
+
+
+def _read_frames(order: list[Slice], iop: np.ndarray, normal: np.ndarray, gaps: np.ndarray, what: str, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Frames of multi-frame files, sorted along the normal -> ((i, j, k) float32 array, RAS affine)."""
+    spacing = order[0].pixel_spacing
+    if spacing is None or any(s.pixel_spacing != spacing for s in order):
+        raise ValueError(f"{what}: frames without PixelSpacing in their PixelMeasuresSequence, or with different pixel spacings")
+    planes = []
+    for s in order:
+        pix = _frame_pixels(s.path, cache)
+        if s.frame >= pix.shape[0]:
+            raise ValueError(f"{what}: frame {s.frame + 1} is missing from the pixel data of {s.path.name}")
+        planes.append(pix[s.frame].T.astype(np.float32) * np.float32(s.rescale[0]) + np.float32(s.rescale[1]))  # (rows j, columns i) -> (i, j)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1] = iop[:3] * spacing[1], iop[3:] * spacing[0]  # along i: column spacing; along j: row spacing
+    lps[:3, 2] = normal * (float(gaps.mean()) if gaps.size else 1.0)
+    lps[:3, 3] = order[0].position
+    return np.stack(planes, axis=-1), LPS_TO_RAS @ lps
 
 
 def acquisitions(slices: list[Slice]) -> dict[str, list[Slice]]:
@@ -173,9 +281,9 @@ def read_multi_echo(source: str | Path | Iterable[str | Path], series_uid: str |
     counts = {len(by[k]) for k in mags + phases}
     if len(counts) > 1:
         raise ValueError(f"the echoes have different numbers of slices ({sorted(counts)}): an incomplete series")
-    mag_arrays, affine = [], None
+    mag_arrays, affine, cache = [], None, {}
     for k in mags:
-        a, aff = _read_echo(by[k], f"magnitude echo {k[1]} (TE {k[2]} ms)")
+        a, aff = _read_echo(by[k], f"magnitude echo {k[1]} (TE {k[2]} ms)", cache)
         if affine is not None and not np.allclose(aff, affine, atol=1e-3):
             raise ValueError(f"magnitude echo {k[1]} lies on another grid than echo 1")
         affine = aff if affine is None else affine
@@ -186,7 +294,7 @@ def read_multi_echo(source: str | Path | Iterable[str | Path], series_uid: str |
             raise ValueError(f"phase echo times {[k[2] for k in phases]} ms differ from the magnitudes' {te} ms")
         arrays = []
         for k in phases:
-            a, aff = _read_echo(by[k], f"phase echo {k[1]} (TE {k[2]} ms)")
+            a, aff = _read_echo(by[k], f"phase echo {k[1]} (TE {k[2]} ms)", cache)
             if not np.allclose(aff, affine, atol=1e-3):
                 raise ValueError(f"phase echo {k[1]} lies on another grid than the magnitudes")
             arrays.append(phase_to_radians(a, f"phase echo {k[1]}"))

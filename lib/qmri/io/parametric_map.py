@@ -32,8 +32,10 @@ UCUM = {
 }
 
 
-def source_slices(source: str | Path, series_uid: str, echo_number: int | None = 1) -> list[pydicom.Dataset]:
-    """The slices of one series (and echo) in ``source``, ordered along the slice normal."""
+def source_slices(source: str | Path, series_uid: str, echo_number: int | None = 1) -> tuple[list[pydicom.Dataset], list]:
+    """The slices of one series (and echo) in ``source``, ordered along the slice normal: the
+    source datasets to reference (one per file: a multi-frame file holds many slices) and the
+    slices (:class:`qmri.io.dicom_input.Slice`, their geometry)."""
     from .dicom_input import scan
 
     chosen = [s for s in scan(source, modalities=None) if s.series_uid == series_uid and (echo_number is None or s.echo_number in (echo_number, -1))]
@@ -41,28 +43,39 @@ def source_slices(source: str | Path, series_uid: str, echo_number: int | None =
         raise ValueError(f"no slices of series {series_uid}" + (f" echo {echo_number}" if echo_number else "") + f" in {source}")
     normal = np.cross(chosen[0].orientation[:3], chosen[0].orientation[3:])
     chosen.sort(key=lambda s: float(np.dot(s.position, normal)))
-    return [pydicom.dcmread(str(s.path)) for s in chosen]
+    paths = list(dict.fromkeys(s.path for s in chosen))
+    return [pydicom.dcmread(str(p)) for p in paths], chosen
 
 
-def parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str, sources: Sequence[pydicom.Dataset], description: str = ""):
-    """The (i, j, k) float map as a Parametric Map dataset referencing ``sources`` (its slices in order)."""
+def parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str, sources: Sequence[pydicom.Dataset], description: str = "", slices: Sequence | None = None):
+    """The (i, j, k) float map as a Parametric Map dataset referencing ``sources``: classic images,
+    one per slice in order, or multi-frame images whose frames ``slices`` (in order) are the map's
+    slices (then the geometry is written from ``slices``)."""
     import highdicom as hd
 
     from .dicom_input import LPS_TO_RAS
 
     values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 3 or values.shape[2] != len(sources):
-        raise ValueError(f"the map has shape {values.shape}: one slice per source image ({len(sources)}) is needed")
+    n = len(slices) if slices is not None else len(sources)
+    if values.ndim != 3 or values.shape[2] != n:
+        raise ValueError(f"the map has shape {values.shape}: one slice per source image ({n}) is needed")
     first = sources[0]
     if (int(first.Columns), int(first.Rows)) != values.shape[:2]:
         raise ValueError(f"the map's slices are {values.shape[:2]}, the source images {int(first.Columns)} x {int(first.Rows)} (columns x rows)")
     # the source grid's affine: the map must lie on it
-    iop = np.array([float(x) for x in first.ImageOrientationPatient])
-    dr, dc = (float(x) for x in first.PixelSpacing)
-    p0, p1 = (np.array([float(x) for x in s.ImagePositionPatient]) for s in (sources[0], sources[-1]))
+    if slices is not None:
+        iop = slices[0].orientation
+        if slices[0].pixel_spacing is None:
+            raise ValueError("the source frames carry no PixelSpacing")
+        dr, dc = slices[0].pixel_spacing
+        p0, p1 = slices[0].position, slices[-1].position
+    else:
+        iop = np.array([float(x) for x in first.ImageOrientationPatient])
+        dr, dc = (float(x) for x in first.PixelSpacing)
+        p0, p1 = (np.array([float(x) for x in s.ImagePositionPatient]) for s in (sources[0], sources[-1]))
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1] = iop[:3] * dc, iop[3:] * dr
-    lps[:3, 2] = (p1 - p0) / max(len(sources) - 1, 1) if len(sources) > 1 else np.cross(iop[:3], iop[3:]) * float(getattr(first, "SliceThickness", 1.0))
+    lps[:3, 2] = (p1 - p0) / max(n - 1, 1) if n > 1 else np.cross(iop[:3], iop[3:]) * float(getattr(first, "SliceThickness", 1.0))
     lps[:3, 3] = p0
     if not np.allclose(LPS_TO_RAS @ lps, affine, atol=1e-3):
         raise ValueError("the map is not on the source series' grid (its affine differs from the series' orientation, spacing and positions)")
@@ -81,6 +94,22 @@ def parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str
         intercept=0.0,
     )
     frames = np.ascontiguousarray(np.transpose(values, (2, 1, 0)))  # (slices, rows along j, columns along i)
+    geometry = {}
+    if slices is not None:
+        # a multi-frame source holds more frames than the map (all echoes): the map's frame
+        # positions are given, the orientation is the source's. They are plain pydicom sequences
+        # because highdicom 0.22 compares them with the source's plain sequences and its own
+        # PlanePositionSequence refuses that comparison (TypeError)
+        from pydicom.dataset import Dataset
+        from pydicom.sequence import Sequence as DicomSequence
+
+        def position(p):
+            item = Dataset()
+            item.ImagePositionPatient = [float(x) for x in p]
+            return DicomSequence([item])
+
+        gap = float(np.linalg.norm(lps[:3, 2]))
+        geometry = {"pixel_measures": hd.PixelMeasuresSequence(pixel_spacing=(dr, dc), slice_thickness=gap, spacing_between_slices=gap), "plane_positions": [position(s.position) for s in slices]}
     pm = hd.pm.ParametricMap(
         source_images=list(sources),
         pixel_array=frames,
@@ -98,6 +127,7 @@ def parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str
         window_width=hi - lo,
         content_description=(description or name)[:64],
         content_label=name.upper().replace(" ", "_")[:16] or "MAP",
+        **geometry,
     )
     pm.ContentDate = datetime.date.today().strftime("%Y%m%d")
     return pm
@@ -139,7 +169,9 @@ def map_dataset(map_path: str | Path, source: str | Path, map_name: str | None =
         if len(mags) != 1:
             raise ValueError(f"{len(mags)} magnitude series in {source}: choose the source with --series-uid")
         series_uid = mags[0]
-    return parametric_map(values, img.affine, units, name, source_slices(source, series_uid), description)
+    sources, slices = source_slices(source, series_uid)
+    multi_frame = any(s.frame is not None for s in slices)
+    return parametric_map(values, img.affine, units, name, sources, description, slices if multi_frame else None)
 
 
 def export_map(map_path: str | Path, source: str | Path, out: str | Path, map_name: str | None = None, series_uid: str | None = None) -> Path:

@@ -6,6 +6,10 @@ per slice and echo, with EchoTime, EchoNumbers, MagneticFieldStrength, ImageOrie
 ImagePositionPatient from the affine (any obliquity), PixelSpacing, SliceThickness and 16-bit
 pixels with RescaleSlope/RescaleIntercept. Phases are stored on Siemens' 12-bit scale
 (stored 0..4095, slope 2, intercept -4096: -4096..4094 for -pi..pi).
+
+With ``enhanced``, each series is instead one Enhanced MR Image file (as current scanners export):
+frames ordered echo by echo, slice by slice, with the geometry, echo time, complex component and
+rescale in the functional groups (shared where every frame has the same value, per frame where not).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from ..io.multi_echo import MultiEcho
 
@@ -51,8 +57,39 @@ def _base(study_uid: str, frame_uid: str, series_uid: str, patient_id: str, desc
     }
 
 
-def write_multi_echo_dicom(me: MultiEcho, folder: str | Path, patient_id: str = "phantom", field_strength_t: float | None = None) -> dict:
-    """Write ``me`` (magnitude and, if present, phase) under ``folder``; returns the UIDs written."""
+def _item(**attributes) -> Sequence:
+    ds = Dataset()
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    return Sequence([ds])
+
+
+def _file(path: Path, sop_class: str, base: dict) -> FileDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    for key, value in base.items():
+        setattr(ds, key, value)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def _pixel_module(ds, rows: int, columns: int, part: str) -> None:
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16 if part == "mag" else 12, 15 if part == "mag" else 11
+    ds.PixelRepresentation = 0
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+
+
+def write_multi_echo_dicom(me: MultiEcho, folder: str | Path, patient_id: str = "phantom", field_strength_t: float | None = None, enhanced: bool = False) -> dict:
+    """Write ``me`` (magnitude and, if present, phase) under ``folder``; returns the UIDs written.
+    ``enhanced``: one Enhanced MR Image file per series instead of one classic file per slice and echo."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     study_uid, frame_uid = generate_uid(), generate_uid()
@@ -73,21 +110,43 @@ def write_multi_echo_dicom(me: MultiEcho, folder: str | Path, patient_id: str = 
         else:
             slope, intercept = 2.0, -4096.0
             stored = np.clip(np.rint((np.asarray(data, float) / math.pi * 4096.0 + 4096.0) / 2.0), 0, 4095).astype(np.uint16)
+        base = _base(study_uid, frame_uid, series_uid, patient_id, description, number)
+        if enhanced:
+            ds = _file(folder / part / "enhanced.dcm", EnhancedMRImageStorage, base)
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "M_FFE" if part == "mag" else "P_FFE", "NONE"]
+            ds.ComplexImageComponent = "MAGNITUDE" if part == "mag" else "PHASE"
+            ds.InstanceNumber = 1
+            ds.NumberOfFrames = nz * ne
+            ds.EchoTrainLength = ne
+            if b0 is not None:
+                ds.MagneticFieldStrength = f"{b0:g}"
+            ds.SharedFunctionalGroupsSequence = Sequence([Dataset()])
+            shared = ds.SharedFunctionalGroupsSequence[0]
+            shared.PixelMeasuresSequence = _item(PixelSpacing=[f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"], SliceThickness=f"{spacing[2]:.6f}", SpacingBetweenSlices=f"{spacing[2]:.6f}")
+            shared.PlaneOrientationSequence = _item(ImageOrientationPatient=[f"{x:.8f}" for x in np.r_[row_dir, col_dir]])
+            shared.PixelValueTransformationSequence = _item(RescaleSlope=f"{slope:.10g}", RescaleIntercept=f"{intercept:g}", RescaleType="US")
+            shared.MRImageFrameTypeSequence = _item(
+                FrameType=list(ds.ImageType), ComplexImageComponent=ds.ComplexImageComponent, PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE", AcquisitionContrast="T2_STAR"
+            )
+            frames = []
+            for e in range(ne):
+                for k in range(nz):
+                    f = Dataset()
+                    f.PlanePositionSequence = _item(ImagePositionPatient=[f"{x:.6f}" for x in (lps @ np.r_[0, 0, k, 1.0])[:3]])
+                    f.MREchoSequence = _item(EffectiveEchoTime=float(me.echo_times_ms[e]))
+                    f.FrameContentSequence = _item(StackID="1", InStackPositionNumber=k + 1, DimensionIndexValues=[e + 1, k + 1])
+                    frames.append(f)
+            ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+            _pixel_module(ds, ny, nx, part)
+            ds.PixelData = np.ascontiguousarray(np.transpose(stored, (3, 2, 1, 0))).tobytes()  # frames (echo, slice), rows along j, columns along i
+            ds.save_as(str(ds.filename), write_like_original=False)
+            continue
         instance = 0
         for e in range(ne):
             for k in range(nz):
                 instance += 1
-                meta = FileMetaDataset()
-                meta.MediaStorageSOPClassUID = MRImageStorage
-                meta.MediaStorageSOPInstanceUID = generate_uid()
-                meta.TransferSyntaxUID = ExplicitVRLittleEndian
                 path = folder / part / f"e{e + 1:02d}_{k + 1:04d}.dcm"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-                for key, value in _base(study_uid, frame_uid, series_uid, patient_id, description, number).items():
-                    setattr(ds, key, value)
-                ds.SOPClassUID = MRImageStorage
-                ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+                ds = _file(path, MRImageStorage, base)
                 ds.ImageType = ["ORIGINAL", "PRIMARY", letter, "ND"]
                 ds.InstanceNumber = instance
                 ds.EchoTime = f"{me.echo_times_ms[e]:.4f}"
@@ -100,14 +159,9 @@ def write_multi_echo_dicom(me: MultiEcho, folder: str | Path, patient_id: str = 
                 ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]  # row spacing (along j), column spacing (along i)
                 ds.SliceThickness = f"{spacing[2]:.6f}"
                 ds.SpacingBetweenSlices = f"{spacing[2]:.6f}"
-                ds.Rows, ds.Columns = ny, nx
-                ds.SamplesPerPixel = 1
-                ds.PhotometricInterpretation = "MONOCHROME2"
-                ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16 if part == "mag" else 12, 15 if part == "mag" else 11
-                ds.PixelRepresentation = 0
+                _pixel_module(ds, ny, nx, part)
                 ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:g}"
                 ds.RescaleType = "US"
                 ds.PixelData = np.ascontiguousarray(stored[:, :, k, e].T).tobytes()  # rows along j, columns along i
-                ds.is_little_endian, ds.is_implicit_VR = True, False
                 ds.save_as(str(path), write_like_original=False)
     return uids
