@@ -287,3 +287,87 @@ def test_bids_t2w_and_pet_images_become_synthesis_and_pvc_inputs(tmp_path):
     assert main(["infer", "pvc", "--bids", str(root), "--method", "rbv"]) == 1  # RBV needs tissue maps: reported, not a crash
     assert main(["infer", "pvc", "--bids", str(root), "--method", "van_cittert"]) == 0  # PET-only, PSF from the PET's JSON
     assert (root / "derivatives" / "qmri" / "sub-03" / "pet" / "sub-03_desc-vancittert_PVCmap.nii.gz").is_file()
+
+
+def _pet_header(weight_kg=70.0, dose_bq=370e6, injected="100000", series_time="110000", decay="START", units="BQML"):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    info = Dataset()
+    info.Radiopharmaceutical = "Florbetapir"
+    info.RadionuclideTotalDose = f"{dose_bq:g}"
+    info.RadionuclideHalfLife = "6586.2"  # F-18, s
+    info.RadiopharmaceuticalStartTime = injected
+    return {"PatientWeight": f"{weight_kg:g}", "RadiopharmaceuticalInformationSequence": Sequence([info]), "SeriesDate": "20260101", "SeriesTime": series_time, "DecayCorrection": decay, "Units": units}
+
+
+def test_dicom_ct_pet_and_t2w_series_become_image_task_studies(tmp_path):
+    """A patient folder with a CT, a PET in Bq/ml (per-slice slopes), a T2-weighted MR and a T1w MR:
+    the first three become synthetic_mr, pvc (in SUV) and synthetic_ct studies with their values and
+    geometry; the T1w is named as not imported."""
+    from qmri.simulate.dicom_export import write_image_dicom
+
+    def block(study):
+        img = nib.load(SAMPLE / "studies" / f"{study}.nii.gz")
+        d = np.asarray(img.dataobj, np.float32)
+        return (d[..., 0] if d.ndim == 4 else d)[30:62, 30:70, 30:54].copy(), img.affine.copy()
+
+    ct, ct_aff = block("sub-1000_ct")
+    suv, pet_aff = block("sub-1000_pet")
+    t2, t2_aff = block("sub-1000_t2w")
+    factor = 70_000.0 / (370e6 * 2.0 ** (-3600.0 / 6586.2))  # SUV per Bq/ml: 70 kg, 370 MBq injected 60 min before the scan
+    src = tmp_path / "p5"
+    write_image_dicom(ct, ct_aff, src / "ct", "CT", description="Head CT")
+    write_image_dicom(suv / factor, pet_aff, src / "pet", "PT", description="Amyloid PET", header=_pet_header())
+    write_image_dicom(t2, t2_aff, src / "t2", "MR", description="T2 TSE axial", header={"EchoTime": "100", "RepetitionTime": "5000"})
+    write_image_dicom(t2, t2_aff, src / "t1", "MR", description="T1 MPRAGE", header={"EchoTime": "3", "RepetitionTime": "2300"})
+    out = tmp_path / "studies"
+    assert main(["import", "dicom", str(src), "--studies", str(out), "--psf-fwhm-mm", "6.5"]) == 0
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["p5_ct.nii.gz", "p5_pet.nii.gz", "p5_t2w.nii.gz"]
+    for study, ref, aff, task, atol in (("p5_ct", ct, ct_aff, "synthetic_mr", 0.5), ("p5_pet", suv, pet_aff, "pvc", 1e-4 * suv.max()), ("p5_t2w", t2, t2_aff, "synthetic_ct", t2.max() / 65535)):
+        img = nib.load(out / f"{study}.nii.gz")
+        meta = json.loads((out / f"{study}.json").read_text())
+        assert meta["task"] == task
+        np.testing.assert_allclose(img.affine, aff, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(img.dataobj), ref, atol=atol)
+    pet_meta = json.loads((out / "p5_pet.json").read_text())
+    assert pet_meta["psf_fwhm_mm"] == 6.5 and pet_meta["units"] == ["SUV"] and pet_meta["suv_factor"] == pytest.approx(factor, rel=1e-9)
+    # the imported PET maps as the original SUV volume does
+    spec = task_spec("pvc")
+    a = spec.call(suv, pet_aff, {"psf_fwhm_mm": 6.5}, "van_cittert", {})[0].data
+    b = spec.call(np.asarray(nib.load(out / "p5_pet.nii.gz").dataobj, np.float32), pet_aff, pet_meta, "van_cittert", {})[0].data
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-3
+
+
+def test_pet_without_what_suv_needs_is_refused_with_the_reason(tmp_path):
+    import pydicom
+
+    from qmri.io.dicom_images import suv_factor
+    from qmri.io.importers import import_dicom
+    from qmri.simulate.dicom_export import write_image_dicom
+
+    def header(**kw):
+        ds = pydicom.Dataset()
+        for k, v in _pet_header(**kw).items():
+            setattr(ds, k, v)
+        return ds
+
+    assert suv_factor(header(decay="ADMIN")) == pytest.approx(70_000 / 370e6)  # already decay corrected to the injection
+    assert suv_factor(header(units="GML")) == 1.0
+    for kw, reason in (
+        ({"units": "CNTS"}, "Units CNTS"),
+        ({"weight_kg": 0.0}, "PatientWeight"),
+        ({"dose_bq": 0.0}, "RadionuclideTotalDose"),
+        ({"decay": "NONE"}, "DecayCorrection NONE"),
+        ({"injected": "120000"}, "after the injection"),
+        ({"injected": "1o0000"}, "not DICOM DA / TM"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            suv_factor(header(**kw))
+    d = np.ones((6, 5, 4), np.float32) * 1000.0
+    write_image_dicom(d, np.eye(4), tmp_path / "pet", "PT", header=_pet_header(units="CNTS"))
+    with pytest.raises(ValueError, match="nothing to import.*Units CNTS"):
+        import_dicom(tmp_path / "pet", tmp_path / "studies")
+    assert not (tmp_path / "studies").exists()
+    with pytest.raises(ValueError, match="psf_fwhm_mm"):
+        import_dicom(tmp_path / "pet", tmp_path / "studies", psf_fwhm_mm=-3)

@@ -135,10 +135,10 @@ def _import(args: argparse.Namespace) -> int:
     from .io.importers import import_bids, import_dicom
 
     if args.kind == "dicom":
-        written = import_dicom(src, args.studies, study_id=args.id, series_uid=args.series_uid, overwrite=args.overwrite)
+        written = import_dicom(src, args.studies, study_id=args.id, series_uid=args.series_uid, overwrite=args.overwrite, psf_fwhm_mm=args.psf_fwhm_mm)
     else:
-        if args.id or args.series_uid:
-            raise UsageError("--id and --series-uid apply to dicom imports only")
+        if args.id or args.series_uid or args.psf_fwhm_mm is not None:
+            raise UsageError("--id, --series-uid and --psf-fwhm-mm apply to dicom imports only")
         written = import_bids(src, args.studies, overwrite=args.overwrite)
     for p in written:
         meta = json.loads(p.with_name(p.name[: -len(".nii.gz")] + ".json").read_text())
@@ -435,10 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="scanner data (a DICOM folder or a BIDS dataset) -> studies in the app's layout")
     p.add_argument("kind", choices=("dicom", "bids"))
-    p.add_argument("source", help="DICOM folder (one multi-echo GRE acquisition: magnitude and phase series) or BIDS dataset root")
+    p.add_argument("source", help="DICOM folder (a multi-echo GRE acquisition, CT, PET and T2-weighted MR series) or BIDS dataset root")
     p.add_argument("--studies", required=True, help="studies folder to write (e.g. the server's STUDIES)")
-    p.add_argument("--id", default=None, help="dicom: study id (default: the folder's name + _qsmraw)")
-    p.add_argument("--series-uid", default=None, help="dicom: the acquisition containing this series, when the folder holds several")
+    p.add_argument("--id", default=None, help="dicom: study id when one study is written (default: the folder's name + _qsmraw, _ct, _pet or _t2w)")
+    p.add_argument("--series-uid", default=None, help="dicom: only the acquisition containing this series")
+    p.add_argument("--psf-fwhm-mm", type=float, default=None, help="dicom: the PET scanner's resolution (FWHM, mm), recorded for PVC")
     p.add_argument("--overwrite", action="store_true", help="replace existing studies of the same id")
     p.set_defaults(func=_import)
 

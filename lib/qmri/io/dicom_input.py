@@ -52,9 +52,23 @@ class Slice:
     pixel_spacing: tuple[float, float] | None = None  # PixelSpacing (row spacing, column spacing), mm
     frame: int | None = None  # 0-based frame of a multi-frame file; None for a classic slice
     rescale: tuple[float, float] = (1.0, 0.0)  # (slope, intercept) of a frame; classic slices: SimpleITK applies it
+    modality: str = "MR"
 
 
-ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+ENHANCED_MR = str(pydicom.uid.EnhancedMRImageStorage)
+#: Multi-frame image storage classes read frame by frame (other multi-frame objects, e.g. Parametric
+#: Maps or segmentations stored beside the images, are not source images and are skipped).
+MULTI_FRAME_IMAGES = {
+    str(u)
+    for u in (
+        pydicom.uid.EnhancedMRImageStorage,
+        pydicom.uid.LegacyConvertedEnhancedMRImageStorage,
+        pydicom.uid.EnhancedCTImageStorage,
+        pydicom.uid.LegacyConvertedEnhancedCTImageStorage,
+        pydicom.uid.EnhancedPETImageStorage,
+        pydicom.uid.LegacyConvertedEnhancedPETImageStorage,
+    )
+}
 
 
 COMPLEX_COMPONENT = {"MAGNITUDE": "mag", "PHASE": "phase", "REAL": "real", "IMAGINARY": "imag"}
@@ -89,18 +103,18 @@ def _group(ds, frame: int, sequence: str):
 
 
 def _frames(ds, path: Path) -> list[Slice]:
-    """The frames of a multi-frame MR file as slices, from its functional groups."""
+    """The frames of a multi-frame MR (or CT, PET) file as slices, from its functional groups."""
     n = int(getattr(ds, "NumberOfFrames", 1) or 1)
     per = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
     if per is None or len(per) != n:
-        raise ValueError(f"multi-frame MR file {path.name}: {n} frames but {0 if per is None else len(per)} per-frame functional groups; positions of its frames are unknown")
+        raise ValueError(f"multi-frame file {path.name}: {n} frames but {0 if per is None else len(per)} per-frame functional groups; positions of its frames are unknown")
     strength = getattr(ds, "MagneticFieldStrength", None)
     top_component = str(getattr(ds, "ComplexImageComponent", "") or "").upper()
     out = []
     for i in range(n):
         plane, orient, measures = (_group(ds, i, q) for q in ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence"))
         if plane is None or orient is None or "ImagePositionPatient" not in plane or "ImageOrientationPatient" not in orient:
-            raise ValueError(f"multi-frame MR file {path.name}: frame {i + 1} has no plane position or orientation in its functional groups")
+            raise ValueError(f"multi-frame file {path.name}: frame {i + 1} has no plane position or orientation in its functional groups")
         echo = _group(ds, i, "MREchoSequence")
         te = float(getattr(echo, "EffectiveEchoTime", None) or getattr(ds, "EchoTime", 0) or 0)
         ftype = _group(ds, i, "MRImageFrameTypeSequence")
@@ -125,6 +139,7 @@ def _frames(ds, path: Path) -> list[Slice]:
                 pixel_spacing=_spacing(getattr(measures, "PixelSpacing", None)) if measures is not None else None,
                 frame=i,
                 rescale=(slope, intercept),
+                modality=str(getattr(ds, "Modality", "")),
             )
         )
     for part in {s.part for s in out}:  # echo numbers: rank of the echo time within the file
@@ -155,10 +170,14 @@ def scan(source: str | Path | Iterable[str | Path], modalities: tuple[str, ...] 
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, ValueError):
             continue
-        if getattr(ds, "Modality", "") == "MR" and (str(getattr(ds, "SOPClassUID", "")) == ENHANCED_MR or "PerFrameFunctionalGroupsSequence" in ds or int(getattr(ds, "NumberOfFrames", 1) or 1) > 1):
-            out.extend(_frames(ds, f))
+        modality = str(getattr(ds, "Modality", ""))
+        if modalities is not None and modality not in modalities:
             continue
-        if (modalities is not None and getattr(ds, "Modality", "") not in modalities) or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        if "PerFrameFunctionalGroupsSequence" in ds or int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+            if str(getattr(ds, "SOPClassUID", "")) in MULTI_FRAME_IMAGES:
+                out.extend(_frames(ds, f))
+            continue
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             continue
         te = float(getattr(ds, "EchoTime", 0) or 0)
         echo = getattr(ds, "EchoNumbers", None)
@@ -176,6 +195,7 @@ def scan(source: str | Path | Iterable[str | Path], modalities: tuple[str, ...] 
                 orientation=np.array([float(x) for x in ds.ImageOrientationPatient]),
                 field_strength_t=float(strength) if strength not in (None, "") else None,
                 pixel_spacing=_spacing(getattr(ds, "PixelSpacing", None)),
+                modality=modality,
             )
         )
     return out
@@ -186,11 +206,11 @@ def _frame_pixels(path: Path, cache: dict) -> np.ndarray:
     if path not in cache:
         ds = pydicom.dcmread(str(path))
         if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
-            raise ValueError(f"multi-frame MR file {path.name}: {ds.SamplesPerPixel} samples per pixel; an MR image has one")
+            raise ValueError(f"multi-frame file {path.name}: {ds.SamplesPerPixel} samples per pixel; a greyscale image has one")
         try:
             arr = ds.pixel_array
         except Exception as err:  # pydicom raises several types for an undecodable transfer syntax
-            raise ValueError(f"multi-frame MR file {path.name}: its pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}) could not be decoded ({type(err).__name__}); convert it with dcm2niix, then 'qmri import bids'") from None
+            raise ValueError(f"multi-frame file {path.name}: its pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}) could not be decoded ({type(err).__name__}); convert it with dcm2niix, then 'qmri import bids'") from None
         cache.clear()  # one file at a time: an echo's frames lie in one file
         cache[path] = arr.reshape((int(getattr(ds, "NumberOfFrames", 1) or 1),) + arr.shape[-2:])
     return cache[path]
@@ -210,6 +230,7 @@ def _read_echo(slices: list[Slice], what: str, cache: dict | None = None) -> tup
         return _read_frames(order, iop, normal, d, what, {} if cache is None else cache)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in order])
+    reader.SetOutputPixelType(sitk.sitkFloat32)  # each slice's own rescale (PET slopes differ per slice) kept in float
     img = reader.Execute()
     arr = np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0)).astype(np.float32)  # (k, j, i) -> (i, j, k)
     lps = np.eye(4)

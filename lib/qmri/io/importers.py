@@ -2,7 +2,9 @@
 (:mod:`qmri.io.study`: ``<id>.nii.gz`` + ``<id>.json`` with the task and acquisition metadata), ready
 for ``make serve STUDIES=DIR``, ``qmri infer`` or training.
 
-- DICOM: the folder's multi-echo GRE -> one ``qsm_raw`` study (:mod:`qmri.io.dicom_input`).
+- DICOM: the folder's multi-echo GRE -> one ``qsm_raw`` study (:mod:`qmri.io.dicom_input`); each
+  CT series -> ``synthetic_mr``, PET series -> ``pvc`` (in SUV) and T2-weighted MR series ->
+  ``synthetic_ct`` (:mod:`qmri.io.dicom_images`).
 - BIDS: every multi-echo GRE -> ``qsm_raw``; every ``T2w`` -> ``synthetic_ct``; every ``ct`` ->
   ``synthetic_mr``; every ``pet`` -> ``pvc`` (with ``psf_fwhm_mm`` from its JSON when given).
 
@@ -12,6 +14,7 @@ Existing studies are kept unless ``overwrite``: an import never replaces what a 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from .study import save_nifti
 
 #: The datastore's id rule (apps/qmri/lib/datastore.py): letters, digits, '_', '-', '.'.
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+log = logging.getLogger(__name__)
 
 
 def _check_id(study_id: str) -> str:
@@ -42,15 +46,48 @@ def write_study(studies: str | Path, study_id: str, data: np.ndarray, affine: np
     return path
 
 
-def import_dicom(source: str | Path, studies: str | Path, study_id: str | None = None, series_uid: str | None = None, overwrite: bool = False) -> list[Path]:
-    """The multi-echo GRE in ``source`` as a ``qsm_raw`` study (id: the patient's folder name + ``_qsmraw``
-    unless given)."""
+def import_dicom(source: str | Path, studies: str | Path, study_id: str | None = None, series_uid: str | None = None, overwrite: bool = False, psf_fwhm_mm: float | None = None) -> list[Path]:
+    """Every usable acquisition in ``source`` as a study: the multi-echo GRE as ``qsm_raw`` (id: the
+    folder's name + ``_qsmraw``), each CT, PET and T2-weighted MR series as ``synthetic_mr``,
+    ``pvc`` and ``synthetic_ct`` (id: the folder's name + ``_ct``, ``_pet`` or ``_t2w``, + ``_s`` and
+    the series number when the folder holds several of a kind). ``series_uid``: only the acquisition
+    containing this series; ``study_id``: the id, when one study is written; ``psf_fwhm_mm``: the PET
+    scanner's resolution (mm), recorded for PVC. Series that feed no task are logged; a folder with
+    nothing usable raises ValueError naming what each series lacked."""
+    from .dicom_images import read_series_images
     from .dicom_input import read_multi_echo
 
-    me = read_multi_echo(source, series_uid=series_uid)
-    data, meta = me.qsm_raw_study()
-    study_id = study_id or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(source).name).lstrip("._-") + "_qsmraw"
-    return [write_study(studies, study_id, data, me.affine, meta, overwrite)]
+    if psf_fwhm_mm is not None and not 0 < float(psf_fwhm_mm) < 30:
+        raise ValueError(f"psf_fwhm_mm {psf_fwhm_mm} must be the PET resolution in mm, between 0 and 30")
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(source).name).lstrip("._-") or "dicom"
+    found: list[tuple[str, object, object, dict]] = []  # (id suffix, data, affine, sidecar)
+    problems: list[str] = []
+    try:
+        me = read_multi_echo(source, series_uid=series_uid)
+        data, meta = me.qsm_raw_study()
+        found.append(("qsmraw", data, me.affine, meta))
+    except ValueError as e:
+        problems.append(f"multi-echo GRE: {e}")
+    images, skipped = read_series_images(source)
+    problems += skipped
+    images = [im for im in images if series_uid is None or im.series_uid == series_uid]
+    suffix = {"synthetic_mr": "ct", "pvc": "pet", "synthetic_ct": "t2w"}
+    for im in images:
+        tag = suffix[im.task]
+        if sum(suffix[o.task] == tag for o in images) > 1:
+            tag += f"_s{im.meta.get('series_number') or images.index(im) + 1}"
+        meta = dict(im.meta)
+        if im.task == "pvc" and psf_fwhm_mm is not None:
+            meta["psf_fwhm_mm"] = float(psf_fwhm_mm)
+        found.append((tag, im.data, im.affine, meta))
+    if not found:
+        raise ValueError(f"nothing to import from {source}: " + "; ".join(problems))
+    for p in problems:
+        log.info("not imported: %s", p)
+    if study_id is not None and len(found) > 1:
+        raise ValueError(f"--id names one study, but {source} holds {len(found)} ({', '.join(t for t, *_ in found)}): choose one with --series-uid")
+    return [write_study(studies, study_id or f"{name}_{tag}", data, affine, meta, overwrite) for tag, data, affine, meta in found]
 
 
 def import_bids(dataset: str | Path, studies: str | Path, overwrite: bool = False) -> list[Path]:

@@ -7,6 +7,9 @@ ImagePositionPatient from the affine (any obliquity), PixelSpacing, SliceThickne
 pixels with RescaleSlope/RescaleIntercept. Phases are stored on Siemens' 12-bit scale
 (stored 0..4095, slope 2, intercept -4096: -4096..4094 for -pi..pi).
 
+:func:`write_image_dicom` writes one 3D volume as a classic CT (HU), PET (Bq/ml with per-slice
+rescale slopes, as scanners store activity) or MR series, for the single-image tasks.
+
 With ``enhanced``, each series is instead one Enhanced MR Image file (as current scanners export):
 frames ordered echo by echo, slice by slice, with the geometry, echo time, complex component and
 rescale in the functional groups (shared where every frame has the same value, per frame where not).
@@ -22,7 +25,7 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, PositronEmissionTomographyImageStorage, generate_uid
 
 from ..io.multi_echo import MultiEcho
 
@@ -165,3 +168,58 @@ def write_multi_echo_dicom(me: MultiEcho, folder: str | Path, patient_id: str = 
                 ds.PixelData = np.ascontiguousarray(stored[:, :, k, e].T).tobytes()  # rows along j, columns along i
                 ds.save_as(str(path), write_like_original=False)
     return uids
+
+
+SOP_CLASS = {"CT": CTImageStorage, "PT": PositronEmissionTomographyImageStorage, "MR": MRImageStorage}
+
+
+def write_image_dicom(data: np.ndarray, affine: np.ndarray, folder: str | Path, modality: str, patient_id: str = "phantom", description: str = "", header: dict | None = None, number: int = 10) -> str:
+    """One (i, j, k) volume as a classic single-frame series under ``folder``; returns its series UID.
+
+    ``modality``: ``CT`` (values in HU: uint16 with intercept -1024, RescaleType HU), ``PT`` (values
+    in Bq/ml: uint16 with each slice's own slope, Units BQML) or ``MR`` (a.u.: uint16, one slope).
+    ``header``: further attributes (e.g. PatientWeight, RadiopharmaceuticalInformationSequence,
+    EchoTime and RepetitionTime), set on every slice."""
+    if modality not in SOP_CLASS:
+        raise ValueError(f"modality {modality!r}: one of {', '.join(SOP_CLASS)}")
+    folder = Path(folder)
+    data = np.asarray(data, np.float64)
+    lps = RAS_TO_LPS @ np.asarray(affine, float)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    row_dir, col_dir = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
+    nx, ny, nz = data.shape
+    series_uid = generate_uid()
+    base = _base(generate_uid(), generate_uid(), series_uid, patient_id, description or modality, number)
+    base["Modality"] = modality
+    if modality != "MR":
+        for key in ("ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType"):
+            base.pop(key)
+    mr_slope = (float(data.max()) or 1.0) / 65535.0
+    for k in range(nz):
+        plane = data[:, :, k]
+        if modality == "CT":
+            slope, intercept = 1.0, -1024.0
+        elif modality == "PT":
+            slope, intercept = max(float(plane.max()), 1e-6) / 32767.0, 0.0
+        else:
+            slope, intercept = mr_slope, 0.0
+        stored = np.clip(np.rint((plane - intercept) / slope), 0, 65535).astype(np.uint16)
+        path = folder / f"{modality.lower()}_{k + 1:04d}.dcm"
+        ds = _file(path, SOP_CLASS[modality], base)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.InstanceNumber = k + 1
+        ds.ImageOrientationPatient = [f"{x:.8f}" for x in np.r_[row_dir, col_dir]]
+        ds.ImagePositionPatient = [f"{x:.6f}" for x in (lps @ np.r_[0, 0, k, 1.0])[:3]]
+        ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]
+        ds.SliceThickness = f"{spacing[2]:.6f}"
+        _pixel_module(ds, ny, nx, "mag")
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:g}"
+        if modality == "PT":
+            ds.Units = "BQML"  # PET names its units here, not in RescaleType
+        else:
+            ds.RescaleType = "HU" if modality == "CT" else "US"
+        for key, value in (header or {}).items():
+            setattr(ds, key, value)
+        ds.PixelData = np.ascontiguousarray(stored.T).tobytes()
+        ds.save_as(str(path), write_like_original=False)
+    return series_uid
