@@ -89,6 +89,17 @@ def stored_acquisition(orthanc, tmp_path_factory):
     folder = tmp_path_factory.mktemp("dicom")
     uids = write_multi_echo_dicom(me, folder / "classic")
     uids["enhanced"] = write_multi_echo_dicom(me, folder / "enhanced", patient_id="phantom-mf", enhanced=True)
+    # a PET in Bq/ml with what SUV needs, and one without the patient's weight
+    from test_scanner_input import _pet_header
+
+    from qmri.simulate.dicom_export import write_image_dicom
+
+    pet = nib.load(SAMPLE / "studies" / "sub-1000_pet.nii.gz")
+    suv = np.asarray(pet.dataobj, np.float32)[..., 0][30:62, 30:70, 30:54].copy()
+    factor = 70_000.0 / (370e6 * 2.0 ** (-3600.0 / 6586.2))
+    uids["pet"] = write_image_dicom(suv / factor, pet.affine, folder / "pet", "PT", patient_id="phantom-pet", description="Amyloid PET", header=_pet_header())
+    uids["pet_no_weight"] = write_image_dicom(suv / factor, pet.affine, folder / "pet2", "PT", patient_id="phantom-pet2", description="PET without weight", header=_pet_header(weight_kg=0.0))
+    uids["suv"], uids["pet_affine"] = suv, pet.affine
     for f in sorted(folder.rglob("*.dcm")):
         assert requests.post(f"{orthanc}/instances", data=f.read_bytes(), timeout=30).ok
     return uids, me, d[..., -1] > 0
@@ -124,6 +135,22 @@ def test_infer_a_pacs_series_and_store_the_map_back(orthanc, stored_acquisition,
         assert r.status_code == 200, r.text[:500]
         chi_mf = nib.Nifti1Image.from_bytes(gzip.decompress(r.content) if r.content[:2] == b"\x1f\x8b" else r.content).get_fdata()[..., 0]
         assert np.linalg.norm(chi_mf[mask] - ref[mask]) / np.linalg.norm(ref[mask]) < 1e-4
+        # a PET series from the PACS is mapped in SUV (from its radiopharmaceutical headers), and its map stored back
+        psf = json.dumps({"method": "van_cittert", "sidecar": {"psf_fwhm_mm": 6.5}, "store_pm": True})
+        r = requests.post(f"{url}/infer/pvc", params={"image": uids["pet"], "output": "all"}, data={"params": psf}, timeout=300)
+        assert r.status_code == 200, r.text[:500]
+        parts = parse_multipart(r.headers["content-type"], r.content)
+        result = json.loads(parts.pop("params")[1])
+        raw = next(iter(parts.values()))[1]
+        got = nib.Nifti1Image.from_bytes(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).get_fdata()
+        got = got[..., 0] if got.ndim == 4 else got
+        ref = task_spec("pvc").call(uids["suv"], uids["pet_affine"], {"psf_fwhm_mm": 6.5}, "van_cittert", {})[0].data
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-3
+        (pm_series,) = result["stored_series"]
+        (pm,) = pacs.retrieve_series(pacs.search_for_series(search_filters={"SeriesInstanceUID": pm_series})[0]["0020000D"]["Value"][0], pm_series)
+        assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == uids["pet"]
+        r = requests.post(f"{url}/infer/pvc", params={"image": uids["pet_no_weight"], "output": "json"}, data={"params": psf}, timeout=120)
+        assert r.status_code == 422 and "PatientWeight" in r.text, r.text[:300]
         # hostile and unknown ids; no uploads to a PACS-backed server
         assert requests.post(f"{url}/infer/qsm_raw", params={"image": "../../etc", "output": "json"}, timeout=30).status_code == 422
         assert requests.post(f"{url}/infer/qsm_raw", params={"image": "1.2.3.4.5", "output": "json"}, timeout=60).status_code == 404
