@@ -100,6 +100,10 @@ def stored_acquisition(orthanc, tmp_path_factory):
     uids["pet"] = write_image_dicom(suv / factor, pet.affine, folder / "pet", "PT", patient_id="phantom-pet", description="Amyloid PET", header=_pet_header())
     uids["pet_no_weight"] = write_image_dicom(suv / factor, pet.affine, folder / "pet2", "PT", patient_id="phantom-pet2", description="PET without weight", header=_pet_header(weight_kg=0.0))
     uids["suv"], uids["pet_affine"] = suv, pet.affine
+    # a T2-weighted series in the multi-echo GRE's study and frame of reference, on another grid
+    t2 = nib.load(SAMPLE / "studies" / "sub-1000_t2w.nii.gz")
+    uids["t2w_block"] = np.asarray(t2.dataobj, np.float32)[20:70, 20:80, 20:60].copy()
+    uids["t2w"] = write_image_dicom(uids["t2w_block"], t2.affine, folder / "t2", "MR", description="T2 TSE", header={"EchoTime": "100", "RepetitionTime": "5000"}, study_uid=uids["study"], frame_uid=uids["frame_of_reference"])
     for f in sorted(folder.rglob("*.dcm")):
         assert requests.post(f"{orthanc}/instances", data=f.read_bytes(), timeout=30).ok
     return uids, me, d[..., -1] > 0
@@ -151,6 +155,11 @@ def test_infer_a_pacs_series_and_store_the_map_back(orthanc, stored_acquisition,
         assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == uids["pet"]
         r = requests.post(f"{url}/infer/pvc", params={"image": uids["pet_no_weight"], "output": "json"}, data={"params": psf}, timeout=120)
         assert r.status_code == 422 and "PatientWeight" in r.text, r.text[:300]
+        # the T2w beside the multi-echo GRE is its own synthetic-CT input, not a part of the GRE
+        r = requests.post(f"{url}/infer/synthetic_ct", params={"image": uids["t2w"], "output": "image"}, data={"params": json.dumps({"method": "bulk_density"})}, timeout=300)
+        assert r.status_code == 200, r.text[:500]
+        sct = nib.Nifti1Image.from_bytes(gzip.decompress(r.content) if r.content[:2] == b"\x1f\x8b" else r.content)
+        assert sct.shape[:3] == uids["t2w_block"].shape
         # hostile and unknown ids; no uploads to a PACS-backed server
         assert requests.post(f"{url}/infer/qsm_raw", params={"image": "../../etc", "output": "json"}, timeout=30).status_code == 422
         assert requests.post(f"{url}/infer/qsm_raw", params={"image": "1.2.3.4.5", "output": "json"}, timeout=60).status_code == 404

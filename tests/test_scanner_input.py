@@ -371,3 +371,19 @@ def test_pet_without_what_suv_needs_is_refused_with_the_reason(tmp_path):
     assert not (tmp_path / "studies").exists()
     with pytest.raises(ValueError, match="psf_fwhm_mm"):
         import_dicom(tmp_path / "pet", tmp_path / "studies", psf_fwhm_mm=-3)
+
+
+def test_a_t2w_of_the_same_session_is_not_read_as_an_echo(phantom, tmp_path):
+    """A T2-weighted series in the multi-echo GRE's study and frame of reference (same orientation,
+    another grid) is its own synthetic-CT study; the GRE is read as before."""
+    from qmri.simulate.dicom_export import write_image_dicom
+
+    me, _ = phantom
+    small = MultiEcho(me.magnitude[:12, :14, :6], me.phase[:12, :14, :6], me.affine, me.echo_times_ms, 3.0)
+    uids = write_multi_echo_dicom(small, tmp_path / "p6")
+    t2 = np.random.default_rng(1).uniform(100, 900, (12, 14, 9)).astype(np.float32)
+    write_image_dicom(t2, me.affine, tmp_path / "p6" / "t2", "MR", description="T2 TSE", header={"EchoTime": "100", "RepetitionTime": "5000"}, study_uid=uids["study"], frame_uid=uids["frame_of_reference"])
+    assert read_multi_echo(tmp_path / "p6").magnitude.shape == small.magnitude.shape
+    assert main(["import", "dicom", str(tmp_path / "p6"), "--studies", str(tmp_path / "s")]) == 0
+    assert sorted(p.name for p in (tmp_path / "s").glob("*.nii.gz")) == ["p6_qsmraw.nii.gz", "p6_t2w.nii.gz"]
+    assert nib.load(tmp_path / "s" / "p6_t2w.nii.gz").shape == t2.shape

@@ -258,11 +258,16 @@ def _read_frames(order: list[Slice], iop: np.ndarray, normal: np.ndarray, gaps: 
 
 
 def acquisitions(slices: list[Slice]) -> dict[str, list[Slice]]:
-    """Multi-echo acquisitions by frame of reference + orientation (magnitude and phase series of
-    one acquisition share them); a key names the series in it."""
-    groups: dict[str, list[Slice]] = defaultdict(list)
+    """Multi-echo acquisitions: series with the same frame of reference, orientation and slice
+    positions (the magnitude and phase series of one acquisition, or its per-echo series, share
+    them; a T2w of the same session on another grid does not) holding more than one echo."""
+    by_series: dict[str, list[Slice]] = defaultdict(list)
     for s in slices:
-        groups[f"{s.frame_of_reference}|{np.round(s.orientation, 3).tolist()}"].append(s)
+        by_series[s.series_uid].append(s)
+    groups: dict[str, list[Slice]] = defaultdict(list)
+    for series in by_series.values():
+        grid = sorted({tuple(np.round(s.position, 1)) for s in series})  # 0.1 mm
+        groups[f"{series[0].frame_of_reference}|{np.round(series[0].orientation, 3).tolist()}|{grid}"] += series
     return {k: v for k, v in groups.items() if len({(s.echo_number, s.echo_time_ms) for s in v}) > 1}
 
 
@@ -273,12 +278,13 @@ def read_multi_echo(source: str | Path | Iterable[str | Path], series_uid: str |
     if not slices:
         raise ValueError(f"no MR images with position and orientation were found in {source}")
     if series_uid is not None:
-        chosen = [s for s in slices if s.series_uid == series_uid]
-        if not chosen:
+        if not any(s.series_uid == series_uid for s in slices):
             raise ValueError(f"no MR series {series_uid} in {source}")
-        ref = chosen[0]
-        slices = [s for s in slices if s.frame_of_reference == ref.frame_of_reference and np.allclose(s.orientation, ref.orientation, atol=1e-4)]
     groups = acquisitions(slices)
+    if series_uid is not None:
+        groups = {k: v for k, v in groups.items() if any(s.series_uid == series_uid for s in v)}
+        if not groups:
+            raise ValueError(f"no multi-echo acquisition in {source} holds series {series_uid}: it has a single echo time and shares no grid with a multi-echo series")
     if not groups:
         raise ValueError(f"no multi-echo acquisition in {source}: every series has a single echo time")
     if len(groups) > 1:
