@@ -409,6 +409,7 @@ def test_server_killed_mid_training_leaves_weights_loadable_and_unchanged(own):
     root, launch = own
     weights = root / "model" / "qsmnet" / "qsmnet.pt"
     before = weights.read_bytes()
+    tmp_before = set(Path(tempfile.gettempdir()).glob("qmri_train_*"))
     proc, url = launch()
     r = requests.post(f"{url}/train/qsm", json={"max_epochs": 200, "steps_per_epoch": 50, "batch_size": 2}, timeout=30)
     assert r.status_code == 200, r.text
@@ -417,10 +418,15 @@ def test_server_killed_mid_training_leaves_weights_loadable_and_unchanged(own):
     while (child := _training_child(proc)) is None and time.time() < deadline:
         time.sleep(0.5)
     assert child is not None
-    time.sleep(3)
+    deadline = time.time() + 90  # killed while it trains: its working folder exists
+    while not (set(Path(tempfile.gettempdir()).glob("qmri_train_*")) - tmp_before) and time.time() < deadline:
+        time.sleep(0.5)
+    assert set(Path(tempfile.gettempdir()).glob("qmri_train_*")) - tmp_before, "the training never started"
+    time.sleep(2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     child.wait(timeout=90)  # the training process notices (once its app is loaded) and ends without publishing
     assert weights.read_bytes() == before
     load_qsmnet(weights)
     assert not list(weights.parent.glob(".*.part"))  # no half-written file left
+    assert set(Path(tempfile.gettempdir()).glob("qmri_train_*")) <= tmp_before  # nor its working folder

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -139,6 +140,7 @@ class NetworkTrainer(TrainTask):
         logger.info("%s: training on %d studies (%d validation), init %s", weights.name, len(train), len(val), init.name if init else None)
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="qmri_train_") as tmp:
+            _PARENT["tmp"].append(tmp)  # removed by the parent watch too, if it ends this process
             out = Path(tmp) / weights.name
             res = self.fit(out, train, val, init, p)
             if not out.exists():
@@ -198,7 +200,7 @@ def network_trainer(network: str, weights: str | Path | Dict[str, str | Path]) -
 
 #: Set by the server process (:mod:`lib.server.asgi`); inherited by the training processes it starts.
 SERVER_PID_ENV = "QMRI_SERVER_PID"
-_PARENT = {"pid": None}
+_PARENT: Dict[str, Any] = {"pid": None, "tmp": []}
 
 
 def stop_with_parent(poll_s: float = 1.0) -> None:
@@ -217,6 +219,8 @@ def stop_with_parent(poll_s: float = 1.0) -> None:
         logger.error("the server process %s is gone: stopping this training without publishing", _PARENT["pid"])
         with WRITING:  # a write in progress finishes first and no other starts, so no .part file is left
             watch.discard()
+            for tmp in _PARENT["tmp"]:  # os._exit skips the TemporaryDirectory's cleanup
+                shutil.rmtree(tmp, ignore_errors=True)
             os._exit(3)
 
     threading.Thread(target=watch_parent, name="qmri-parent-watch", daemon=True).start()
