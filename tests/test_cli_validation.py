@@ -164,8 +164,14 @@ def test_every_default_weights_path_comes_from_the_model_folder(monkeypatch, tmp
     model = REPO / "apps" / "qmri" / "model"
     monkeypatch.delenv(paths.MODEL_DIR_ENV, raising=False)
     assert paths.model_dir() == model
-    for name, rel in paths.NETWORKS.items():
-        assert paths.shipped(name) == model / rel and paths.shipped(name).exists(), name
+    from qmri.models import MODELS, shipped
+
+    for m in MODELS.values():
+        for w in m.weights:
+            assert shipped(Path(w).stem) == model / w and shipped(Path(w).stem).exists(), w
+    assert shipped("oefnet") == model / "oefnet" and shipped("oefnet").is_dir()
+    with pytest.raises(ValueError, match="unknown network 'nope'; choose from qsmnet, pvcnet_fwhm"):
+        shipped("nope")
     monkeypatch.setenv(paths.MODEL_DIR_ENV, str(tmp_path))
     assert qsm_cli.default_out() == tmp_path / "qsmnet" / "qsmnet.pt"
     assert synth_cli.default_out() == tmp_path / "synthnet" / "synthnet.pt"

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from .cli_args import PathError, nonneg_int, positive_float, positive_int, readable_file, writable_dir, writable_file
-from .paths import MODEL_DIR_ENV, model_dir, shipped
+from .models import shipped
+from .paths import MODEL_DIR_ENV, model_dir
 
 log = logging.getLogger(__name__)
 

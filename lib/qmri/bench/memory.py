@@ -36,7 +36,7 @@ STUDIES = Path(__file__).resolve().parents[3] / "sample-data" / "studies"
 
 def task_specs() -> dict:
     """Every task's spec with the shipped weights (as the app builds them)."""
-    from ..paths import shipped
+    from ..models import shipped
     from ..tasks.oef import NETWORKS, oef_spec
     from ..tasks.pvc import pvc_spec
     from ..tasks.qsm import qsm_specs

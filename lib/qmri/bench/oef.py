@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..anatomy.phantom import make_subject
-from ..paths import shipped
+from ..models import shipped
 from ..physics.qq import YA
 from ..physics.qq_phantom import Y_MEAN
 from ..simulate.driver import task_rng

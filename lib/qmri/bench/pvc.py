@@ -35,7 +35,7 @@ import numpy as np
 from ..classical.pvc import rbv
 from ..metrics.maps import rmse, ssim
 from ..models.pvcnet.predict import load_pvcnet, predict_pvc
-from ..paths import shipped
+from ..models import shipped
 from ..physics.pet import cerebellar_gm_mask, suvr
 from ..physics.pet_segmentation import dice, realistic_segmentation
 from ..simulate.driver import task_rng

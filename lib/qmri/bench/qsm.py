@@ -23,7 +23,7 @@ from ..anatomy.labels import DEEP_GM_LABELS, LESION_CODE, NAMES
 from ..anatomy.phantom import make_subject
 from ..classical import qsm as cq
 from ..models.qsmnet.predict import load_qsmnet, predict_chi
-from ..paths import shipped
+from ..models import shipped
 from ..physics.qsm_phantom import susceptibility_map
 from ..physics.rotation import rotation_about
 from ..simulate.driver import crop_box, task_rng

@@ -32,7 +32,7 @@ from ..anatomy.labels import DEEP_GM_LABELS, LABEL, LESION_CODE, NAMES
 from ..anatomy.phantom import make_subject
 from ..classical import qsm as cq
 from ..models.qsmnet.predict import load_qsmnet
-from ..paths import shipped
+from ..models import shipped
 from ..simulate.driver import crop_box
 from ..simulate.qsm import tilted_b0
 from ..metrics.maps import qsm_metrics

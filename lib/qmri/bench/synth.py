@@ -29,7 +29,7 @@ import torch
 from ..classical.bulk_density import synthetic_ct_bulk_density, synthetic_mr_bulk
 from ..classical.tissue_mixture_ct import synthetic_ct_tissue_mixture
 from ..models.synthnet.predict import SHIFT_AVERAGE, load_synthnet, synthetic_ct, synthetic_mr
-from ..paths import shipped
+from ..models import shipped
 from ..metrics import synthrad as sm
 from ..models.synthnet.data import make_volume
 from .report import Timer, device_label, save_report

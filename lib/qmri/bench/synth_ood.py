@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..paths import shipped
+from ..models import shipped
 from ..metrics import synthrad as sm
 from ..physics.ct_mr import CT_NOISE_SD_HU
 from ..simulate.synthesis import T2W_BIAS_AMPLITUDE, T2W_BIAS_ORDER, T2W_SNR

@@ -134,6 +134,20 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def shipped(name: str, model_dir: str | Path | None = None) -> Path:
+    """A shipped weights file by its variant's name (the file's stem: ``qsmnet``, ``pvcnet``,
+    ``pvcnet_fwhm``, ``synthnet``, ``best``, ``cnn3d``, ``lstm``), or by a network's name the folder
+    of its variants when it has several in one folder (``oefnet``); under ``model_dir`` (default
+    :func:`qmri.paths.model_dir`)."""
+    root = Path(model_dir) if model_dir is not None else default_model_dir()
+    variants = {Path(w).stem: w for m in MODELS.values() for w in m.weights}
+    if name in variants:
+        return root / variants[name]
+    if name in MODELS and len({Path(w).parent for w in MODELS[name].weights}) == 1:
+        return root / Path(MODELS[name].weights[0]).parent
+    raise ValueError(f"unknown network {name!r}; choose from {', '.join([*variants, *(n for n in MODELS if n not in variants)])}")
+
+
 def for_task(task: str) -> list[ModelSpec]:
     """The networks serving infer task ``task`` (empty for a task with none)."""
     return [m for m in MODELS.values() if task in m.tasks]

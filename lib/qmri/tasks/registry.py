@@ -10,30 +10,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..paths import model_dir as default_model_dir
 from .spec import TaskSpec
 
 TASKS = ("oef", "qsm", "qsm_raw", "pvc", "synthetic_ct", "synthetic_mr")
 
 
 def weights(task: str, model_dir: str | Path | None = None):
-    """The weights of ``task``'s networks under ``model_dir``: a path, or a dict network -> path
-    (oef: best, cnn3d, lstm; pvc: the default network first, the one the trainer trains unless asked)."""
-    root = Path(model_dir) if model_dir is not None else default_model_dir()
-    if task == "oef":
-        from .oef import NETWORKS
+    """The weights of ``task``'s networks under ``model_dir``, from the network registry
+    (:data:`qmri.models.MODELS`): a path, or a dict variant -> path (oef: best, cnn3d, lstm; pvc: the
+    default network first, the one the trainer trains unless asked)."""
+    from ..models import for_task
 
-        return {k: root / "oefnet" / f"{k}.pt" for k in NETWORKS}
-    if task in ("qsm", "qsm_raw"):
-        return root / "qsmnet" / "qsmnet.pt"
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    files = {Path(w).stem: p for m in for_task(task) for w, p in zip(m.weights, m.weights_paths(model_dir))}
+    if len(files) == 1:
+        return next(iter(files.values()))
     if task == "pvc":
-        from .pvc import DEFAULT_NETWORK, NETWORK_METHODS
+        from .pvc import DEFAULT_NETWORK
 
-        order = [DEFAULT_NETWORK] + [m for m in NETWORK_METHODS if m != DEFAULT_NETWORK]
-        return {m: root / m / f"{m}.pt" for m in order}
-    if task in ("synthetic_ct", "synthetic_mr"):
-        return root / "synthnet" / "synthnet.pt"
-    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        files = {DEFAULT_NETWORK: files[DEFAULT_NETWORK], **files}
+    return files
 
 
 def task_spec(task: str, model_dir: str | Path | None = None) -> TaskSpec:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...cli_args import positive_int
-from ...paths import shipped
+from .. import shipped
 from ...training import model_card
 
 if TYPE_CHECKING:  # annotation only: importing .train loads torch, which the parser must not

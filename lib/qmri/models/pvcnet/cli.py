@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 
 from ...cli_args import add_training_arguments, existing_file, int_list, positive_float, positive_int
-from ...paths import shipped
+from .. import shipped
 from ...training import model_card
 
 # torch, the network and the trainer are imported by train_command only: ``qmri``'s parser

@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 
 from ...cli_args import add_training_arguments, existing_file, positive_float, positive_int, unit_fraction
-from ...paths import shipped
+from .. import shipped
 from ...training import model_card
 
 # torch and the trainer are imported by train_command only: ``qmri``'s parser (which calls

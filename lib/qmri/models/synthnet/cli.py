@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ...cli_args import add_training_arguments, existing_file, json_weights, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval
-from ...paths import shipped
+from .. import shipped
 
 # torch, the data and the trainer are imported by train_command only: ``qmri``'s parser
 # (which calls add_missing_arguments) must build without them
