@@ -102,13 +102,26 @@ def _group(ds, frame: int, sequence: str):
     return None
 
 
+def _series_fields(ds, path: Path) -> dict:
+    """The Slice fields every image (or frame) of a file shares: file, series, geometry frame, B0."""
+    strength = getattr(ds, "MagneticFieldStrength", None)
+    return {
+        "path": path,
+        "series_uid": str(ds.SeriesInstanceUID),
+        "series_description": str(getattr(ds, "SeriesDescription", "")),
+        "frame_of_reference": str(getattr(ds, "FrameOfReferenceUID", "")),
+        "field_strength_t": float(strength) if strength not in (None, "") else None,
+        "modality": str(getattr(ds, "Modality", "")),
+    }
+
+
 def _frames(ds, path: Path) -> list[Slice]:
     """The frames of a multi-frame MR (or CT, PET) file as slices, from its functional groups."""
     n = int(getattr(ds, "NumberOfFrames", 1) or 1)
     per = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
     if per is None or len(per) != n:
         raise ValueError(f"multi-frame file {path.name}: {n} frames but {0 if per is None else len(per)} per-frame functional groups; positions of its frames are unknown")
-    strength = getattr(ds, "MagneticFieldStrength", None)
+    shared = _series_fields(ds, path)
     top_component = str(getattr(ds, "ComplexImageComponent", "") or "").upper()
     out = []
     for i in range(n):
@@ -126,20 +139,15 @@ def _frames(ds, path: Path) -> list[Slice]:
         intercept = float(getattr(pvt, "RescaleIntercept", None) or getattr(ds, "RescaleIntercept", 0) or 0)
         out.append(
             Slice(
-                path=path,
-                series_uid=str(ds.SeriesInstanceUID),
-                series_description=str(getattr(ds, "SeriesDescription", "")),
-                frame_of_reference=str(getattr(ds, "FrameOfReferenceUID", "")),
+                **shared,
                 part=part,
                 echo_number=-1,
                 echo_time_ms=te,
                 position=np.array([float(x) for x in plane.ImagePositionPatient]),
                 orientation=np.array([float(x) for x in orient.ImageOrientationPatient]),
-                field_strength_t=float(strength) if strength not in (None, "") else None,
                 pixel_spacing=_spacing(getattr(measures, "PixelSpacing", None)) if measures is not None else None,
                 frame=i,
                 rescale=(slope, intercept),
-                modality=str(getattr(ds, "Modality", "")),
             )
         )
     for part in {s.part for s in out}:  # echo numbers: rank of the echo time within the file
@@ -181,21 +189,15 @@ def scan(source: str | Path | Iterable[str | Path], modalities: tuple[str, ...] 
             continue
         te = float(getattr(ds, "EchoTime", 0) or 0)
         echo = getattr(ds, "EchoNumbers", None)
-        strength = getattr(ds, "MagneticFieldStrength", None)
         out.append(
             Slice(
-                path=f,
-                series_uid=str(ds.SeriesInstanceUID),
-                series_description=str(getattr(ds, "SeriesDescription", "")),
-                frame_of_reference=str(getattr(ds, "FrameOfReferenceUID", "")),
+                **_series_fields(ds, f),
                 part=_part(ds),
                 echo_number=int(echo) if echo not in (None, "") else -1,
                 echo_time_ms=te,
                 position=np.array([float(x) for x in ds.ImagePositionPatient]),
                 orientation=np.array([float(x) for x in ds.ImageOrientationPatient]),
-                field_strength_t=float(strength) if strength not in (None, "") else None,
                 pixel_spacing=_spacing(getattr(ds, "PixelSpacing", None)),
-                modality=modality,
             )
         )
     return out
