@@ -387,3 +387,28 @@ def test_a_t2w_of_the_same_session_is_not_read_as_an_echo(phantom, tmp_path):
     assert main(["import", "dicom", str(tmp_path / "p6"), "--studies", str(tmp_path / "s")]) == 0
     assert sorted(p.name for p in (tmp_path / "s").glob("*.nii.gz")) == ["p6_qsmraw.nii.gz", "p6_t2w.nii.gz"]
     assert nib.load(tmp_path / "s" / "p6_t2w.nii.gz").shape == t2.shape
+
+
+@pytest.mark.parametrize(
+    "description, te, tr, inversion, kind",
+    [
+        ("T2 TSE", 100, 5000, None, "T2w"),
+        ("ax T2 FSE", 90, 4000, None, "T2w"),
+        ("T2 star", 20, 600, None, None),
+        ("T2*", 20, 600, None, None),
+        ("t2_flair", 120, 9000, 2500, None),
+        ("T2 SWI", 20, 30, None, None),
+        ("T1 MPRAGE", 3, 2300, 900, None),
+        ("", 100, 5000, None, "T2w"),  # no description: long TE and TR, no inversion
+        ("", 100, 9000, 2500, None),  # FLAIR-like
+        ("", 20, 600, None, None),
+    ],
+)
+def test_which_mr_series_is_taken_for_a_t2w(description, te, tr, inversion, kind):
+    import types
+
+    from qmri.io.dicom_images import mr_kind
+
+    ds = types.SimpleNamespace(SeriesDescription=description, ProtocolName="", EchoTime=str(te), RepetitionTime=str(tr), InversionTime=inversion)
+    assert mr_kind(ds, 1) == kind
+    assert mr_kind(ds, 4) is None  # several echoes: not a T2w input

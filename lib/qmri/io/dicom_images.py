@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from .dicom_input import Slice, _read_echo, scan
+from .dicom_input import Slice, read_volume, scan
 
 #: modality or MR kind -> the task it feeds
 IMAGE_TASK = {"CT": "synthetic_mr", "T2w": "synthetic_ct", "PT": "pvc"}
 T2_DESCRIPTION = re.compile(r"t2", re.I)
-NOT_T2 = re.compile(r"t2\s*\*|t2star|t2s\b|flair|swi|gre|fl3d|medic|qsm", re.I)
+NOT_T2 = re.compile(r"t2\s*(\*|star)|t2s\b|flair|swi|gre|fl3d|medic|qsm", re.I)
 T2_MIN_TE_MS, T2_MIN_TR_MS = 60.0, 1500.0
 
 
@@ -136,7 +136,7 @@ def read_series_images(source: str | Path) -> tuple[list[SeriesImage], list[str]
                 skipped.append(f"{what}: an MR series that is not T2-weighted (multi-echo GRE is read as qsm_raw)")
                 continue
         try:
-            data, affine = _read_echo(slices, what)
+            data, affine = read_volume(slices, what)
             meta: dict[str, Any] = {"task": IMAGE_TASK[kind], "modality": {"CT": "ct", "PT": "pet"}.get(kind, kind), "source": {"dicom_series": [uid]}, "series_number": int(getattr(ds, "SeriesNumber", 0) or 0)}
             if kind == "PT":
                 factor = suv_factor(ds)

@@ -218,8 +218,8 @@ def _frame_pixels(path: Path, cache: dict) -> np.ndarray:
     return cache[path]
 
 
-def _read_echo(slices: list[Slice], what: str, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One echo's slices -> ((i, j, k) float32 array, RAS affine)."""
+def read_volume(slices: list[Slice], what: str, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One volume's slices (an echo, or a single-volume series) -> ((i, j, k) float32 array, RAS affine)."""
     iop = slices[0].orientation
     if any(not np.allclose(s.orientation, iop, atol=1e-4) for s in slices):
         raise ValueError(f"{what}: slices with different orientations (ImageOrientationPatient); one acquisition has one")
@@ -312,7 +312,7 @@ def read_multi_echo(source: str | Path | Iterable[str | Path], series_uid: str |
         raise ValueError(f"the echoes have different numbers of slices ({sorted(counts)}): an incomplete series")
     mag_arrays, affine, cache = [], None, {}
     for k in mags:
-        a, aff = _read_echo(by[k], f"magnitude echo {k[1]} (TE {k[2]} ms)", cache)
+        a, aff = read_volume(by[k], f"magnitude echo {k[1]} (TE {k[2]} ms)", cache)
         if affine is not None and not np.allclose(aff, affine, atol=1e-3):
             raise ValueError(f"magnitude echo {k[1]} lies on another grid than echo 1")
         affine = aff if affine is None else affine
@@ -323,7 +323,7 @@ def read_multi_echo(source: str | Path | Iterable[str | Path], series_uid: str |
             raise ValueError(f"phase echo times {[k[2] for k in phases]} ms differ from the magnitudes' {te} ms")
         arrays = []
         for k in phases:
-            a, aff = _read_echo(by[k], f"phase echo {k[1]} (TE {k[2]} ms)", cache)
+            a, aff = read_volume(by[k], f"phase echo {k[1]} (TE {k[2]} ms)", cache)
             if not np.allclose(aff, affine, atol=1e-3):
                 raise ValueError(f"phase echo {k[1]} lies on another grid than the magnitudes")
             arrays.append(phase_to_radians(a, f"phase echo {k[1]}"))
