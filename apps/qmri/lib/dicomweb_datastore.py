@@ -122,9 +122,10 @@ class MultiEchoDICOMWebDatastore(DICOMWebDatastore):
         uid = check_uid(image_id)
         nii, dicom_dir = self._paths(uid)
         side = nii.with_name(f"{uid}.json")
-        task = json.loads(side.read_text()).get("task") if side.is_file() else None
-        if task == "qsm_raw":  # a multi-echo acquisition: the map references its magnitude series
-            mags = sorted({s.series_uid for s in scan(dicom_dir) if s.part == "mag" and s.series_uid in self._acquisition(nii)})
+        cached = json.loads(side.read_text()) if side.is_file() else {}
+        if cached.get("task") == "qsm_raw":  # a multi-echo acquisition: the map references its magnitude series
+            acquisition = set(cached.get("source", {}).get("dicom_series", []))
+            mags = sorted({s.series_uid for s in scan(dicom_dir) if s.part == "mag" and s.series_uid in acquisition})
             if len(mags) != 1:
                 raise ValueError(f"series {uid}: no single magnitude series to reference ({len(mags)} found)")
             source, reference = dicom_dir, mags[0]
@@ -135,12 +136,6 @@ class MultiEchoDICOMWebDatastore(DICOMWebDatastore):
         ds = map_dataset(result_file, source, series_uid=reference, maps=result_json.get("maps"))
         self._client.store_instances([ds])
         return [str(ds.SeriesInstanceUID)]
-
-    @staticmethod
-    def _acquisition(nii: Path) -> set[str]:
-        """The series of a cached multi-echo study (its sidecar's ``source.dicom_series``)."""
-        side = json.loads(nii.with_name(nii.name[: -len(".nii.gz")] + ".json").read_text())
-        return set(side.get("source", {}).get("dicom_series", []))
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         raise HTTPException(status_code=403, detail="this server reads its studies from a PACS (DICOMweb): store images in the PACS, not here")
