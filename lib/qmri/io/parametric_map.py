@@ -47,32 +47,26 @@ def source_slices(source: str | Path, series_uid: str, echo_number: int | None =
     return [pydicom.dcmread(str(p)) for p in paths], chosen
 
 
-def parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str, sources: Sequence[pydicom.Dataset], description: str = "", slices: Sequence | None = None):
-    """The (i, j, k) float map as a Parametric Map dataset referencing ``sources``: classic images,
-    one per slice in order, or multi-frame images whose frames ``slices`` (in order) are the map's
-    slices (then the geometry is written from ``slices``)."""
+def parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str, sources: Sequence[pydicom.Dataset], slices: Sequence, description: str = ""):
+    """The (i, j, k) float map as a Parametric Map dataset referencing ``sources`` (classic images,
+    one per slice, or multi-frame images), on the grid of ``slices`` (:func:`source_slices`: the
+    source's slices or frames in order, one per map slice)."""
     import highdicom as hd
 
     from .dicom_input import LPS_TO_RAS
 
     values = np.asarray(values, dtype=np.float32)
-    n = len(slices) if slices is not None else len(sources)
+    n = len(slices)
     if values.ndim != 3 or values.shape[2] != n:
         raise ValueError(f"the map has shape {values.shape}: one slice per source image ({n}) is needed")
     first = sources[0]
     if (int(first.Columns), int(first.Rows)) != values.shape[:2]:
         raise ValueError(f"the map's slices are {values.shape[:2]}, the source images {int(first.Columns)} x {int(first.Rows)} (columns x rows)")
     # the source grid's affine: the map must lie on it
-    if slices is not None:
-        iop = slices[0].orientation
-        if slices[0].pixel_spacing is None:
-            raise ValueError("the source frames carry no PixelSpacing")
-        dr, dc = slices[0].pixel_spacing
-        p0, p1 = slices[0].position, slices[-1].position
-    else:
-        iop = np.array([float(x) for x in first.ImageOrientationPatient])
-        dr, dc = (float(x) for x in first.PixelSpacing)
-        p0, p1 = (np.array([float(x) for x in s.ImagePositionPatient]) for s in (sources[0], sources[-1]))
+    if slices[0].pixel_spacing is None:
+        raise ValueError("the source images carry no PixelSpacing")
+    iop, (dr, dc) = slices[0].orientation, slices[0].pixel_spacing
+    p0, p1 = slices[0].position, slices[-1].position
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1] = iop[:3] * dc, iop[3:] * dr
     lps[:3, 2] = (p1 - p0) / max(n - 1, 1) if n > 1 else np.cross(iop[:3], iop[3:]) * float(getattr(first, "SliceThickness", 1.0))
@@ -95,7 +89,7 @@ def parametric_map(values: np.ndarray, affine: np.ndarray, units: str, name: str
     )
     frames = np.ascontiguousarray(np.transpose(values, (2, 1, 0)))  # (slices, rows along j, columns along i)
     geometry = {}
-    if slices is not None:
+    if any(s.frame is not None for s in slices):
         # a multi-frame source holds more frames than the map (all echoes): the map's frame
         # positions are given, the orientation is the source's. They are plain pydicom sequences
         # because highdicom 0.22 compares them with the source's plain sequences and its own
@@ -170,8 +164,7 @@ def map_dataset(map_path: str | Path, source: str | Path, map_name: str | None =
             raise ValueError(f"{len(mags)} magnitude series in {source}: choose the source with --series-uid")
         series_uid = mags[0]
     sources, slices = source_slices(source, series_uid)
-    multi_frame = any(s.frame is not None for s in slices)
-    return parametric_map(values, img.affine, units, name, sources, description, slices if multi_frame else None)
+    return parametric_map(values, img.affine, units, name, sources, slices, description)
 
 
 def export_map(map_path: str | Path, source: str | Path, out: str | Path, map_name: str | None = None, series_uid: str | None = None) -> Path:
