@@ -156,7 +156,7 @@ def test_connect_run_and_see_the_map_over_anatomy(widget, server, tmp_path):
     assert w.resultNodes == [] and w.ui.legendLabel.text == ""
 
 
-def test_bad_input_is_named_and_nothing_is_sent(widget, server):
+def test_bad_input_is_named_and_nothing_is_sent(widget, server, tmp_path):
     w, slicer, dialogs = widget
     url, _ = server
     w.ui.serverUrlEdit.text = url
@@ -167,6 +167,16 @@ def test_bad_input_is_named_and_nothing_is_sent(widget, server):
     assert w.job is None and "select the input" in dialogs.errors[-1]
     field, aff = _field_block(8)
     w.inputSelectors[0][1].setCurrentNode(w.logic.scene.add_volume(field, aff, "field"))
+    # acquisition metadata from a JSON file, or filled from the volume's geometry (user keys kept)
+    side = tmp_path / "acq.json"
+    side.write_text(json.dumps({"B0_dir": [0.0, 0.1, 0.995]}))
+    dialogs.open_file = str(side)
+    w.ui.loadSidecarButton.click()
+    assert json.loads(w.ui.sidecarEdit.plainText) == {"B0_dir": [0.0, 0.1, 0.995]}
+    w.ui.sidecarEdit.plainText = json.dumps({"note": "mine"})
+    w.ui.fillSidecarButton.click()
+    filled = json.loads(w.ui.sidecarEdit.plainText)
+    assert filled["note"] == "mine" and filled["B0_dir"] == pytest.approx([0.0, 0.0, 1.0], abs=1e-6)  # the sample grid is axial
     # acquisition metadata that is not JSON, or not an object
     w.ui.sidecarEdit.plainText = "{B0_dir: [0, 0, 1]"
     w.ui.runButton.click()
