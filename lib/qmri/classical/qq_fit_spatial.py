@@ -51,8 +51,7 @@ truth. So v is fixed first from many voxels at once, then Y is TV-regularised:
    Adam because each voxel is extremely badly scaled (S0, R2, chi_nb are determined ~100x better
    than Y and v): the per-voxel curvature handles that exactly and CG only has to propagate along
    the graph. Fixed budget: ``n_iter`` steps of at most ``cg_iter`` CG iterations.
-   f_s is evaluated in chunks of 32k values (its 45-term Horner series is memory-bound on whole
-   volumes; chunks that fit in cache are ~10x faster on CPU).
+   (:func:`qmri.physics.qq.fs` evaluates its memory-bound series in cache-sized chunks itself.)
 
 Posterior sd (``OEF_sd``): Laplace approximation at the estimate, precision (box-scaled
 parameters) ``H = J^T J + (1/2) Hess(TV) + 12 I``: the whitened Gauss-Newton data and prior rows
@@ -89,7 +88,6 @@ from qmri.physics.qq import (
     PARAM_NAMES,
     YA,
     fs,
-    fs_prime,
 )
 
 K_EFF = 2.9  # echo residual dof per voxel = E - K_EFF (measured, see module docstring)
@@ -121,16 +119,8 @@ K_EFF_SIGMA = 3.16  # the same for the unregularised voxelwise fit that estimate
 SD_CALIBRATION = 0.90
 _BOX_PRECISION = 12.0  # 1 / variance of a uniform distribution on [0, 1]
 _H_REF_MM = 2.0
-_CHUNK = 32768
 _A = [2, 3]  # (Y, v): the regularised / shared channels
 _B = [0, 1, 4]  # (S0, R2, chi_nb): per voxel
-
-
-def _chunked(f, x):
-    flat = x.reshape(-1)
-    if flat.numel() <= _CHUNK:
-        return f(x)
-    return torch.cat([f(c) for c in flat.split(_CHUNK)]).reshape(x.shape)
 
 
 class _Model:
@@ -161,7 +151,7 @@ class _Model:
     def residual(self, q, jac: bool):
         p = self.params(q)
         S0, R2, Y, v, cnb = p.unbind(1)
-        S, chim, JS, jc = qq_model(S0, R2, Y, v, cnb, self.t, self.B0, jac=jac, fs_fn=lambda x: _chunked(fs, x), fs_prime_fn=lambda x: _chunked(fs_prime, x))
+        S, chim, JS, jc = qq_model(S0, R2, Y, v, cnb, self.t, self.B0, jac=jac)
         ws = self.ws[:, None]
         r = torch.cat(
             [
@@ -391,7 +381,7 @@ def _closed_form(model: _Model, Y, v):
     s, chi, t = model.s, model.chi, model.t
     cnb = ((chi - blood_chi(Y) * v) / (1.0 - v / ALPHA)).clamp(*PARAM_BOUNDS["chi_nb"])
     dw = model.c * (HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb).abs()
-    S0, R2 = LogLinearFit(s, t)(v[:, None] * _chunked(fs, dw[:, None] * t))
+    S0, R2 = LogLinearFit(s, t)(v[:, None] * fs(dw[:, None] * t))
     p = torch.stack([S0, R2, Y, v, cnb], 1)
     return ((p - model.lo) / (model.hi - model.lo)).clamp(0.0, 1.0)
 
