@@ -55,7 +55,6 @@ class Slice:
     modality: str = "MR"
 
 
-ENHANCED_MR = str(pydicom.uid.EnhancedMRImageStorage)
 #: Multi-frame image storage classes read frame by frame (other multi-frame objects, e.g. Parametric
 #: Maps or segmentations stored beside the images, are not source images and are skipped).
 MULTI_FRAME_IMAGES = {
