@@ -90,15 +90,13 @@ def stored_acquisition(orthanc, tmp_path_factory):
     uids = write_multi_echo_dicom(me, folder / "classic")
     uids["enhanced"] = write_multi_echo_dicom(me, folder / "enhanced", patient_id="phantom-mf", enhanced=True)
     # a PET in Bq/ml with what SUV needs, and one without the patient's weight
-    from test_scanner_input import _pet_header
-
-    from qmri.simulate.dicom_export import write_image_dicom
+    from qmri.simulate.dicom_export import pet_header, write_image_dicom
 
     pet = nib.load(SAMPLE / "studies" / "sub-1000_pet.nii.gz")
     suv = np.asarray(pet.dataobj, np.float32)[..., 0][30:62, 30:70, 30:54].copy()
     factor = 70_000.0 / (370e6 * 2.0 ** (-3600.0 / 6586.2))
-    uids["pet"] = write_image_dicom(suv / factor, pet.affine, folder / "pet", "PT", patient_id="phantom-pet", description="Amyloid PET", header=_pet_header())
-    uids["pet_no_weight"] = write_image_dicom(suv / factor, pet.affine, folder / "pet2", "PT", patient_id="phantom-pet2", description="PET without weight", header=_pet_header(weight_kg=0.0))
+    uids["pet"] = write_image_dicom(suv / factor, pet.affine, folder / "pet", "PT", patient_id="phantom-pet", description="Amyloid PET", header=pet_header())
+    uids["pet_no_weight"] = write_image_dicom(suv / factor, pet.affine, folder / "pet2", "PT", patient_id="phantom-pet2", description="PET without weight", header=pet_header(weight_kg=0.0))
     uids["suv"], uids["pet_affine"] = suv, pet.affine
     # a T2-weighted series in the multi-echo GRE's study and frame of reference, on another grid
     t2 = nib.load(SAMPLE / "studies" / "sub-1000_t2w.nii.gz")

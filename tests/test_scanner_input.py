@@ -17,7 +17,7 @@ from qmri.io.bids_input import find_megre, read_mask, read_megre
 from qmri.io.dicom_input import read_multi_echo
 from qmri.io.multi_echo import MultiEcho, b0_direction, phase_to_radians
 from qmri.simulate.bids_export import write_bids_megre
-from qmri.simulate.dicom_export import write_multi_echo_dicom
+from qmri.simulate.dicom_export import pet_header, write_multi_echo_dicom
 from qmri.tasks.registry import task_spec
 
 E = 4
@@ -289,18 +289,6 @@ def test_bids_t2w_and_pet_images_become_synthesis_and_pvc_inputs(tmp_path):
     assert (root / "derivatives" / "qmri" / "sub-03" / "pet" / "sub-03_desc-vancittert_PVCmap.nii.gz").is_file()
 
 
-def _pet_header(weight_kg=70.0, dose_bq=370e6, injected="100000", series_time="110000", decay="START", units="BQML"):
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-
-    info = Dataset()
-    info.Radiopharmaceutical = "Florbetapir"
-    info.RadionuclideTotalDose = f"{dose_bq:g}"
-    info.RadionuclideHalfLife = "6586.2"  # F-18, s
-    info.RadiopharmaceuticalStartTime = injected
-    return {"PatientWeight": f"{weight_kg:g}", "RadiopharmaceuticalInformationSequence": Sequence([info]), "SeriesDate": "20260101", "SeriesTime": series_time, "DecayCorrection": decay, "Units": units}
-
-
 def test_dicom_ct_pet_and_t2w_series_become_image_task_studies(tmp_path):
     """A patient folder with a CT, a PET in Bq/ml (per-slice slopes), a T2-weighted MR and a T1w MR:
     the first three become synthetic_mr, pvc (in SUV) and synthetic_ct studies with their values and
@@ -318,7 +306,7 @@ def test_dicom_ct_pet_and_t2w_series_become_image_task_studies(tmp_path):
     factor = 70_000.0 / (370e6 * 2.0 ** (-3600.0 / 6586.2))  # SUV per Bq/ml: 70 kg, 370 MBq injected 60 min before the scan
     src = tmp_path / "p5"
     write_image_dicom(ct, ct_aff, src / "ct", "CT", description="Head CT")
-    write_image_dicom(suv / factor, pet_aff, src / "pet", "PT", description="Amyloid PET", header=_pet_header())
+    write_image_dicom(suv / factor, pet_aff, src / "pet", "PT", description="Amyloid PET", header=pet_header())
     write_image_dicom(t2, t2_aff, src / "t2", "MR", description="T2 TSE axial", header={"EchoTime": "100", "RepetitionTime": "5000"})
     write_image_dicom(t2, t2_aff, src / "t1", "MR", description="T1 MPRAGE", header={"EchoTime": "3", "RepetitionTime": "2300"})
     out = tmp_path / "studies"
@@ -348,7 +336,7 @@ def test_pet_without_what_suv_needs_is_refused_with_the_reason(tmp_path):
 
     def header(**kw):
         ds = pydicom.Dataset()
-        for k, v in _pet_header(**kw).items():
+        for k, v in pet_header(**kw).items():
             setattr(ds, k, v)
         return ds
 
@@ -365,7 +353,7 @@ def test_pet_without_what_suv_needs_is_refused_with_the_reason(tmp_path):
         with pytest.raises(ValueError, match=reason):
             suv_factor(header(**kw))
     d = np.ones((6, 5, 4), np.float32) * 1000.0
-    write_image_dicom(d, np.eye(4), tmp_path / "pet", "PT", header=_pet_header(units="CNTS"))
+    write_image_dicom(d, np.eye(4), tmp_path / "pet", "PT", header=pet_header(units="CNTS"))
     with pytest.raises(ValueError, match="nothing to import.*Units CNTS"):
         import_dicom(tmp_path / "pet", tmp_path / "studies")
     assert not (tmp_path / "studies").exists()

@@ -170,6 +170,18 @@ def write_multi_echo_dicom(me: MultiEcho, folder: str | Path, patient_id: str = 
     return uids
 
 
+def pet_header(weight_kg: float = 70.0, dose_bq: float = 370e6, injected: str = "100000", series_time: str = "110000", decay: str = "START", units: str = "BQML", half_life_s: float = 6586.2, tracer: str = "Florbetapir") -> dict:
+    """The PET attributes SUV needs, for :func:`write_image_dicom`'s ``header``: patient weight (kg),
+    injected dose (Bq) and time, the radionuclide's half-life (s; default F-18), the series start
+    (times as DICOM TM on 2026-01-01), DecayCorrection and Units."""
+    info = Dataset()
+    info.Radiopharmaceutical = tracer
+    info.RadionuclideTotalDose = f"{dose_bq:g}"
+    info.RadionuclideHalfLife = f"{half_life_s:g}"
+    info.RadiopharmaceuticalStartTime = injected
+    return {"PatientWeight": f"{weight_kg:g}", "RadiopharmaceuticalInformationSequence": Sequence([info]), "SeriesDate": "20260101", "SeriesTime": series_time, "DecayCorrection": decay, "Units": units}
+
+
 SOP_CLASS = {"CT": CTImageStorage, "PT": PositronEmissionTomographyImageStorage, "MR": MRImageStorage}
 
 
