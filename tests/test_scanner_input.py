@@ -400,3 +400,29 @@ def test_which_mr_series_is_taken_for_a_t2w(description, te, tr, inversion, kind
     ds = types.SimpleNamespace(SeriesDescription=description, ProtocolName="", EchoTime=str(te), RepetitionTime=str(tr), InversionTime=inversion)
     assert mr_kind(ds, 1) == kind
     assert mr_kind(ds, 4) is None  # several echoes: not a T2w input
+
+
+def test_a_pet_in_time_frames_becomes_their_duration_weighted_mean(tmp_path):
+    """Amyloid PET reconstructed as time frames (each slice position once per frame): the study is
+    the frames' mean weighted by ActualFrameDuration, in SUV; frames on different grids are refused."""
+    from qmri.io.importers import import_dicom
+    from qmri.simulate.dicom_export import write_image_dicom
+
+    rng = np.random.default_rng(3)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    frames = [rng.uniform(0.5, 2.5, (10, 12, 8)).astype(np.float32) for _ in range(2)]  # SUV
+    durations_ms = [200_000.0, 400_000.0]
+    factor = 70_000.0 / (370e6 * 2.0 ** (-3600.0 / 6586.2))
+    series = "1.2.826.0.1.3680043.8.498.1"
+    for i, (suv, d) in enumerate(zip(frames, durations_ms)):
+        header = {**pet_header(), "FrameReferenceTime": f"{(i + 0.5) * d:g}", "ActualFrameDuration": f"{d:g}"}
+        write_image_dicom(suv / factor, aff, tmp_path / "pet" / f"frame{i + 1}", "PT", header=header, series_uid=series)
+    (study,) = import_dicom(tmp_path / "pet", tmp_path / "studies")
+    expected = (frames[0] * durations_ms[0] + frames[1] * durations_ms[1]) / sum(durations_ms)
+    np.testing.assert_allclose(np.asarray(nib.load(study).dataobj), expected, atol=2e-4 * expected.max())
+    assert json.loads(study.with_name("pet_pet.json").read_text())["time_frames_s"] == [200.0, 400.0]
+    # a second frame on another grid
+    write_image_dicom(frames[0][:, :, :6] / factor, aff, tmp_path / "bad" / "frame1", "PT", header={**pet_header(), "FrameReferenceTime": "100"}, series_uid=series)
+    write_image_dicom(frames[1] / factor, aff, tmp_path / "bad" / "frame2", "PT", header={**pet_header(), "FrameReferenceTime": "300"}, series_uid=series)
+    with pytest.raises(ValueError, match="time frame 2 lies on another grid"):
+        import_dicom(tmp_path / "bad", tmp_path / "studies2")

@@ -17,6 +17,10 @@ evenly spaced slices, RAS+ affine). What each series feeds:
   dose, DecayCorrection NONE) is refused with what is missing: a PVC map in unknown units is not
   comparable with anything. No maintained Python library computes SUV from DICOM headers (PET
   vendors' and Slicer's SUV Factor Calculator are C++/GUI), so the formula is written here.
+* A PET reconstructed in time frames (e.g. amyloid PET as 4 x 5 min: every slice position once
+  per frame, told apart by FrameReferenceTime) is the frames' mean weighted by their
+  ActualFrameDuration (each frame is decay corrected to the same reference, so this is the static
+  image of the whole acquisition).
 * MR: a T2-weighted series, told by its description (``T2`` but not T2*, FLAIR, SWI or GRE) or,
   without one, by TE >= 60 ms, TR >= 1500 ms and no inversion. Other MR series (T1w, localisers;
   multi-echo GRE, which :func:`qmri.io.dicom_input.read_multi_echo` reads) are not image-task inputs.
@@ -119,6 +123,33 @@ def mr_kind(ds, echoes: int) -> str | None:
     return "T2w" if te >= T2_MIN_TE_MS and tr >= T2_MIN_TR_MS and not getattr(ds, "InversionTime", None) else None
 
 
+def _time_frames(slices: list[Slice]) -> list[tuple[float, list[Slice]]]:
+    """A PET series' slices grouped by time frame (FrameReferenceTime), each with its duration
+    (ActualFrameDuration, ms; 1 when absent); one group for a static series."""
+    frames: dict[float, list[Slice]] = defaultdict(list)
+    duration: dict[float, float] = {}
+    for s in slices:
+        h = pydicom.dcmread(str(s.path), stop_before_pixels=True, specific_tags=["FrameReferenceTime", "ActualFrameDuration"])
+        t = round(float(getattr(h, "FrameReferenceTime", 0) or 0), 3)
+        frames[t].append(s)
+        duration[t] = float(getattr(h, "ActualFrameDuration", 0) or 0) or 1.0
+    return [(duration[t], frames[t]) for t in sorted(frames)]
+
+
+def _pet_volume(slices: list[Slice], what: str) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """A PET series as one volume: a static series as read, a framed one as the duration-weighted
+    mean of its frames (which must lie on one grid); returns (volume, affine, frame durations ms)."""
+    frames = _time_frames(slices) if len({tuple(np.round(s.position, 2)) for s in slices}) < len(slices) else [(1.0, slices)]
+    total, affine, durations = None, None, []
+    for i, (d, group) in enumerate(frames):
+        vol, aff = read_volume(group, f"{what}, time frame {i + 1}")
+        if affine is not None and (vol.shape != total.shape or not np.allclose(aff, affine, atol=1e-3)):
+            raise ValueError(f"{what}: time frame {i + 1} lies on another grid than frame 1")
+        total, affine = (vol * np.float32(d), aff) if total is None else (total + vol * np.float32(d), affine)
+        durations.append(d)
+    return total / np.float32(sum(durations)), affine, durations
+
+
 def read_series_images(source: str | Path) -> tuple[list[SeriesImage], list[str]]:
     """The CT, PET and T2-weighted MR series in ``source`` as task inputs, and a line for each
     series that feeds no task (or could not be read: its reason)."""
@@ -136,8 +167,10 @@ def read_series_images(source: str | Path) -> tuple[list[SeriesImage], list[str]
                 skipped.append(f"{what}: an MR series that is not T2-weighted (multi-echo GRE is read as qsm_raw)")
                 continue
         try:
-            data, affine = read_volume(slices, what)
+            data, affine, durations = _pet_volume(slices, what) if kind == "PT" else (*read_volume(slices, what), [])
             meta: dict[str, Any] = {"task": IMAGE_TASK[kind], "modality": {"CT": "ct", "PT": "pet"}.get(kind, kind), "source": {"dicom_series": [uid]}, "series_number": int(getattr(ds, "SeriesNumber", 0) or 0)}
+            if len(durations) > 1:
+                meta["time_frames_s"] = [round(d / 1000.0, 3) for d in durations]
             if kind == "PT":
                 factor = suv_factor(ds)
                 data = data * np.float32(factor)

@@ -196,14 +196,16 @@ def write_image_dicom(
     number: int = 10,
     study_uid: str | None = None,
     frame_uid: str | None = None,
+    series_uid: str | None = None,
 ) -> str:
     """One (i, j, k) volume as a classic single-frame series under ``folder``; returns its series UID.
 
     ``modality``: ``CT`` (values in HU: uint16 with intercept -1024, RescaleType HU), ``PT`` (values
     in Bq/ml: uint16 with each slice's own slope, Units BQML) or ``MR`` (a.u.: uint16, one slope).
     ``header``: further attributes (e.g. PatientWeight, RadiopharmaceuticalInformationSequence,
-    EchoTime and RepetitionTime), set on every slice; ``study_uid``/``frame_uid``: put the series
-    in an existing study and frame of reference (new ones when None)."""
+    EchoTime and RepetitionTime), set on every slice; ``study_uid``/``frame_uid``/``series_uid``: put
+    the volume in an existing study, frame of reference or series (e.g. a PET time frame; new ones
+    when None)."""
     if modality not in SOP_CLASS:
         raise ValueError(f"modality {modality!r}: one of {', '.join(SOP_CLASS)}")
     folder = Path(folder)
@@ -212,7 +214,7 @@ def write_image_dicom(
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     row_dir, col_dir = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
     nx, ny, nz = data.shape
-    series_uid = generate_uid()
+    series_uid = series_uid or generate_uid()
     base = _base(study_uid or generate_uid(), frame_uid or generate_uid(), series_uid, patient_id, description or modality, number)
     base["Modality"] = modality
     if modality != "MR":
