@@ -426,3 +426,28 @@ def test_a_pet_in_time_frames_becomes_their_duration_weighted_mean(tmp_path):
     write_image_dicom(frames[1] / factor, aff, tmp_path / "bad" / "frame2", "PT", header={**pet_header(), "FrameReferenceTime": "300"}, series_uid=series)
     with pytest.raises(ValueError, match="time frame 2 lies on another grid"):
         import_dicom(tmp_path / "bad", tmp_path / "studies2")
+
+
+def test_headers_claiming_huge_images_are_refused_before_decoding(phantom, tmp_path):
+    """A series whose headers claim far more pixels than it holds (hostile or broken) is refused by
+    the NIfTI inputs' voxel limit before any pixel data is decoded."""
+    import pydicom
+
+    from qmri.io.importers import import_dicom
+    from qmri.simulate.dicom_export import write_image_dicom
+
+    write_image_dicom(np.zeros((6, 5, 4), np.float32), np.eye(4), tmp_path / "ct", "CT")
+    me, _ = phantom
+    write_multi_echo_dicom(MultiEcho(me.magnitude[:6, :5, :4], me.phase[:6, :5, :4], me.affine, me.echo_times_ms, 3.0), tmp_path / "gre")
+    for f in (tmp_path / "ct").glob("*.dcm"):
+        ds = pydicom.dcmread(str(f))
+        ds.Rows = ds.Columns = 65535
+        ds.save_as(str(f))
+    with pytest.raises(ValueError, match="headers claim 17,179,344,900 voxel values"):
+        import_dicom(tmp_path / "ct", tmp_path / "studies")
+    for f in (tmp_path / "gre" / "mag").glob("*.dcm"):
+        ds = pydicom.dcmread(str(f))
+        ds.Rows = ds.Columns = 20000
+        ds.save_as(str(f))
+    with pytest.raises(ValueError, match="the multi-echo acquisition: the headers claim"):
+        read_multi_echo(tmp_path / "gre")

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from .dicom_input import Slice, read_volume, scan
+from .dicom_input import Slice, check_size, read_volume, scan
 
 #: modality or MR kind -> the task it feeds
 IMAGE_TASK = {"CT": "synthetic_mr", "T2w": "synthetic_ct", "PT": "pvc"}
@@ -140,6 +140,7 @@ def _pet_volume(slices: list[Slice], what: str) -> tuple[np.ndarray, np.ndarray,
     """A PET series as one volume: a static series as read, a framed one as the duration-weighted
     mean of its frames (which must lie on one grid); returns (volume, affine, frame durations ms)."""
     frames = _time_frames(slices) if len({tuple(np.round(s.position, 2)) for s in slices}) < len(slices) else [(1.0, slices)]
+    check_size([group for _, group in frames], what)
     total, affine, durations = None, None, []
     for i, (d, group) in enumerate(frames):
         vol, aff = read_volume(group, f"{what}, time frame {i + 1}")

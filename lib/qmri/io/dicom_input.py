@@ -33,6 +33,7 @@ import pydicom
 import SimpleITK as sitk
 
 from .multi_echo import MultiEcho, phase_to_radians
+from .nifti_input import DEFAULT_MAX_VOXELS
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -53,6 +54,7 @@ class Slice:
     frame: int | None = None  # 0-based frame of a multi-frame file; None for a classic slice
     rescale: tuple[float, float] = (1.0, 0.0)  # (slope, intercept) of a frame; classic slices: SimpleITK applies it
     modality: str = "MR"
+    matrix: tuple[int, int] = (0, 0)  # (Rows, Columns) of the image (frame)
 
 
 #: Multi-frame image storage classes read frame by frame (other multi-frame objects, e.g. Parametric
@@ -111,6 +113,7 @@ def _series_fields(ds, path: Path) -> dict:
         "frame_of_reference": str(getattr(ds, "FrameOfReferenceUID", "")),
         "field_strength_t": float(strength) if strength not in (None, "") else None,
         "modality": str(getattr(ds, "Modality", "")),
+        "matrix": (int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)),
     }
 
 
@@ -217,8 +220,18 @@ def _frame_pixels(path: Path, cache: dict) -> np.ndarray:
     return cache[path]
 
 
+def check_size(volumes: list[list[Slice]], what: str, max_voxels: int = DEFAULT_MAX_VOXELS) -> None:
+    """Refuse, before any pixel is decoded, volumes whose headers claim more than ``max_voxels``
+    values in all (the limit of the NIfTI inputs: one request cannot exhaust memory)."""
+    n = sum(s.matrix[0] * s.matrix[1] for v in volumes for s in v)
+    if n > max_voxels:
+        rows, cols = volumes[0][0].matrix
+        raise ValueError(f"{what}: the headers claim {n:,} voxel values ({rows} x {cols} per slice, {sum(len(v) for v in volumes)} slices), more than the limit of {max_voxels:,}")
+
+
 def read_volume(slices: list[Slice], what: str, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One volume's slices (an echo, or a single-volume series) -> ((i, j, k) float32 array, RAS affine)."""
+    check_size([slices], what)
     iop = slices[0].orientation
     if any(not np.allclose(s.orientation, iop, atol=1e-4) for s in slices):
         raise ValueError(f"{what}: slices with different orientations (ImageOrientationPatient); one acquisition has one")
@@ -306,6 +319,7 @@ def read_multi_echo(source: str | Path | Iterable[str | Path], series_uid: str |
         raise ValueError(f"two magnitude echoes share an echo time ({te} ms)")
     if any(t <= 0 for t in te):
         raise ValueError("EchoTime is missing or zero in the magnitude images")
+    check_size([by[k] for k in mags + phases], "the multi-echo acquisition")
     counts = {len(by[k]) for k in mags + phases}
     if len(counts) > 1:
         raise ValueError(f"the echoes have different numbers of slices ({sorted(counts)}): an incomplete series")
