@@ -451,3 +451,16 @@ def test_headers_claiming_huge_images_are_refused_before_decoding(phantom, tmp_p
         ds.save_as(str(f))
     with pytest.raises(ValueError, match="the multi-echo acquisition: the headers claim"):
         read_multi_echo(tmp_path / "gre")
+
+
+def test_a_folder_scan_reports_progress(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from qmri.io import dicom_input
+    from qmri.simulate.dicom_export import write_image_dicom
+
+    write_image_dicom(np.zeros((6, 5, 5), np.float32), np.eye(4), tmp_path / "ct", "CT")
+    monkeypatch.setattr(dicom_input, "PROGRESS_EVERY", 2)
+    with caplog.at_level(logging.INFO, logger="qmri.io.dicom_input"):
+        assert len(dicom_input.scan(tmp_path, modalities=None)) == 5
+    assert [r.getMessage() for r in caplog.records] == ["DICOM headers read: 2 of 5 files", "DICOM headers read: 4 of 5 files"]

@@ -525,8 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from .training.command import set_argv
 
-    set_argv(sys.argv[1:] if argv is None else argv)  # model cards name the command that ran    # long commands (training, benchmarks, sample data, inference) report progress by default; the others only with -v
-    chatty = (args.verbose or args.command in ("train", "bench", "sample-data", "infer")) and not args.quiet
+    set_argv(sys.argv[1:] if argv is None else argv)  # model cards name the command that ran
+    # long commands (training, benchmarks, sample data, inference, imports) report progress by default; the others only with -v
+    chatty = (args.verbose or args.command in ("train", "bench", "sample-data", "infer", "import")) and not args.quiet
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables: every bar off

@@ -23,6 +23,7 @@ data compressed in a transfer syntax no installed decoder reads.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from .multi_echo import MultiEcho, phase_to_radians
 from .nifti_input import DEFAULT_MAX_VOXELS
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+PROGRESS_EVERY = 1000  # files between two progress lines of a folder scan
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -175,7 +178,10 @@ def scan(source: str | Path | Iterable[str | Path], modalities: tuple[str, ...] 
     """The image slices among the files of these modalities (None: any); others, e.g. DICOMDIR or
     non-DICOM files, are skipped."""
     out = []
-    for f in _files(source):
+    files = _files(source)
+    for n, f in enumerate(files, 1):
+        if n % PROGRESS_EVERY == 0:
+            log.info("DICOM headers read: %d of %d files", n, len(files))
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
         except (pydicom.errors.InvalidDicomError, OSError, ValueError):
