@@ -464,3 +464,28 @@ def test_a_folder_scan_reports_progress(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="qmri.io.dicom_input"):
         assert len(dicom_input.scan(tmp_path, modalities=None)) == 5
     assert [r.getMessage() for r in caplog.records] == ["DICOM headers read: 2 of 5 files", "DICOM headers read: 4 of 5 files"]
+
+
+def test_oef_from_a_dicom_study_computes_its_susceptibility_first(phantom, tmp_path, capsys):
+    """DICOM in -> qsm_raw study -> `qmri infer oef --chi-method tkd`: the OEF maps equal the task's
+    own on (magnitudes + TKD susceptibility); the result names the chi method; misuse is named."""
+    me, mask = phantom
+    small = MultiEcho(me.magnitude[4:28, 6:30, 8:22], me.phase[4:28, 6:30, 8:22], me.affine, me.echo_times_ms, 3.0)
+    write_multi_echo_dicom(small, tmp_path / "p8")
+    assert main(["import", "dicom", str(tmp_path / "p8"), "--studies", str(tmp_path / "s")]) == 0
+    study = tmp_path / "s" / "p8_qsmraw.nii.gz"
+    assert main(["infer", "oef", str(study), "--method", "qq_fit", "--chi-method", "tkd", "--out", str(tmp_path / "maps")]) == 0
+    result = json.loads((tmp_path / "maps" / "p8_qsmraw_oef_qq_fit.json").read_text())
+    assert result["chi_method"] == "tkd" and result["maps"][0]["name"] == "OEF"
+    raw = np.asarray(nib.load(study).dataobj, np.float32)
+    meta = json.loads(study.with_name("p8_qsmraw.json").read_text())
+    chi = task_spec("qsm_raw").call(raw, nib.load(study).affine, meta, "tkd", {})[0].data
+    brain = raw[..., -1] != 0
+    oef_in = np.concatenate([raw[..., :E], np.where(brain, chi, 0)[..., None]], -1)
+    ref = task_spec("oef").call(oef_in, nib.load(study).affine, {"echo_times_ms": meta["echo_times_ms"], "B0_T": 3.0, "B0_dir": meta["B0_dir"]}, "qq_fit", {})[0].data
+    got = nib.load(tmp_path / "maps" / "p8_qsmraw_oef_qq_fit.nii.gz").get_fdata()[..., 0]
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert main(["infer", "oef", str(study), "--method", "qq_fit", "--chi-method", "nope", "--out", str(tmp_path / "m2")]) == 2
+    assert "unknown --chi-method 'nope'" in capsys.readouterr().err
+    assert main(["infer", "qsm_raw", str(study), "--method", "tkd", "--chi-method", "tkd", "--out", str(tmp_path / "m3")]) == 2
+    assert "--chi-method applies to oef" in capsys.readouterr().err

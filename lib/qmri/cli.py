@@ -195,7 +195,7 @@ def _infer(args: argparse.Namespace) -> int:
     from .infer_cli import infer
 
     options = _options(args)
-    path, result = infer(args.task, image, out, sidecar=sidecar, method=args.method, maps=args.map, model_dir=args.model_dir, overwrite=args.overwrite, options=options)
+    path, result = infer(args.task, image, out, sidecar=sidecar, method=args.method, maps=args.map, model_dir=args.model_dir, overwrite=args.overwrite, options=options, chi_method=args.chi_method)
     for m in result["maps"]:
         print(f"{m['name']} ({m['units']}): channel {m['channel']}")
     print(f"{result['task']} by {result['method']} in {result['seconds']:.1f} s -> {path}")
@@ -415,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", choices=INFER_TASKS)
     p.add_argument("input", nargs="?", default=None, help="input NIfTI (the task's layout: see the README's task table); or --bids")
     p.add_argument("--bids", default=None, metavar="DATASET", help="run over every matching acquisition of a BIDS dataset, writing DATASET/derivatives/qmri/ (resumable)")
-    p.add_argument("--chi-method", default=None, help="--bids oef: which susceptibility derivative (desc) to use (default: any)")
+    p.add_argument(
+        "--chi-method", default=None, help="oef: with --bids, which susceptibility derivative (desc) to use (default: any); on a qsm_raw study (e.g. from 'qmri import dicom'), the qsm_raw method that computes it first (default: that task's default)"
+    )
     p.add_argument("--sidecar", default=None, help="JSON sidecar (default: the .json beside the input)")
     p.add_argument("--method", default=None, help="method (default: the task's default; an unknown one lists the choices)")
     p.add_argument("--map", nargs="+", default=None, help="only these output maps (default: all)")
