@@ -422,7 +422,6 @@ def test_server_killed_mid_training_leaves_weights_loadable_and_unchanged(own):
     while not (set(Path(tempfile.gettempdir()).glob("qmri_train_*")) - tmp_before) and time.time() < deadline:
         time.sleep(0.5)
     assert set(Path(tempfile.gettempdir()).glob("qmri_train_*")) - tmp_before, "the training never started"
-    time.sleep(2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     child.wait(timeout=90)  # the training process notices (once its app is loaded) and ends without publishing
