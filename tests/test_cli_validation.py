@@ -72,7 +72,7 @@ BAD_VALUES = [
     (["bench", "classical", "--tasks", "lstm"], "--tasks", "bench classical takes synth, pvc, qsm, oef, got lstm"),
     (["bench", "qsm", "--tasks", "oef"], "--tasks", "not used by bench qsm"),
     (["bench", "classical", "--weights", "w.pt"], "--weights", "not used by bench classical"),
-    (["bench", "pvc", "--ood", "only"], "--ood", "not used by bench pvc"),
+    (["bench", "synth", "--ood", "only"], "--ood", "not used by bench synth"),
     (["bench", "qsm", "--ood", "maybe"], "--ood", "invalid choice: 'maybe'"),
     (["train", "qsm", "--randomised", "1.5"], "--randomised", "must be a number in [0, 1], got 1.5"),
 ]

@@ -212,7 +212,7 @@ def _check_bench(args: argparse.Namespace) -> None:
         bad = [t for t in args.tasks if t not in BENCH_TASKS[suite]]
         if bad or not args.tasks:
             raise UsageError(f"argument --tasks: bench {suite} takes {', '.join(BENCH_TASKS[suite])}, got {' '.join(args.tasks) or 'none'}")
-    if args.ood != "yes" and suite != "qsm":
+    if args.ood != "yes" and suite not in ("qsm", "pvc"):
         raise UsageError(f"argument --ood: not used by bench {suite}")
     if suite == "oef" and args.first_subject >= args.subjects:
         raise UsageError(f"argument --first-subject: must be below --subjects ({args.subjects}), got {args.first_subject}")
@@ -257,11 +257,17 @@ def _bench(args: argparse.Namespace) -> int:
 
             run_ood(args.out, args.weights, subjects=1)
     elif args.suite == "pvc":
-        from .bench.pvc import run
-
         from .tasks.pvc import DEFAULT_NETWORK
 
-        run(args.out, {DEFAULT_NETWORK: args.weights} if args.weights else None, subjects=args.subjects, resolution_mm=args.resolution)
+        weights = {DEFAULT_NETWORK: args.weights} if args.weights else None
+        if args.ood != "only":
+            from .bench.pvc import run
+
+            run(args.out, weights, subjects=args.subjects, resolution_mm=args.resolution)
+        if args.ood != "no":
+            from .bench.pvc_ood import run as run_ood
+
+            run_ood(args.out, weights, subjects=1)  # independent simulator, 2 mm, 1 mm, 2x2x3 mm (bench_pvc_ood.md)
     elif args.suite == "synth":
         from .bench.synth import run
         from .bench.synth_ood import run as run_ood
@@ -479,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ood",
         choices=("yes", "no", "only"),
         default="yes",
-        help="qsm: also run the out-of-distribution cases (qsm-forward fields, independent tissue model, 1 mm, 1x1x3 mm, cylinders; bench_qsm_ood.md; minutes at 1 mm), skip them, or run only them (default yes)",
+        help="qsm, pvc: also run the out-of-distribution cases (qsm: qsm-forward fields, independent tissue model, 1 mm, 1x1x3 mm, cylinders, bench_qsm_ood.md; pvc: an independent PET simulator at 2 mm, 1 mm and 2x2x3 mm, bench_pvc_ood.md; minutes at 1 mm), skip them, or run only them (default yes)",
     )
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
     p.add_argument(

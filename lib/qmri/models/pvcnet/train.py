@@ -26,6 +26,11 @@ from .predict import predict_pvc
 from .net import DEFAULT_CHANNELS, DEFAULT_STRIDES, Scaling, fwhm_channel, pvcnet
 from ...training import loop
 from .data import PVCVolume, draw_example, make_volume, sample_patches, validation_examples
+from .data_randomised import FWHM_RANGE_MM as RANDOM_FWHM_RANGE_MM
+from .data_randomised import random_example
+
+RANDOM_VAL_EXAMPLES = 2  # fixed randomised validation examples per validation subject
+RANDOM_VAL_SEED = 31_500
 
 
 def rmse(est: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
@@ -39,12 +44,32 @@ class PVCRecipe:
     name = "pvcnet"
     metric = "val_ratio"
 
-    def __init__(self, vols: Sequence[PVCVolume], vvols: Sequence[PVCVolume], patch: int = 64, channels=DEFAULT_CHANNELS, strides=DEFAULT_STRIDES, target: str = "rbv", condition_fwhm: bool = False, residual: str = "additive"):
+    def __init__(
+        self,
+        vols: Sequence[PVCVolume],
+        vvols: Sequence[PVCVolume],
+        patch: int = 64,
+        channels=DEFAULT_CHANNELS,
+        strides=DEFAULT_STRIDES,
+        target: str = "rbv",
+        condition_fwhm: bool = False,
+        residual: str = "additive",
+        randomised: float = 0.0,
+    ):
         self.vols, self.vvols = list(vols), list(vvols)
         self.residual = residual
         self.patch, self.channels, self.strides, self.target = patch, tuple(channels), tuple(strides), target
         self.in_channels = 2 if condition_fwhm else 1
         self.val_examples = validation_examples(self.vvols, target)
+        if not 0.0 <= float(randomised) <= 1.0:
+            raise ValueError(f"randomised must be a fraction in [0, 1], got {randomised}")
+        self.randomised = float(randomised)
+        phantoms = [v for v in self.vvols if v.is_phantom]
+        if self.randomised > 0 and not phantoms:
+            raise ValueError("randomised examples need phantom validation subjects")
+        vrng = np.random.default_rng(RANDOM_VAL_SEED)
+        # fixed randomised validation examples, so the kept epoch also generalises beyond the phantom generator
+        self.val_random = [(v, *random_example(v, vrng, target)) for v in phantoms for _ in range(RANDOM_VAL_EXAMPLES)] if self.randomised > 0 else []
         self.loss_fn = torch.nn.MSELoss()
 
     def build(self) -> torch.nn.Module:
@@ -64,7 +89,8 @@ class PVCRecipe:
             "target": self.target,
             "voxel_size_mm": self.vols[0].voxel_size_mm,
             "patch": self.patch,
-            "fwhm_range_mm": [5.0, 8.0],
+            "fwhm_range_mm": list(RANDOM_FWHM_RANGE_MM) if self.randomised > 0 else [5.0, 8.0],
+            "randomised_fraction": self.randomised,
             "train_subjects": [v.subject for v in self.vols],
             "val_subjects": [v.subject for v in self.vvols],
         }
@@ -73,7 +99,10 @@ class PVCRecipe:
         pool = []
         per_vol = max(1, int(np.ceil(steps * batch_size / len(self.vols))))
         for v in self.vols:
-            pet, tgt, fwhm = draw_example(v, rng, self.target)
+            if v.is_phantom and rng.random() < self.randomised:  # a domain-randomised example of this anatomy
+                pet, tgt, fwhm = random_example(v, rng, self.target)
+            else:
+                pet, tgt, fwhm = draw_example(v, rng, self.target)
             sc = Scaling.of(pet)
             pool += [(p, t, fwhm) for p, t in sample_patches(sc.normalise(pet), sc.normalise(tgt, clip=False), v.mask, per_vol, self.patch, rng)]
         order = rng.permutation(len(pool))
@@ -91,12 +120,21 @@ class PVCRecipe:
         return self.loss_fn(model(batch["x"]), batch["y"])
 
     def validate(self, net, device) -> dict:
-        """Mean RMSE (SUV, brain) of the network and of the input against the target, and their ratio."""
-        e_net, e_in = [], []
-        for v, pet, tgt, fwhm in self.val_examples:
-            e_net.append(rmse(predict_pvc(net, pet, fwhm_mm=fwhm, device=device), tgt, v.mask))
-            e_in.append(rmse(pet, tgt, v.mask))
-        return {"val_rmse": float(np.mean(e_net)), "val_rmse_input": float(np.mean(e_in)), "val_ratio": float(np.mean(np.array(e_net) / np.array(e_in)))}
+        """Mean RMSE (SUV, brain) of the network and of the input against the target, and their ratio;
+        with randomised training, ``val_ratio`` is the mean of the phantom and the randomised examples' ratios."""
+
+        def errors(examples):
+            e_net = [rmse(predict_pvc(net, pet, fwhm_mm=fwhm, device=device), tgt, v.mask) for v, pet, tgt, fwhm in examples]
+            e_in = [rmse(pet, tgt, v.mask) for v, pet, tgt, fwhm in examples]
+            return float(np.mean(e_net)), float(np.mean(e_in)), float(np.mean(np.array(e_net) / np.array(e_in)))
+
+        e_net, e_in, ratio = errors(self.val_examples)
+        out = {"val_rmse": e_net, "val_rmse_input": e_in, "val_ratio": ratio}
+        if self.val_random:
+            out["val_ratio_phantoms"] = ratio
+            out["val_ratio_randomised"] = errors(self.val_random)[2]
+            out["val_ratio"] = 0.5 * (ratio + out["val_ratio_randomised"])
+        return out
 
 
 def train_pvc(
@@ -111,6 +149,7 @@ def train_pvc(
     condition_fwhm: bool = False,
     workers: int = 1,
     residual: str = "additive",
+    randomised: float = 0.0,
     **options,
 ) -> dict:
     """Train and save the best weights to ``out_path``; returns :func:`qmri.training.loop.train`'s result.
@@ -118,7 +157,9 @@ def train_pvc(
     ``train``/``val``: phantom seeds or ready :class:`PVCVolume` s (e.g. from datastore studies).
     ``target``: ``"rbv"`` (default) or ``"activity"`` (true activity / ``labels/final``).
     ``condition_fwhm``: give the network the PSF FWHM as a second channel. ``residual``: how the
-    U-Net's output meets the input (:class:`~qmri.models.pvcnet.net.PVCNet`). ``options`` go to
+    U-Net's output meets the input (:class:`~qmri.models.pvcnet.net.PVCNet`). ``randomised``: the
+    fraction of phantom examples drawn domain-randomised (:mod:`qmri.models.pvcnet.data_randomised`).
+    ``options`` go to
     :func:`qmri.training.loop.train` (``init`` fine-tunes, ``max_minutes`` stops after the epoch
     that passes that wall time, ...); defaults: 20 epochs of 50 steps, batch 2, Adam lr 1e-3.
     """
@@ -126,7 +167,7 @@ def train_pvc(
     vols = _volumes(train, resolution_mm, workers, "training subjects", progress)
     vvols = _volumes(val, resolution_mm, workers, "validation subjects", progress)
     options = {"epochs": 20, "steps_per_epoch": 50, "batch_size": 2, "lr": 1e-3, **options}
-    return loop.train(PVCRecipe(vols, vvols, patch, channels, strides, target, condition_fwhm, residual), out_path, **options)
+    return loop.train(PVCRecipe(vols, vvols, patch, channels, strides, target, condition_fwhm, residual, randomised), out_path, **options)
 
 
 def _volumes(items, resolution_mm: float, workers: int, desc: str, progress: bool) -> list[PVCVolume]:
