@@ -6,7 +6,7 @@
 #   speed   issue 27: qmri bench serve --speed --no-rest --device cuda, 2 and 1 mm         ~3 min
 #           (the 1 mm studies are simulated there first, on 16 cores)
 #   oef     issue 24: qmri train oef --model best at scale, stopped by OEF_MINUTES        OEF_MINUTES + data
-#   pvc     issue 25: the shipped pvcnet_fwhm recipe trained towards the true activity    PVC_MINUTES + data
+#   pvc     issue 25: the shipped pvcnet_fwhm recipe trained towards the true activity, half the examples domain-randomised    PVC_MINUTES + data
 #           (--target activity), stopped by PVC_MINUTES
 #   qsm     issue 25: qmri train qsm --randomised 0.75, stopped by QSM_MINUTES            QSM_MINUTES + data
 # What comes back: the device returns at most 8 files of at most 16 MiB from $OUT. So everything is
@@ -73,7 +73,7 @@ for s in "$@"; do
         cuda) step cuda python3 -m pytest -q -p no:cacheprovider tests/test_compute.py ;;
         speed) step speed qmri bench serve --speed --no-rest --device "$DEVICE" "${SPEED_ARGS[@]}" --out "$WORK/speed" ;;
         oef) step oef qmri train oef --model best "${OEF_ARGS[@]}" --device "$DEVICE" --out "$WORK/oefnet" ;;
-        pvc) step pvc qmri train pvc --target activity "${PVC_ARGS[@]}" --device "$DEVICE" --out "$WORK/pvcnet_activity/pvcnet_fwhm.pt" ;;
+        pvc) step pvc qmri train pvc --target activity --randomised 0.5 "${PVC_ARGS[@]}" --device "$DEVICE" --out "$WORK/pvcnet_activity/pvcnet_fwhm.pt" ;;
         qsm) step qsm qmri train qsm --randomised 0.75 "${QSM_ARGS[@]}" --device "$DEVICE" --out "$WORK/qsmnet/qsmnet.pt" ;;
         *) echo "unknown step $s" | tee -a "$WORK/steps.log" ;;
     esac

@@ -112,7 +112,7 @@ def train_command(args) -> dict:
     from ...training import model_card
     from ...training.loop import save_training_curve, training_command
     from .data import CT_SEED, MR_SEED, VAL_SEED, make_volume
-    from .train import DEFAULT_WEIGHTS, train_synth
+    from .train import DEFAULT_WEIGHTS, SynthRecipe, train_synth
 
     for k, v in vars(add_arguments(argparse.ArgumentParser()).parse_args([])).items():
         if not hasattr(args, k):
@@ -132,28 +132,19 @@ def train_command(args) -> dict:
     for v in ct_vols:
         v.mr = None
     prep_s = time.time() - t0
-    res = train_synth(
-        out,
+    recipe = SynthRecipe(
         mr_vols,
         ct_vols,
         val_vols,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps,
-        batch_size=args.batch,
-        lr=lr,
         crop=args.crop,
+        lr=lr,
         weights=weights,
-        seed=args.seed,
-        device=args.device,
-        max_minutes=args.max_minutes,
-        world_size=args.world_size,
         val_slices=args.val_slices or None,
         warm_steps=args.warm_steps,
         warm_weight=args.warm_weight,
-        pretrain_steps=args.pretrain_steps,
-        pretrain_lr=args.pretrain_lr,
+        warm_only_steps=args.pretrain_steps,
+        warm_lr=args.pretrain_lr,
         pseudo_sct=args.pseudo_sct,
-        init=args.init,
         bt=args.backtranslation,
         pseudo=args.pseudo_weight,
         bt_ssim=args.backtranslation_ssim,
@@ -161,6 +152,7 @@ def train_command(args) -> dict:
         hybrid_brain=args.hybrid_brain,
         ema_decay=args.ema_decay,
     )
+    res = train_synth(out, recipe, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, seed=args.seed, init=args.init, device=args.device, max_minutes=args.max_minutes, world_size=args.world_size)
     save_training_curve(res["history"], out.parent / "training_curve.png", "scCycleGAN (MR <-> CT)", "val_sct_mae_hu", "validation sCT MAE (HU)", "generator loss")
     (out.parent / "training_history.json").write_text(json.dumps(res, indent=2))
     device = res["device"]

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 
 from .data import volumes_from_studies
-from .train import train_synth
+from .train import SynthRecipe, train_synth
 
 #: The recipe whose ``fine_tune`` section holds the defaults of ``POST /train``.
 RECIPE = "synthnet"
@@ -53,25 +53,9 @@ def fit(out, train, val, init, p):
     # backtranslation > 0: every step is a generator-only step (pseudo-target L1 + back-translation,
     # the recipe of the shipped weights); 0: the scCycleGAN's adversarial losses
     stable = (
-        dict(pretrain_steps=epochs * steps, pretrain_lr=float(p["lr"]), bt=bt, pseudo=float(p["pseudo_weight"]), bt_ssim=float(p["backtranslation_ssim"]), bt_hybrid=float(p["backtranslation_hybrid"]), hybrid_brain=str(p["hybrid_brain"]))
+        dict(warm_only_steps=epochs * steps, warm_lr=float(p["lr"]), bt=bt, pseudo=float(p["pseudo_weight"]), bt_ssim=float(p["backtranslation_ssim"]), bt_hybrid=float(p["backtranslation_hybrid"]), hybrid_brain=str(p["hybrid_brain"]))
         if bt > 0
         else {}
     )
-    return train_synth(
-        out,
-        mr,
-        ct,
-        val,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        batch_size=int(p["batch_size"]),
-        lr=float(p["lr"]),
-        crop=int(p["crop"]),
-        val_slices=int(p["val_slices"]) if int(p["val_slices"]) > 0 else None,
-        init=init,
-        device=p["device"],
-        progress=False,
-        world_size=p["world_size"],
-        ema_decay=float(p["ema_decay"]),
-        **stable,
-    )
+    recipe = SynthRecipe(mr, ct, val, crop=int(p["crop"]), lr=float(p["lr"]), val_slices=int(p["val_slices"]) if int(p["val_slices"]) > 0 else None, ema_decay=float(p["ema_decay"]), **stable)
+    return train_synth(out, recipe, epochs=epochs, steps_per_epoch=steps, batch_size=int(p["batch_size"]), init=init, device=p["device"], progress=False, world_size=p["world_size"])

@@ -415,16 +415,11 @@ class SynthRecipe:
 
 def train_synth(
     out_path,
-    mr_vols,
-    ct_vols,
-    val_vols,
+    recipe: SynthRecipe,
+    *,
     epochs: int,
     steps_per_epoch: int,
     batch_size: int,
-    lr: float = 2e-4,
-    crop: int = 96,
-    weights=None,
-    net=None,
     seed: int = 0,
     init=None,
     device=None,
@@ -432,44 +427,8 @@ def train_synth(
     world_size: int = 1,
     progress: bool = True,
     on_epoch=None,
-    val_slices: int | None = None,
-    warm_steps: int = 0,
-    warm_weight: float = 10.0,
-    pretrain_steps: int = 0,
-    pretrain_lr: float = 1e-3,
-    pseudo_sct: str = "tissue_mixture",
-    bt: float = 0.0,
-    pseudo: float = 1.0,
-    bt_ssim: float = 0.0,
-    bt_hybrid: float = 0.0,
-    hybrid_brain: str = "tissue_mixture",
-    ema_decay: float = 0.0,
 ) -> dict:
-    """Build the recipe and run :func:`qmri.training.loop.train`; returns its result dict.
-
-    ``val_slices``: validate on that many contiguous central axial slices (None: whole volumes).
-    """
+    """Run :func:`qmri.training.loop.train` on ``recipe`` (its own learning rate); returns its result dict."""
     from ...training.loop import train
 
-    recipe = SynthRecipe(
-        mr_vols,
-        ct_vols,
-        val_vols,
-        crop=crop,
-        lr=lr,
-        weights=weights,
-        net=net,
-        val_slices=val_slices,
-        warm_steps=warm_steps,
-        warm_weight=warm_weight,
-        warm_only_steps=pretrain_steps,
-        warm_lr=pretrain_lr,
-        pseudo_sct=pseudo_sct,
-        bt=bt,
-        pseudo=pseudo,
-        bt_ssim=bt_ssim,
-        bt_hybrid=bt_hybrid,
-        hybrid_brain=hybrid_brain,
-        ema_decay=ema_decay,
-    )
-    return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)
+    return train(recipe, out_path, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=recipe.lr, seed=seed, init=init, device=device, progress=progress, on_epoch=on_epoch, world_size=world_size, max_minutes=max_minutes)
