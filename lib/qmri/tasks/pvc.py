@@ -47,13 +47,23 @@ def split_pet(image: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray | 
     return pet, seg
 
 
-def _network(pet: np.ndarray, vs, fwhm, net: ReloadingWeights) -> np.ndarray:
+def _network(pet: np.ndarray, vs, fwhm, net: ReloadingWeights) -> tuple[np.ndarray, str]:
+    """The network's PVC map on the PET's grid, and a note for the map's description when it was resampled.
+
+    On another grid than the network's, the PET is box-averaged to the training voxel size, corrected
+    there and the map interpolated back (:class:`~qmri.networks.grid.NetworkGrid`; 0.5-4 mm per axis
+    accepted, else a ValueError naming the range). Chosen over adding the interpolated correction to
+    the native PET, which kept the native grid's noise: lower RMSE and higher SSIM against the truth on
+    every 1 mm and 2 x 2 x 3 mm case of ``bench_pvc_ood``."""
     from ..models.pvcnet.predict import predict_pvc
+    from ..networks.grid import NetworkGrid
 
     model, cfg = net.get()
-    if not np.allclose(vs, cfg["voxel_size_mm"], rtol=0.05):
-        raise ValueError(f"the PVC network was trained at {cfg['voxel_size_mm']} mm isotropic voxels; this PET has {tuple(round(v, 3) for v in vs)} mm: resample it or use a classical method")
-    return predict_pvc(model, pet, fwhm_mm=float(np.mean(fwhm)))
+    grid = NetworkGrid(pet.shape, vs, cfg["voxel_size_mm"], "the PVC network")
+    if grid.identity:
+        return predict_pvc(model, pet, fwhm_mm=float(np.mean(fwhm))), ""
+    out = grid.to_input(predict_pvc(model, grid.to_network(pet), fwhm_mm=float(np.mean(fwhm))))
+    return out, f"; computed on the network's {cfg['voxel_size_mm']:g} mm grid and interpolated to {tuple(round(v, 2) for v in vs)} mm: no detail finer than {cfg['voxel_size_mm']:g} mm"
 
 
 def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, nets: dict[str, ReloadingWeights] | None = None) -> list[QuantMap]:
@@ -67,8 +77,9 @@ def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     wide = [f / v for f, v in zip(fwhm, vs)]
     if max(wide) > MAX_FWHM_VOXELS:
         raise ValueError(f"psf_fwhm_mm {list(fwhm)} mm spans {max(wide):.3g} voxels of {[round(v, 3) for v in vs]} mm (at most {MAX_FWHM_VOXELS} accepted): check the voxel size and the FWHM units (mm), or resample the PET")
+    note = ""
     if method in nets:
-        out = _network(pet, vs, fwhm, nets[method])
+        out, note = _network(pet, vs, fwhm, nets[method])
     elif method == "rbv":
         out = pvc.rbv(pet, seg, fwhm, vs)
     elif method == "iterative_yang":
@@ -91,7 +102,7 @@ def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
         out = pvc.sharpen(pet)
     out = np.asarray(out, dtype=np.float32)
     hi = float(np.percentile(out, 99.5)) if out.size else 1.0
-    return [QuantMap("PVC", out, units, (0.0, hi), f"partial-volume corrected PET ({method})")]
+    return [QuantMap("PVC", out, units, (0.0, hi), f"partial-volume corrected PET ({method}){note}")]
 
 
 NETWORK_METHODS = {
