@@ -86,3 +86,39 @@ def test_bias_amplitude_and_order_change_the_field_as_requested():
     assert _quadratic_residual(fields[0.30, 3][0]) > 0.02 * np.log1p(0.30)
     mr, _ = simulate_synthesis(s, np.random.default_rng(5), bias_amplitude=0.30, bias_order=3)
     assert (mr.sidecar["bias_amplitude"], mr.sidecar["bias_order"]) == (0.30, 3)
+
+
+def test_randomised_synthesis_physics_is_reproducible_and_in_the_networks_units():
+    """Domain-randomised variants (qmri.models.synthnet.data_randomised): physics within the stated
+    ranges, reproducible from the seed, the T2w rescaled to the standard protocol's CSF level, the CT
+    noise as drawn, and the tissue contrast varying between draws."""
+    from qmri.anatomy.labels import N_CLASSES
+    from qmri.models.synthnet.data_randomised import RANGES, draw_physics, randomised_images
+
+    toy, core = _toy()
+    toy.probseg = np.eye(N_CLASSES, dtype=np.float32)[toy.labels]
+    standard = t2w_mr(toy.labels, toy.probseg, None, 0, 2.0, bias_field=False, snr=None, mr_cv=0.0)
+    csf = toy.labels == LABEL["csf"]
+    ratios = []
+    for seed in range(6):
+        p = draw_physics(np.random.default_rng(seed))
+        for k in ("tr_ms", "te_ms", "snr", "bias_amplitude", "ct_noise_sd_hu"):
+            assert RANGES[k][0] <= p[k] <= RANGES[k][1]
+        mr, ct = randomised_images(toy, p, np.random.default_rng(100 + seed))
+        mr2, ct2 = randomised_images(toy, p, np.random.default_rng(100 + seed))
+        assert np.array_equal(mr, mr2) and np.array_equal(ct, ct2)
+        assert np.median(mr[csf]) == pytest.approx(np.median(standard[csf]), rel=0.02)
+        assert ct[core].std() == pytest.approx(p["ct_noise_sd_hu"], rel=0.2)
+        ratios.append(np.median(mr[core]) / np.median(mr[csf]))
+    assert max(ratios) - min(ratios) > 0.05  # WM/CSF contrast is drawn, not fixed
+
+
+def test_randomised_synthesis_variants_are_cached_per_seed_and_variant(tmp_path):
+    from qmri.models.synthnet.data_randomised import randomised_volumes
+
+    a = randomised_volumes(50001, 2, 6.0, tmp_path)
+    assert [v.name for v in a] == ["phantom-50001-random0", "phantom-50001-random1"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["synth_50001_6mm_random0.npz", "synth_50001_6mm_random1.npz"]
+    assert not np.array_equal(a[0].mr, a[1].mr) and a[0].mr.shape == a[1].mr.shape == a[0].head.shape
+    b = randomised_volumes(50001, 2, 6.0, tmp_path)  # from the cache
+    assert all(np.array_equal(x.mr, y.mr) and np.array_equal(x.ct, y.ct) for x, y in zip(a, b))

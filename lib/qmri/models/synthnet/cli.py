@@ -100,6 +100,14 @@ def add_missing_arguments(p: argparse.ArgumentParser) -> None:
         ("--pseudo-weight", dict(type=nonneg_float, default=0.05, help="synth: weight of the pseudo-target L1 in the pretraining steps")),
         ("--init", dict(type=existing_file, default=None, help="synth: checkpoint to start from (same architecture)")),
         ("--cache-dir", dict(default=None, help="folder for cached phantom volumes (default ~/.cache/qmri)")),
+        (
+            "--randomised-variants",
+            dict(
+                type=nonneg_int,
+                default=0,
+                help="synth: add this many domain-randomised variants of every training subject to the pools (TR/TE, tissue properties, SNR, bias field, CT noise and HU drawn; qmri.models.synthnet.data_randomised)",
+            ),
+        ),
     ]
     for name, kw in opts:
         if name not in p._option_string_actions:
@@ -127,6 +135,12 @@ def train_command(args) -> dict:
     mr_vols = [make_volume(s, args.resolution, args.cache_dir) for s in mr_seeds]
     ct_vols = [make_volume(s, args.resolution, args.cache_dir) for s in ct_seeds]
     val_vols = [make_volume(s, args.resolution, args.cache_dir) for s in val_seeds]
+    if args.randomised_variants:
+        from .data_randomised import randomised_volumes
+
+        for seeds, vols in ((mr_seeds, mr_vols), (ct_seeds, ct_vols)):
+            for s in seeds:
+                vols += randomised_volumes(s, args.randomised_variants, args.resolution, args.cache_dir)
     for v in mr_vols:
         v.ct = None  # unpaired: the MR subjects' CTs are never seen
     for v in ct_vols:
@@ -186,7 +200,7 @@ def train_command(args) -> dict:
     fields = {
         "Networks": f"""(one checkpoint, {out.stat().st_size / 1e6:.1f} MB): two ResNet generators (seed 004 / CycleGAN: 7x7 conv, {net["n_down"]} stride-2 downsamplings, {net["n_blocks"]} residual blocks, upsamplings, 7x7 conv + tanh, instance norm; width {net["width"]}; {n_gen / 2e6:.2f} M parameters each): `g_mr2ct` (T2w MR -> CT) and `g_ct2mr` (CT -> T2w MR); two MONAI PatchDiscriminators ({net["d_layers"]} layers, width {net["d_width"]}, {n_dis / 2e6:.2f} M parameters each), kept for fine-tuning.""",
         "Intensities": """CT [-1024, 3000] HU and T2w MR [0, 800] a.u. (units of qmri.physics.ct_mr.t2w_mr: 1000 a.u. per unit PD, TR/TE 4000/90 ms; CSF ~580 a.u.) mapped linearly to [-1, 1]; outputs map back with the same fixed ranges.""",
-        "Data (unpaired)": f"""2D axial slices (head >= 5 % of the slice) of phantom heads (qmri.anatomy, MNI152-based) at {args.resolution:g} mm: MR from seeds {mr_seeds[0]}..{mr_seeds[-1]} ({cfg["n_mr_slices"]} slices), CT from the different subjects {ct_seeds[0]}..{ct_seeds[-1]} ({cfg["n_ct_slices"]} slices); random {cfg["crop"]}x{cfg["crop"]} crops, left-right flips. Validation: co-registered MR + CT of seeds {val_seeds[0]}..{val_seeds[-1]} (pairing used only for scoring; {args.val_slices or "all"} central axial slices per subject). Benchmark seeds 5600.. are disjoint.""",
+        "Data (unpaired)": f"""2D axial slices (head >= 5 % of the slice) of phantom heads (qmri.anatomy, MNI152-based) at {args.resolution:g} mm: MR from seeds {mr_seeds[0]}..{mr_seeds[-1]} ({cfg["n_mr_slices"]} slices), CT from the different subjects {ct_seeds[0]}..{ct_seeds[-1]} ({cfg["n_ct_slices"]} slices){f", each subject also with {args.randomised_variants} domain-randomised variants (qmri.models.synthnet.data_randomised: TR/TE, tissue properties, SNR, bias field, CT noise and HU drawn)" if args.randomised_variants else ""}; random {cfg["crop"]}x{cfg["crop"]} crops, left-right flips. Validation: co-registered MR + CT of seeds {val_seeds[0]}..{val_seeds[-1]} (pairing used only for scoring; {args.val_slices or "all"} central axial slices per subject). Benchmark seeds 5600.. are disjoint.""",
         "Losses": f"""{unused}LSGAN adversarial x {w["adv"]:g}, cycle L1 x {w["cyc"]:g}, the seed's discriminator-weighted pixel L1 (on the cycle reconstructions, unpaired) x {w["pix"]:g}, identity L1 x {w["idt"]:g}, spatially-correlative structural loss (fixed NCC-patch features, qmri.models.synthnet.loss) x {w["str"]:g} ({"the seed" + "'" + "s adv/pix/str weights" if (w["adv"], w["pix"], w["str"]) == (1.0, 100.0, 10.0) else "adv/pix/str differ from the seed" + "'" + "s 1/100/10, see the measured comparison below"}).""",
         "Pretraining": f"""{"none" if not cfg.get("pretrain_steps") else f"the first {cfg['pretrain_steps']} steps train only the generators, L1 to the classical sCT of each training MR ({PSEUDO_NAMES[cfg.get('pseudo_sct', 'bulk_density')]}) and the bulk sMR of each training CT (qmri.classical.bulk_density.synthetic_mr_bulk; no ground truth, training stays unpaired), Adam lr {cfg['pretrain_lr']:g}{bt_text}{then_gan}"}""",
         "Warm start": f"""{"none" if not cfg.get("warm_steps") else f"for the first {cfg['warm_steps']} steps an extra L1 pulls G(MR) towards the bulk-density sCT of the same training MR and F(CT) towards the bulk sMR of the same training CT (qmri.classical.bulk_density; no ground truth involved, training stays unpaired), weight {cfg['warm_weight']:g} ramped linearly to 0; afterwards pure scCycleGAN losses"}""",
