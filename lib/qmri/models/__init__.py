@@ -107,6 +107,7 @@ MODELS: dict[str, ModelSpec] = {
             train_command="qmri train pvc",
             task="qmri.tasks.pvc",
             bench="qmri.bench.pvc",
+            extra_roles=("data_randomised",),
         ),
         ModelSpec(
             name="synthnet",
@@ -117,7 +118,7 @@ MODELS: dict[str, ModelSpec] = {
             train_command="qmri train synth",
             task="qmri.tasks.synthesis",
             bench="qmri.bench.synth",
-            extra_roles=("loss", "targets"),
+            extra_roles=("loss", "targets", "data_randomised"),
         ),
         ModelSpec(
             name="oefnet",
