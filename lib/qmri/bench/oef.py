@@ -35,6 +35,7 @@ from ..simulate.oef import simulate_oef_with_regions
 from ..tasks.oef import oef_spec
 from ..metrics import oef as om
 from .classical import BENCH_SEED
+from .figures import Panel, axial, map_grid
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
@@ -339,32 +340,14 @@ def _report(out: Path, raw, methods, subjects, other_snr_subjects, resolution_mm
 
 
 def _figure(path: Path, truth, mask, regions, shown: dict, subject: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     les = regions.get("infarct_core", {}).get("mask")
     z = int(np.argwhere(les)[:, 2].mean()) if les is not None and les.any() else int(np.argmax(mask.sum((0, 1))))
-    panels = [("truth", truth, "OEF")]
-    for m in METHODS:
-        if m in shown:
-            panels.append((TITLES[m], shown[m][0], "OEF"))
-    if "best" in shown and shown["best"][1] is not None:
-        panels.append(("best: OEF_sd", shown["best"][1], "sd"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.7 * len(panels), 3.4))
-    outline = np.zeros(mask.shape)
+    outline = np.zeros(mask.shape, np.int8)
     for name, val in (("infarct_core", 1), ("penumbra", 2), ("territory", 3)):
         if name in regions:
             outline[regions[name]["mask"]] = val
-    for ax, (title, img, kind) in zip(np.atleast_1d(axes), panels):
-        im = ax.imshow(np.where(mask, img, np.nan)[:, :, z].T, origin="lower", cmap="viridis" if kind == "OEF" else "magma", vmin=0, vmax=75 if kind == "OEF" else 20)
-        ax.contour(outline[:, :, z].T, levels=[0.5, 1.5, 2.5], colors=["w", "r", "c"], linewidths=0.6)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-        fig.colorbar(im, ax=ax, fraction=0.046, label="OEF (%)" if kind == "OEF" else "%-points")
-    fig.suptitle(f"OEF at echo-1 SNR {MAIN_SNR:g}, held-out phantom {subject}, axial slice {z} (white: infarct core, red: penumbra, cyan: territory)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    panels = [("truth", truth, "OEF")] + [(TITLES[m], shown[m][0], "OEF") for m in METHODS if m in shown]
+    if "best" in shown and shown["best"][1] is not None:
+        panels.append(("best: OEF_sd", shown["best"][1], "sd"))
+    row = [Panel(title, axial(img, z), "OEF (%)" if kind == "OEF" else "sd (%-points)", 0.0, 75.0 if kind == "OEF" else 20.0, "viridis" if kind == "OEF" else "magma", mask=axial(mask, z), outline=axial(outline, z)) for title, img, kind in panels]
+    return map_grid(path, [row], f"OEF at echo-1 SNR {MAIN_SNR:g}, held-out phantom {subject}, axial slice {z} (white: infarct core, red: penumbra, cyan: territory)", panel_inches=2.7)

@@ -41,6 +41,7 @@ from ..physics.pet_segmentation import dice, realistic_segmentation
 from ..simulate.driver import task_rng
 from ..tasks.pvc import run_pvc
 from ..models.pvcnet.data import draw_example, make_volume
+from .figures import Panel, axial, coronal, map_grid
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
@@ -325,16 +326,11 @@ def _seed_table(rows):
 
 
 def _figure(path: Path, outs, act, brain, fwhm):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     c = np.argwhere(brain).mean(0).astype(int)
     cols = [
         ("input", outs["input"]),
         ("Richardson-Lucy", outs["richardson_lucy"]),
-        ("RBV, ideal seg\n(target)", outs["rbv@ideal"]),
+        ("RBV, ideal seg", outs["rbv@ideal"]),
         ("RBV, realistic seg", outs["rbv@realistic"]),
         ("IY, realistic seg", outs["iterative_yang@realistic"]),
         ("PVCNet", outs["pvcnet"]),
@@ -342,15 +338,5 @@ def _figure(path: Path, outs, act, brain, fwhm):
         ("truth", act),
     ]
     vmax = float(np.percentile(act[brain], 99.5))
-    fig, axes = plt.subplots(2, len(cols), figsize=(2.4 * len(cols), 5.6), facecolor="black")
-    for j, (name, vol) in enumerate(cols):
-        for i, img in enumerate((np.rot90(vol[:, :, c[2]]), np.rot90(vol[:, c[1], :]))):
-            ax = axes[i, j]
-            ax.imshow(img, cmap="hot", vmin=0, vmax=vmax)
-            ax.set_axis_off()
-            if i == 0:
-                ax.set_title(name, color="white", fontsize=9)
-    fig.suptitle(f"Amyloid-positive held-out phantom, PSF FWHM {fwhm:g} mm, SUV 0..{vmax:.2f}", color="white")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, facecolor="black")
-    plt.close(fig)
+    rows = [[Panel(name, cut(v), "SUV", 0.0, vmax, "hot") for name, v in cols] for cut in (lambda v: axial(v, c[2]), lambda v: coronal(v, c[1]))]
+    map_grid(path, rows, f"Amyloid-positive held-out phantom, PSF FWHM {fwhm:g} mm: axial (top) and coronal (bottom) slices", panel_inches=2.3)

@@ -29,6 +29,7 @@ from ..physics.rotation import rotation_about
 from ..simulate.driver import crop_box, task_rng
 from ..models.qsmnet.data import local_field
 from ..metrics.maps import qsm_metrics
+from .figures import Panel, axial, coronal, map_grid
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
@@ -129,27 +130,12 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 2, reso
 
 
 def _figure(path: Path, chi, results, mask):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     c = np.argwhere(mask).mean(0).astype(int)
 
     def demeaned(vol):
         return np.where(mask, vol - vol[mask].mean(), 0.0)
 
-    cols = [("truth", demeaned(chi))] + [(m, demeaned(results[m])) for m in METHODS if m != "constant"]
-    cols += [(f"{m} - truth", demeaned(results[m]) - demeaned(chi)) for m in ("qsmnet", "l2")]
-    fig, axes = plt.subplots(2, len(cols), figsize=(2.3 * len(cols), 5), facecolor="black")
-    for j, (name, v) in enumerate(cols):
-        for i, img in enumerate((np.rot90(v[:, :, c[2]]), np.rot90(v[:, c[1], :]))):
-            ax = axes[i, j]
-            ax.imshow(img, cmap="gray", vmin=-0.15, vmax=0.15)
-            ax.set_axis_off()
-            if i == 0:
-                ax.set_title(name, color="white", fontsize=9)
-    fig.suptitle("QSM on a held-out phantom (B0 along z), ppm, window -0.15..0.15", color="white")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, facecolor="black")
-    plt.close(fig)
+    cols = [("truth", demeaned(chi), "gray")] + [(m, demeaned(results[m]), "gray") for m in METHODS if m != "constant"]
+    cols += [(f"{m} - truth", demeaned(results[m]) - demeaned(chi), "RdBu_r") for m in ("qsmnet", "l2")]
+    rows = [[Panel(name, cut(v), "chi (ppm)", -0.15, 0.15, cmap, mask=cut(mask)) for name, v, cmap in cols] for cut in (lambda v: axial(v, c[2]), lambda v: coronal(v, c[1]))]
+    map_grid(path, rows, "QSM on a held-out phantom (B0 along z), demeaned in the brain: axial (top) and coronal (bottom) slices", panel_inches=2.3)

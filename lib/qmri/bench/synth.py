@@ -32,6 +32,7 @@ from ..models.synthnet.predict import SHIFT_AVERAGE, load_synthnet, synthetic_ct
 from ..models import shipped
 from ..metrics import synthrad as sm
 from ..models.synthnet.data import make_volume
+from .figures import Panel, axial, map_grid
 from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
@@ -43,38 +44,23 @@ NETWORK_SETTINGS = (("scCycleGAN", SHIFT_AVERAGE), ("scCycleGAN, flip only", 1))
 
 
 def _picture(path: Path, mr, ct, sct, smr, sct_bulk, sct_mix, head) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     k = int(np.argmax(head.reshape(-1, head.shape[-1]).sum(0) * (np.arange(head.shape[-1]) < 0.6 * head.shape[-1])))
-    sl = lambda a: np.rot90(a[..., k])  # noqa: E731
-    fig, ax = plt.subplots(2, 5, figsize=(16, 6.8))
+    vmax = float(np.percentile(mr[head], 99.5))
     top = [
-        (mr, "T2w MR (input)", "gray", 0, np.percentile(mr, 99.5)),
-        (ct, "CT truth (HU)", "gray", -160, 240),
-        (sct, "sCT scCycleGAN (HU)", "gray", -160, 240),
-        (np.abs(sct - ct), "|sCT - CT| (HU)", "magma", 0, 300),
-        (np.abs(sct_bulk - ct), "|bulk-density sCT - CT| (HU)", "magma", 0, 300),
+        Panel("T2w MR (input)", axial(mr, k), "a.u.", 0.0, float(np.percentile(mr, 99.5))),
+        Panel("CT truth", axial(ct, k), "HU", -160.0, 240.0),
+        Panel("sCT scCycleGAN", axial(sct, k), "HU", -160.0, 240.0),
+        Panel("|sCT - CT|", axial(np.abs(sct - ct), k), "HU", 0.0, 300.0, "magma"),
+        Panel("|bulk-density sCT - CT|", axial(np.abs(sct_bulk - ct), k), "HU", 0.0, 300.0, "magma"),
     ]
-    vmax = np.percentile(mr[head], 99.5)
-    bot = [
-        (ct, "CT (input, bone window)", "gray", 300, 1800),
-        (mr, "T2w MR truth (a.u.)", "gray", 0, vmax),
-        (smr, "sMR scCycleGAN (a.u.)", "gray", 0, vmax),
-        (np.abs(smr - mr), "|sMR - MR| (a.u.)", "magma", 0, 0.3 * vmax),
-        (np.abs(sct_mix - ct), "|tissue-mixture sCT - CT| (HU)", "magma", 0, 300),
+    bottom = [
+        Panel("CT (input, bone window)", axial(ct, k), "HU", 300.0, 1800.0),
+        Panel("T2w MR truth", axial(mr, k), "a.u.", 0.0, vmax),
+        Panel("sMR scCycleGAN", axial(smr, k), "a.u.", 0.0, vmax),
+        Panel("|sMR - MR|", axial(np.abs(smr - mr), k), "a.u.", 0.0, 0.3 * vmax, "magma"),
+        Panel("|tissue-mixture sCT - CT|", axial(np.abs(sct_mix - ct), k), "HU", 0.0, 300.0, "magma"),
     ]
-    for a, (img, title, cmap, lo, hi) in zip(list(ax[0]) + list(ax[1]), top + bot):
-        im = a.imshow(sl(img), cmap=cmap, vmin=lo, vmax=hi)
-        a.set_title(title, fontsize=9)
-        a.axis("off")
-        fig.colorbar(im, ax=a, fraction=0.046)
-    fig.suptitle(f"held-out phantom, axial slice {k}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    map_grid(path, [top, bottom], f"held-out phantom, axial slice {k}", panel_inches=3.0)
 
 
 def run(out_dir: str, weights: str | Path | None = None, subjects: int = 2, resolution_mm: float = 2.0, cache_dir=None):

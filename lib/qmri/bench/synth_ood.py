@@ -96,47 +96,33 @@ def run(out_dir: str, weights: str | Path | None = None, subjects: int = 1, cach
             mr, ct, head, affine = ood_volume(seed, vmm, snr, ct_sd, amp, order, cache_dir, anatomy)
             base = {"case": case, "seed": seed, "voxel_mm": vmm}
             got = {}
-            for method in sct_spec.methods:
-                refused = None
-                with Timer() as t:
-                    try:
-                        sct = sct_spec.run(mr, affine, {}, method)[0].data
-                    except ValueError as e:  # the served task refuses (HTTP 422): the alternative to meeting the goal
-                        refused = str(e)
-                if refused is not None:
-                    log.info("%s %s refused: %s", case, method, refused)
-                    got[("sct", method)] = None
-                    sct_rows.append({**base, "method": f"{method} (refused: 422)", "MAE_HU": None, "seconds": t.seconds})
-                    # what it would have returned: its 2 mm map interpolated back
-                    from ..models.synthnet.predict import load_synthnet, synthetic_ct
+            from ..models.synthnet.predict import load_synthnet, synthetic_ct, synthetic_mr
 
-                    grid = NetworkGrid(mr.shape, voxel_size(affine), NETWORK_VOXEL_MM)
-                    r = sm.evaluate_sct(grid.to_input(synthetic_ct(load_synthnet(weights)[0], grid.to_network(mr))), ct, head)
-                    sct_rows.append({**base, "method": f"{method} via the 2 mm grid (not served)", "MAE_HU": r["mae"], "PSNR_dB": r["psnr"], "SSIM": r["ssim"], "bone_Dice": r["bone_dice"], "seconds": None})
-                    continue
-                r = sm.evaluate_sct(sct, ct, head)
-                got[("sct", method)] = r["mae"]
-                sct_rows.append({**base, "method": method, "MAE_HU": r["mae"], "PSNR_dB": r["psnr"], "SSIM": r["ssim"], "bone_Dice": r["bone_dice"], "seconds": t.seconds})
-            for method in smr_spec.methods:
-                refused = None
-                with Timer() as t:
-                    try:
-                        smr = smr_spec.run(ct, affine, {}, method)[0].data
-                    except ValueError as e:  # refused by the served task (HTTP 422)
-                        refused = str(e)
-                if refused is not None:
-                    log.info("%s %s refused: %s", case, method, refused)
-                    got[("smr", method)] = None
-                    smr_rows.append({**base, "method": f"{method} (refused: 422)", "SSIM": None, "seconds": t.seconds})
-                    from ..models.synthnet.predict import load_synthnet, synthetic_mr
-
-                    grid = NetworkGrid(ct.shape, voxel_size(affine), NETWORK_VOXEL_MM)
-                    r = sm.evaluate_smr(grid.to_input(synthetic_mr(load_synthnet(weights)[0], grid.to_network(ct))), mr, head)
-                    smr_rows.append({**base, "method": f"{method} via the 2 mm grid (not served)", "PSNR_dB": r["psnr"], "SSIM": r["ssim"], "seconds": None})
-                    continue
-                r = sm.evaluate_smr(smr, mr, head)
-                got[("smr", method)] = r["ssim"]
-                smr_rows.append({**base, "method": method, "PSNR_dB": r["psnr"], "SSIM": r["ssim"], "seconds": t.seconds})
+            # (direction, task, its input, its truth, metrics, the row's value for the goals, columns of the metrics, the generator)
+            directions = (
+                ("sct", sct_spec, mr, ct, sm.evaluate_sct, "mae", {"MAE_HU": "mae", "PSNR_dB": "psnr", "SSIM": "ssim", "bone_Dice": "bone_dice"}, sct_rows, synthetic_ct),
+                ("smr", smr_spec, ct, mr, sm.evaluate_smr, "ssim", {"PSNR_dB": "psnr", "SSIM": "ssim"}, smr_rows, synthetic_mr),
+            )
+            for kind, spec, image, truth, evaluate, key, cols, rows, generator in directions:
+                for method in spec.methods:
+                    refused = None
+                    with Timer() as t:
+                        try:
+                            out = spec.run(image, affine, {}, method)[0].data
+                        except ValueError as e:  # the served task refuses (HTTP 422): the alternative to meeting the goal
+                            refused = str(e)
+                    if refused is not None:
+                        log.info("%s %s refused: %s", case, method, refused)
+                        got[(kind, method)] = None
+                        rows.append({**base, "method": f"{method} (refused: 422)", "seconds": t.seconds})
+                        # what it would have returned: its 2 mm map interpolated back
+                        grid = NetworkGrid(image.shape, voxel_size(affine), NETWORK_VOXEL_MM)
+                        r = evaluate(grid.to_input(generator(load_synthnet(weights)[0], grid.to_network(image))), truth, head)
+                        rows.append({**base, "method": f"{method} via the 2 mm grid (not served)", **{c: r[k] for c, k in cols.items()}, "seconds": None})
+                        continue
+                    r = evaluate(out, truth, head)
+                    got[(kind, method)] = r[key]
+                    rows.append({**base, "method": method, **{c: r[k] for c, k in cols.items()}, "seconds": t.seconds})
             grid = NetworkGrid(mr.shape, voxel_size(affine), NETWORK_VOXEL_MM)
             if not grid.identity:  # oracle: the truth itself through the network's grid and back (the resolution floor)
                 r = sm.evaluate_sct(grid.to_input(grid.to_network(ct)), ct, head)
