@@ -195,3 +195,59 @@ def test_bad_input_is_named_and_nothing_is_sent(widget, server, tmp_path):
     w.ui.serverUrlEdit.text = "http://127.0.0.1:9"
     w.ui.connectButton.click()
     assert "Could not connect" in dialogs.errors[-1] and not w.ui.runButton.enabled
+
+
+def test_send_a_training_case_then_retrain_and_watch_it(widget, server, model_dir):
+    """The retrain panel as a clinician uses it: a volume and its reference map are sent as a training
+    case (after consent), Start training submits it, and the polled status fills the progress bar
+    until DONE; the Train button is off for a task that has no trainer."""
+    from conftest import served_weights_moved_aside
+
+    w, slicer, dialogs = widget
+    url, studies = server
+    w.ui.serverUrlEdit.text = url
+    w.ui.connectButton.click()
+    trainers = w.logic.client.trainers()
+    untrainable = sorted(set(w.logic.client.tasks()) - set(trainers))
+    assert "qsm" in trainers and untrainable
+    w.ui.taskCombo.setCurrentIndex(w.ui.taskCombo.findData(untrainable[0]))
+    assert not w.ui.trainButton.enabled
+    w.ui.taskCombo.setCurrentIndex(w.ui.taskCombo.findData("qsm"))
+    assert w.ui.trainButton.enabled
+
+    src = nib.load(SAMPLE / "studies" / "sub-1001_qsm.nii.gz")
+    ref = nib.load(SAMPLE / "studies" / "labels" / "final" / "sub-1001_qsm.nii.gz")
+    field = src.get_fdata(dtype=np.float32)
+    field = field[..., 0] if field.ndim == 4 else field
+    w.inputSelectors[0][1].setCurrentNode(w.logic.scene.add_volume(field, src.affine, "field"))
+    w.ui.referenceSelector.setCurrentNode(w.logic.scene.add_volume(ref.get_fdata(dtype=np.float32), ref.affine, "reference chi"))
+    w.ui.sidecarEdit.plainText = (SAMPLE / "studies" / "sub-1001_qsm.json").read_text()  # tilted B0
+    w.ui.caseIdEdit.text = "widget case/1"  # sanitised to a safe study id
+    dialogs.question_answer = "Yes"
+    w.ui.sendCaseButton.click()
+    _wait(w)
+    assert not dialogs.errors, dialogs.errors
+    assert w.ui.statusLabel.text.startswith("Training case stored"), w.ui.statusLabel.text
+    stored = json.loads((studies / "widget_case_1.json").read_text())
+    assert stored["B0_dir"] == json.loads((SAMPLE / "studies" / "sub-1001_qsm.json").read_text())["B0_dir"]
+    got = nib.load(studies / "labels" / "final" / "widget_case_1.nii.gz").get_fdata()
+    assert np.allclose(got, ref.get_fdata(), atol=1e-6)  # the reference map arrived unchanged
+
+    w.ui.epochsSpinBox.value = 1
+    with served_weights_moved_aside(model_dir / "qsmnet" / "qsmnet.pt") as weights:
+        w.ui.trainButton.click()
+        assert w.ui.trainStatusLabel.text == "Training qsm: submitted" and w.trainTimer.active
+        bars, deadline = [], time.time() + 600
+        while w.trainTimer.active and time.time() < deadline:
+            w.onTrainPoll()  # what the QTimer does
+            if w.ui.progressBar.visible:
+                bars.append((w.ui.progressBar.minimum, w.ui.progressBar.maximum, w.ui.progressBar.value))
+            time.sleep(0.3)
+        assert not w.trainTimer.active, w.ui.trainStatusLabel.text
+        assert "qsm: DONE" in w.ui.trainStatusLabel.text, w.ui.trainStatusLabel.text
+        assert w.ui.statusLabel.text.startswith("Training finished"), w.ui.statusLabel.text
+        assert not w.ui.progressBar.visible and not dialogs.errors, dialogs.errors
+        assert bars and all(lo == 0 and hi in (0, 1000) and 0 <= v <= 1000 for lo, hi, v in bars), bars
+        assert weights.exists()  # published: the next Run uses it
+    stats = w.logic.client.info(refresh=True)["train_stats"]["qsm"]
+    assert "widget_case_1" in stats["train_studies"] + stats["val_studies"]
