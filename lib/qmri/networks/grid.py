@@ -93,3 +93,15 @@ class NetworkGrid:
     def masked_to_input(self, vol: np.ndarray, net_mask: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """A network map defined inside ``net_mask`` back on the input grid, inside the input ``mask``."""
         return np.where(mask[..., None] if np.ndim(vol) == 4 else mask, vol, 0.0).astype(np.float32) if self.identity else self._masked(vol, net_mask, self.shape, mask)
+
+
+def on_network_grid(run, image: np.ndarray, voxel_mm: Sequence[float], target_mm, what: str) -> tuple[np.ndarray, str]:
+    """``run`` (a whole-volume network map of an image on the network's grid) on ``image`` of
+    ``voxel_mm``: directly when the grids agree, else box-averaged to ``target_mm``, run and the map
+    interpolated back -> (map on the input grid, a note for the map's description: "" or what was lost)."""
+    grid = NetworkGrid(image.shape, voxel_mm, target_mm, what)
+    if grid.identity:
+        return run(image), ""
+    t = float(np.mean(target_mm))
+    note = f"; computed on the {t:g} mm grid of {what} and interpolated to {tuple(round(v, 2) for v in voxel_mm)} mm: no detail finer than {t:g} mm"
+    return grid.to_input(run(grid.to_network(image))), note

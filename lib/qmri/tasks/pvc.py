@@ -51,19 +51,15 @@ def _network(pet: np.ndarray, vs, fwhm, net: ReloadingWeights) -> tuple[np.ndarr
     """The network's PVC map on the PET's grid, and a note for the map's description when it was resampled.
 
     On another grid than the network's, the PET is box-averaged to the training voxel size, corrected
-    there and the map interpolated back (:class:`~qmri.networks.grid.NetworkGrid`; 0.5-4 mm per axis
-    accepted, else a ValueError naming the range). Chosen over adding the interpolated correction to
-    the native PET, which kept the native grid's noise: lower RMSE and higher SSIM against the truth on
-    every 1 mm and 2 x 2 x 3 mm case of ``bench_pvc_ood``."""
+    there and the map interpolated back (:func:`~qmri.networks.grid.on_network_grid`; 0.5-4 mm per
+    axis accepted, else a ValueError naming the range). Chosen over adding the interpolated correction
+    to the native PET, which kept the native grid's noise: lower RMSE and higher SSIM against the truth
+    on every 1 mm and 2 x 2 x 3 mm case of ``bench_pvc_ood``."""
     from ..models.pvcnet.predict import predict_pvc
-    from ..networks.grid import NetworkGrid
+    from ..networks.grid import on_network_grid
 
     model, cfg = net.get()
-    grid = NetworkGrid(pet.shape, vs, cfg["voxel_size_mm"], "the PVC network")
-    if grid.identity:
-        return predict_pvc(model, pet, fwhm_mm=float(np.mean(fwhm))), ""
-    out = grid.to_input(predict_pvc(model, grid.to_network(pet), fwhm_mm=float(np.mean(fwhm))))
-    return out, f"; computed on the network's {cfg['voxel_size_mm']:g} mm grid and interpolated to {tuple(round(v, 2) for v in vs)} mm: no detail finer than {cfg['voxel_size_mm']:g} mm"
+    return on_network_grid(lambda x: predict_pvc(model, x, fwhm_mm=float(np.mean(fwhm))), pet, vs, cfg["voxel_size_mm"], "the PVC network")
 
 
 def run_pvc(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, nets: dict[str, ReloadingWeights] | None = None) -> list[QuantMap]:

@@ -20,6 +20,7 @@ from ..io.display import display, slot
 from ..io.maps import QuantMap
 from ..networks import compute
 from ..models.synthnet.predict import MR_RANGE, load_synthnet, synthetic_ct, synthetic_mr
+from ..networks.grid import on_network_grid
 from ..networks.weights import ReloadingWeights
 from .spec import TaskSpec, require_3d, voxel_size
 
@@ -63,6 +64,7 @@ def _model(net: ReloadingWeights | None, method: str, methods: tuple[str, ...]):
 #: Voxel size (mm) of the phantoms the shipped generators were trained on (the checkpoint does not
 #: record it); other voxel sizes are resampled to it and back (:class:`qmri.networks.grid.NetworkGrid`).
 NETWORK_VOXEL_MM = 2.0
+GENERATOR = "the scCycleGAN generator"  # named in the grid's notes and errors
 #: Finest voxel size (mm, every axis) the sCT generator is run for: on a 1 mm T2w its 2 mm map scores
 #: sCT MAE 155 HU against the 1 mm truth (a perfect 2 mm map: 145 HU; the tissue mixture at 1 mm:
 #: 34 HU; bench_synth_ood.md), so finer inputs are refused with a pointer to tissue_mixture.
@@ -71,18 +73,6 @@ SCT_NETWORK_MIN_VOXEL_MM = 1.5
 #: (a perfect 2 mm map: 0.87; issue 25's goal 0.85; bench_synth_ood.md) and no classical sMR does
 #: better (bulk density 0.64), so finer inputs are refused with the advice to resample the CT.
 SMR_NETWORK_MIN_VOXEL_MM = 1.5
-
-
-def _on_network_grid(translate, image: np.ndarray, voxel_mm) -> tuple[np.ndarray, str]:
-    """``translate`` (a generator's whole-volume translation) run on the generators' 2 mm grid ->
-    (map on the input grid, a note for the map's description when it was resampled)."""
-    from ..networks.grid import NetworkGrid
-
-    grid = NetworkGrid(image.shape, voxel_mm, NETWORK_VOXEL_MM, "the scCycleGAN generator")
-    if grid.identity:
-        return translate(image), ""
-    note = f"; computed on the generators' {NETWORK_VOXEL_MM:g} mm grid and interpolated to {tuple(round(v, 2) for v in voxel_mm)} mm: no detail finer than {NETWORK_VOXEL_MM:g} mm"
-    return grid.to_input(translate(grid.to_network(image))), note
 
 
 def run_synthetic_ct(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], method: str, net: ReloadingWeights | None = None, tta: int | None = None) -> list[QuantMap]:
@@ -97,7 +87,7 @@ def run_synthetic_ct(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, A
                 f"method '{NETWORK}' computes sCT on a {NETWORK_VOXEL_MM:g} mm grid; this T2w has {[round(v, 3) for v in vs]} mm voxels (finer than "
                 f"{SCT_NETWORK_MIN_VOXEL_MM:g} mm), where it loses the bone detail (sCT MAE 155 HU at 1 mm on held-out phantoms): use method 'tissue_mixture' (34 HU at 1 mm), or resample the T2w to 2 mm"
             )
-        sct, note = _on_network_grid(lambda x: synthetic_ct(model, x, device=compute.device(), **tta_passes(tta)), t2w, vs)
+        sct, note = on_network_grid(lambda x: synthetic_ct(model, x, device=compute.device(), **tta_passes(tta)), t2w, vs, NETWORK_VOXEL_MM, GENERATOR)
     elif method == "tissue_mixture":
         _check_mr(np.asarray(t2w, np.float32))  # it reads the phantom's T2w units, as the network does
         sct = synthetic_ct_tissue_mixture(t2w, voxel_size_mm=vs)
@@ -116,7 +106,7 @@ def run_synthetic_mr(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, A
             f"method '{NETWORK}' computes sMR on a {NETWORK_VOXEL_MM:g} mm grid; this CT has {[round(v, 3) for v in vs]} mm voxels (finer than "
             f"{SMR_NETWORK_MIN_VOXEL_MM:g} mm), where its map misses the fine detail (SSIM 0.75 at 1 mm on held-out phantoms): resample the CT to 2 mm"
         )
-    smr, note = _on_network_grid(lambda x: synthetic_mr(model, x, device=compute.device(), **tta_passes(tta)), ct, vs) if model is not None else (synthetic_mr_bulk(ct), "")
+    smr, note = on_network_grid(lambda x: synthetic_mr(model, x, device=compute.device(), **tta_passes(tta)), ct, vs, NETWORK_VOXEL_MM, GENERATOR) if model is not None else (synthetic_mr_bulk(ct), "")
     return [QuantMap("sMR", smr, "a.u.", (0.0, float(np.percentile(smr, 99.5))), f"synthetic T2-weighted MR ({method}{note})")]
 
 
