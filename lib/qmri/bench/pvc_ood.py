@@ -102,7 +102,8 @@ def independent_activity(probseg, labels, vox, positive: bool, rng: np.random.Ge
     vox = np.asarray(vox, float)
     shape = labels.shape
     brain = np.isin(labels, [LABEL[n] for n in ("csf", "cortical_gm", "wm", "caudate", "putamen", "globus_pallidus", "thalamus", "red_nucleus", "substantia_nigra", "dentate")])
-    lo, hi = np.argwhere(brain).min(0), np.argwhere(brain).max(0)
+    pts = np.argwhere(brain)
+    lo, hi = pts.min(0), pts.max(0)
     idx = np.indices(shape, dtype=np.float64)
     cereb = cerebellar_gm_mask(labels, vox)
     cereb_grown = ndimage.binary_dilation(cereb, iterations=2)
