@@ -75,6 +75,21 @@ def test_fs_torch_numpy_agree_and_gradient():
     assert torch.autograd.gradgradcheck(qq.fs, (pts,))
 
 
+def test_fs_of_large_volumes_is_chunked_with_the_same_values():
+    """Above one chunk f_s runs in cache-sized pieces (numpy for a CPU tensor outside autograd, torch
+    inside it): the same values as one pass, for numpy, tensors and tensors that need a gradient."""
+    x = np.random.default_rng(0).uniform(0, 40, size=(3 * qq._CPU_CHUNK + 17) * 7).reshape(-1, 7)
+    one_pass = qq._fs_block(np.abs(x), False)
+    np.testing.assert_array_equal(qq.fs(x), one_pass)
+    t = torch.tensor(x)
+    np.testing.assert_allclose(qq.fs(t).numpy(), one_pass, rtol=1e-15, atol=0)
+    g = torch.tensor(x, requires_grad=True)
+    out = qq.fs(g)
+    np.testing.assert_allclose(out.detach().numpy(), one_pass, rtol=1e-15, atol=0)
+    out.sum().backward()
+    np.testing.assert_allclose(g.grad.numpy(), qq.fs_prime(x), rtol=1e-12, atol=1e-15)
+
+
 # ----------------------------------------------------------------------------- QQ model
 def test_reference_sanity_values():
     assert qq.DCHI0 == pytest.approx(3.393, abs=5e-4)
