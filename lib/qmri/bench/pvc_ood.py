@@ -35,7 +35,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from ..anatomy.labels import LABEL, N_CLASSES
+from ..anatomy.labels import BRAIN_LABELS, LABEL, N_CLASSES
 from ..anatomy.phantom import make_subject
 from ..metrics.maps import rmse, ssim
 from ..models import shipped
@@ -101,7 +101,7 @@ def independent_activity(probseg, labels, vox, positive: bool, rng: np.random.Ge
     when ``positive``, then the focal lesions applied to the total."""
     vox = np.asarray(vox, float)
     shape = labels.shape
-    brain = np.isin(labels, [LABEL[n] for n in ("csf", "cortical_gm", "wm", "caudate", "putamen", "globus_pallidus", "thalamus", "red_nucleus", "substantia_nigra", "dentate")])
+    brain = np.isin(labels, BRAIN_LABELS)
     pts = np.argwhere(brain)
     lo, hi = pts.min(0), pts.max(0)
     idx = np.indices(shape, dtype=np.float64)
@@ -172,17 +172,19 @@ def cases(subjects: int = 1, fwhms=FWHMS):
             box = crop_box(s.brain_mask, s.voxel_size_mm, 10.0)
             p, labels, brain = s.probseg[box], s.labels[box], s.brain_mask[box]
             vox = (vmm,) * 3
+            seg = segmentation_probabilities(p)
+            coarse_seg = segmentation_probabilities(_block_mean(p, (2, 2, 3))) if grid == "1 mm" else None
             for positive in (True, False):
                 rng = task_rng("pvc-ood", seed * 10 + (0 if positive else 1) + (0 if grid == "2 mm" else 5))
                 act, sites, cereb, hot, cold = independent_activity(p, labels, vox, positive, rng)
                 masks = {"brain": brain, "sites": sites, "cereb": cereb, "hot": hot, "cold": cold}
                 for fwhm in fwhms if grid == "2 mm" else (6.5,):
                     blurred = scanner_blur(act, vox, fwhm)
-                    yield (grid, seed, positive, fwhm, vox, act, poisson_noise(blurred, rng), segmentation_probabilities(p), masks)
+                    yield (grid, seed, positive, fwhm, vox, act, poisson_noise(blurred, rng), seg, masks)
                     if grid == "1 mm":  # the same truth and scanner on a 2 x 2 x 3 mm grid (block means; noise at that grid)
                         f = (2, 2, 3)
                         coarse = {k: [_block_mean(h.astype(np.float32), f) > 0.5 for h in v] if k == "hot" else _block_mean(v.astype(np.float32), f) > 0.5 for k, v in masks.items()}
-                        yield ("2x2x3 mm", seed, positive, fwhm, (2.0, 2.0, 3.0), _block_mean(act, f), poisson_noise(_block_mean(blurred, f), rng), segmentation_probabilities(_block_mean(p, f)), coarse)
+                        yield ("2x2x3 mm", seed, positive, fwhm, (2.0, 2.0, 3.0), _block_mean(act, f), poisson_noise(_block_mean(blurred, f), rng), coarse_seg, coarse)
 
 
 def _contrast(out, act, les, brain, vox):
@@ -194,13 +196,14 @@ def run(out_dir: str, weights: dict | None = None, subjects: int = 1, fwhms=FWHM
     """``weights``: network name -> checkpoint (default: the shipped ``pvcnet`` and ``pvcnet_fwhm``)."""
     weights = {**{m: shipped(m) for m in NETWORKS}, **(weights or {})}
     nets = {m: ReloadingWeights(weights[m], load_pvcnet, f"PVC network '{m}'") for m in NETWORKS}
-    rows = []
+    rows, realistic = [], {}
     for grid, seed, positive, fwhm, vox, act, pet, seg, masks in cases(subjects, fwhms):
         brain = masks["brain"]
         affine = np.diag([*vox, 1.0])
         sidecar = {"psf_fwhm_mm": [fwhm, fwhm, round(fwhm * AXIAL_FACTOR, 3)], "units": "SUV"}
-        real = realistic_segmentation(seg, vox, task_rng("pvc-ood-segmentation", seed)).seg
-        segs = {"ideal": seg, "realistic": real}
+        if (grid, seed) not in realistic:  # one per subject and grid, shared by its amyloid statuses and FWHMs
+            realistic[(grid, seed)] = realistic_segmentation(seg, vox, task_rng("pvc-ood-segmentation", seed)).seg
+        segs = {"ideal": seg, "realistic": realistic[(grid, seed)]}
         arange = float(np.percentile(act[brain], 99.5))
         true_suvr = suvr(act, masks["sites"], masks["cereb"])
         log.info("pvc ood: %s, seed %d, %s, FWHM %g mm", grid, seed, "positive" if positive else "negative", fwhm)
