@@ -70,8 +70,8 @@ def _correlated(noise: np.ndarray, sd_voxels: float) -> np.ndarray:
     return ndimage.gaussian_filter(noise, sd_voxels) / gain
 
 
-def _amyloid_pattern(vol: PVCVolume, rng: np.random.Generator, vs: float) -> np.ndarray:
-    """Additive cortical SUVR (0 in the cerebellar reference): none, the positive cortex, or blobs."""
+def _amyloid_pattern(vol: PVCVolume, rng: np.random.Generator, vs: float, cereb: np.ndarray) -> np.ndarray:
+    """Additive cortical SUVR (0 in ``cereb``, the grown cerebellar reference): none, the positive cortex, or blobs."""
     shape = vol.labels.shape
     kind = rng.choice(["none", "cortex", "blobs"], p=[0.3, 0.3, 0.4])
     if kind == "none":
@@ -90,7 +90,6 @@ def _amyloid_pattern(vol: PVCVolume, rng: np.random.Generator, vs: float) -> np.
             c = sites[rng.integers(len(sites))]
             d2 = sum((idx[a] - c[a]) ** 2 for a in range(3)) * vs**2
             pattern += np.float32(rng.uniform(0.2, 1.4)) * np.exp(-0.5 * d2 / rng.uniform(10.0, 40.0) ** 2)
-    cereb = ndimage.binary_dilation(cerebellar_gm_mask(vol.labels, vs), iterations=2)
     return np.where(cereb, 0.0, np.minimum(pattern, 2.0)).astype(np.float32)
 
 
@@ -122,7 +121,7 @@ def random_activity(vol: PVCVolume, rng: np.random.Generator) -> np.ndarray:
     gm = vol.probseg[..., LABEL["cortical_gm"]]
     cereb = ndimage.binary_dilation(cerebellar_gm_mask(vol.labels, vs), iterations=2)
     act += gm * np.where(cereb, 1.0 - table[LABEL["cortical_gm"]], 0.0)  # reference cortex = 1
-    act += gm * _amyloid_pattern(vol, rng, vs)
+    act += gm * _amyloid_pattern(vol, rng, vs, cereb)
     act *= 1.0 + rng.uniform(0.0, 0.08) * smooth_field(shape, rng, rng.uniform(1.0, 3.0))
     act *= 1.0 + rng.uniform(0.0, 0.10) * smooth_field(shape, rng, rng.uniform(10.0, 25.0) / vs)
     act *= _shapes(shape, rng, vs, vol.probseg[..., LABEL["air"]] < 0.5)
