@@ -48,20 +48,38 @@ def profile_sse(s: torch.Tensor, chi: torch.Tensor, te_s: Sequence[float], oef_g
     chi = chi.to(torch.float64)
     t = torch.as_tensor(np.asarray(te_s, dtype=np.float64), device=s.device)
     loglin = LogLinearFit(s, t)
-    c = GAMMA * B0 / 3.0
     out = torch.empty((s.shape[0], len(oef_grid)), dtype=torch.float64, device=s.device)
     for i, oef in enumerate(oef_grid):
-        Y = YA * (1.0 - float(oef))
-        bchi = blood_chi(Y)
         best = torch.full((s.shape[0],), float("inf"), dtype=torch.float64, device=s.device)
         for v in v_grid:
-            cnb = (chi - bchi * v) / (1.0 - v / ALPHA)
-            F = fs((c * (HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb).abs())[:, None] * t)
-            S0, R2 = loglin(v * F)
-            sse = ((S0[:, None] * torch.exp(-R2[:, None] * t - v * F) - s) ** 2).sum(1)
-            best = torch.minimum(best, sse)
+            best = torch.minimum(best, _sse_at(loglin, s, chi, t, float(oef), float(v), B0))
         out[:, i] = best
     return out
+
+
+def sse_grid(s: torch.Tensor, chi: torch.Tensor, te_s: Sequence[float], oef_grid: Sequence[float], v_grid: Sequence[float], B0: float = 3.0) -> torch.Tensor:
+    """(N, K, V) sum of squared echo residuals of each voxel at each (OEF, v) of the two grids,
+    S0 and R2 fitted, chi_nb from the QSM (the profile of :func:`profile_sse` before the minimum
+    over v). Inputs as :func:`profile_sse`; float64."""
+    s = s.to(torch.float64)
+    chi = chi.to(torch.float64)
+    t = torch.as_tensor(np.asarray(te_s, dtype=np.float64), device=s.device)
+    loglin = LogLinearFit(s, t)
+    out = torch.empty((s.shape[0], len(oef_grid), len(v_grid)), dtype=torch.float64, device=s.device)
+    for i, oef in enumerate(oef_grid):
+        for j, v in enumerate(v_grid):
+            out[:, i, j] = _sse_at(loglin, s, chi, t, float(oef), float(v), B0)
+    return out
+
+
+def _sse_at(loglin: LogLinearFit, s: torch.Tensor, chi: torch.Tensor, t: torch.Tensor, oef: float, v: float, B0: float) -> torch.Tensor:
+    """(N,) squared echo misfit at one OEF and v (fractions): chi_nb from the QSM equation, S0 and
+    R2 from ``loglin`` (the weighted log-linear fit of the voxels' echoes ``s``)."""
+    Y = YA * (1.0 - oef)
+    cnb = (chi - blood_chi(Y) * v) / (1.0 - v / ALPHA)
+    F = fs((GAMMA * B0 / 3.0 * (HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb).abs())[:, None] * t)
+    S0, R2 = loglin(v * F)
+    return ((S0[:, None] * torch.exp(-R2[:, None] * t - v * F) - s) ** 2).sum(1)
 
 
 def noise_variance(sse: torch.Tensor, n_echoes: int) -> float:
