@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 #: qmri.bench.oef.METHODS (kept here so that the parser builds without importing them; the tests check)
 #: = qmri.tasks.registry.TASKS (kept here so that the parser builds without importing it; the tests check)
 INFER_TASKS = ("oef", "qsm", "qsm_raw", "pvc", "synthetic_ct", "synthetic_mr")
-BENCH_TASKS = {"classical": ("synth", "pvc", "qsm", "oef"), "oef": ("qq_fit", "qq_spatial", "lstm", "cnn3d", "best")}
+BENCH_TASKS = {"classical": ("synth", "pvc", "qsm", "oef"), "oef": ("qq_fit", "qq_spatial", "qq_region", "lstm", "cnn3d", "best")}
+OEF_CLASSICAL = ("qq_fit", "qq_spatial", "qq_region")  # no weights; qq_region: the regional bench (bench_oef_regions.md)
 #: suite -> its shipped network (qmri.paths); pvc: --weights replaces the served pvcnet_fwhm
 BENCH_NETWORK = {"qsm": "qsmnet", "synth": "synthnet", "pvc": "pvcnet_fwhm", "oef": "oefnet"}
 
@@ -225,11 +226,11 @@ def _check_bench(args: argparse.Namespace) -> None:
         if not wd.is_dir():
             raise UsageError(f"{where}: no such folder" + ("" if args.weights else f" (pass --weights, or set {MODEL_DIR_ENV})"))
         methods = tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"]
-        missing = [f"{m}.pt" for m in methods if m not in ("qq_fit", "qq_spatial") and not (wd / f"{m}.pt").is_file()]
+        missing = [f"{m}.pt" for m in methods if m not in OEF_CLASSICAL and not (wd / f"{m}.pt").is_file()]
         if missing:
             raise UsageError(f"{where}: lacks {', '.join(missing)} (run `qmri train oef --model cnn3d|lstm|best`)")
         for m in methods:
-            if m not in ("qq_fit", "qq_spatial"):
+            if m not in OEF_CLASSICAL:
                 loadable_checkpoint("--weights", wd / f"{m}.pt")
         args.weights = str(wd)
     else:
@@ -277,18 +278,25 @@ def _bench(args: argparse.Namespace) -> int:
     elif args.suite == "oef":
         from .bench.oef import run
 
-        run(
-            args.out,
-            args.weights,
-            subjects=args.subjects,
-            resolution_mm=args.resolution,
-            other_snr_subjects=args.other_snr_subjects,
-            reuse_rows=args.reuse_rows,
-            first_subject=args.first_subject,
-            methods=tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"],
-            snrs=tuple(args.snrs),
-            noise_draws=args.noise_draws,
-        )
+        methods = tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"]
+        maps = tuple(m for m in methods if m != "qq_region")
+        if maps:
+            run(
+                args.out,
+                args.weights,
+                subjects=args.subjects,
+                resolution_mm=args.resolution,
+                other_snr_subjects=args.other_snr_subjects,
+                reuse_rows=args.reuse_rows,
+                first_subject=args.first_subject,
+                methods=maps,
+                snrs=tuple(args.snrs),
+                noise_draws=args.noise_draws,
+            )
+        if "qq_region" in methods:  # the regional fit answers per region, not per voxel: its own report
+            from .bench.oef_regions import run as run_regions
+
+            run_regions(args.out, subjects=args.subjects, snrs=tuple(args.snrs), other_snr_subjects=args.other_snr_subjects, noise_draws=args.noise_draws, resolution_mm=args.resolution)
     elif args.suite == "memory":
         from .bench.memory import run
 

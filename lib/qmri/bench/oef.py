@@ -40,7 +40,8 @@ from .report import Timer, device_label, save_report
 
 log = logging.getLogger(__name__)
 SEED0 = BENCH_SEED + 300
-METHODS = ("qq_fit", "qq_spatial", "lstm", "cnn3d", "best")  # what ``--tasks`` selects from
+MAP_METHODS = ("qq_fit", "qq_spatial", "lstm", "cnn3d", "best")
+METHODS = ("qq_fit", "qq_spatial", "qq_region", "lstm", "cnn3d", "best")  # what ``--tasks`` selects from; qq_region: :mod:`.oef_regions`
 NETWORKS = ("lstm", "cnn3d", "best")
 TRIVIAL = ("constant", "oracle_constant")
 TITLES = {
@@ -75,7 +76,7 @@ def run(
     resolution_mm: float = 2.0,
     snrs=(50.0, 100.0, 200.0),
     other_snr_subjects: int = 1,
-    methods=METHODS,
+    methods=MAP_METHODS,
     reuse_rows: bool = False,
     first_subject: int = 0,
     noise_draws: int = NOISE_DRAWS,
