@@ -149,7 +149,7 @@ class QMRIApp(MONAILabelApp):
                 trainers[name] = t
         return trainers
 
-    def infer(self, request: Dict[str, Any], datastore=None, sent_file: str | None = None):
+    def infer(self, request: Dict[str, Any], datastore=None, sent_file: str | None = None, sent_label: str | None = None):
         """Run an infer task on a datastore study; every other input is refused with a 4xx.
 
         MONAI Label would also accept a server file path as ``image`` (reading any NIfTI the server
@@ -159,6 +159,8 @@ class QMRIApp(MONAILabelApp):
 
         ``sent_file``: the server's own temporary copy of an image sent with the request (set by the
         ``/infer`` route, never from a request's parameters); then ``image`` must be empty.
+        ``sent_label``: likewise, a label map sent with the request (form field ``label``): the task's
+        regional analysis of each labelled region is added to the result's JSON as ``regions``.
         """
         model = request.get("model")
         if model not in self._infers:  # MONAI Label answers an unknown model with a 500
@@ -190,7 +192,8 @@ class QMRIApp(MONAILabelApp):
         store = getattr(datastore, "store_result", None) if sent_file is None else None
         if store_pm and store is None:
             raise HTTPException(status_code=422, detail="'store_pm' needs a PACS datastore (a DICOMweb STUDIES url) and a study id from it")
-        result_file, result_json = task({**request, "image": uri, "description": task.description})
+        extra = {"label": sent_label} if sent_label is not None else {}
+        result_file, result_json = task({**request, **extra, "image": uri, "description": task.description})
         if store_pm:  # the map back to the PACS as a DICOM Parametric Map
             try:
                 result_json["stored_series"] = store(image, result_file, result_json)

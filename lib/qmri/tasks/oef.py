@@ -150,6 +150,62 @@ def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     return maps
 
 
+def region_labels(labels: np.ndarray, shape: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Label value -> boolean region of an integer label map (0 = background) on the study's grid;
+    ValueError for another shape, non-integer or negative values, or no region."""
+    from ..classical.qq_region import MAX_REGIONS
+
+    labels = np.asarray(labels)
+    if labels.shape != tuple(shape):
+        raise ValueError(f"the label map has shape {labels.shape}; the study's grid is {tuple(shape)}")
+    if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)) or labels.min() < 0:
+        raise ValueError("the label map must hold non-negative integers (0 = background, one value per region)")
+    values = [int(v) for v in np.unique(labels) if v != 0]
+    if not values:
+        raise ValueError("the label map has no region (every voxel is 0)")
+    if len(values) > MAX_REGIONS:
+        raise ValueError(f"the label map has {len(values)} regions; at most {MAX_REGIONS}")
+    return {v: labels == v for v in values}
+
+
+def _mirror(region: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``region`` mirrored across the brain's midline along the array axis closest to the world's
+    left-right axis (the contralateral region), restricted to ``mask``."""
+    from ..physics.oef_physiology import midline_index, mirror_lr
+
+    axis = int(np.argmax(np.abs(np.asarray(affine)[0, :3])))
+    r, m = np.moveaxis(region, axis, 0), np.moveaxis(mask, axis, 0)
+    return np.moveaxis(mirror_lr(r, midline_index(m)), 0, axis) & mask
+
+
+def run_oef_regions(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], labels: np.ndarray) -> list[dict]:
+    """The regional OEF (%, :mod:`qmri.classical.qq_region`) of every labelled region, of its mirror
+    image across the midline outside every labelled region (the matched contralateral tissue), and
+    their difference (region - mirror, sd in quadrature)."""
+    from ..classical.qq_region import MIN_VOXELS, region_oef
+
+    mag, chi, mask, te = split_oef_input(image, sidecar)
+    regions = region_labels(labels, mask.shape)
+    labelled = np.any(np.stack(list(regions.values())), 0)
+    rois = {f"{v}": r for v, r in regions.items()}
+    for v, r in regions.items():
+        m = _mirror(r, mask, affine) & ~labelled
+        if m.sum() >= MIN_VOXELS:
+            rois[f"{v}_mirror"] = m
+    est = {r.name: r for r in region_oef(mag, chi, mask, te, rois, B0=sv.field_strength_t(sidecar))}
+    out = []
+    for v in regions:
+        entry = {"label": v, **est[f"{v}"].as_dict()}
+        entry.pop("name")
+        mirror = est.get(f"{v}_mirror")
+        entry["mirror"] = None if mirror is None else {k: x for k, x in mirror.as_dict().items() if k != "name"}
+        if mirror is not None:
+            d, sd = est[f"{v}"].oef - mirror.oef, float(np.hypot(est[f"{v}"].sd, mirror.sd))
+            entry["difference"] = {"OEF": round(d, 2), "OEF_sd": round(sd, 2), "ci95": [round(d - 1.96 * sd, 2), round(d + 1.96 * sd, 2)]}
+        out.append(entry)
+    return out
+
+
 def oef_spec(weights: Mapping[str, str | Path] | None = None) -> TaskSpec:
     """The ``oef`` task; with ``weights`` (name -> file for best, cnn3d, lstm) the networks are
     selectable and ``best`` is the default. Weights are reloaded when their file changes, so a
@@ -172,6 +228,7 @@ def oef_spec(weights: Mapping[str, str | Path] | None = None) -> TaskSpec:
         # input with a mask filling the grid (13.1 M): fixed + slope, rounded up by a quarter
         memory={"best": (200.0, 270.0)} if "best" in nets else {},
         networks=tuple(nets.values()),
+        regions=run_oef_regions,
     )
 
 

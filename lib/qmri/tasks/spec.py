@@ -40,6 +40,9 @@ class TaskSpec:
         networks: the task's :class:`~qmri.networks.weights.ReloadingWeights` (see :meth:`warm_up`).
         options: per-request choices beside the method, ``{name: {"choices", "default", "help"}}``
             (e.g. the synthesis tasks' test-time augmentation ``tta``); :meth:`call` checks them.
+        regions: ``regions(image, affine, sidecar, labels) -> [dict, ...]``, the task's value for
+            each labelled region of an integer label map on the input's grid (None: the task has no
+            regional analysis; the server then refuses a label).
     """
 
     name: str
@@ -54,6 +57,7 @@ class TaskSpec:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     networks: tuple = ()
     memory: dict[str, tuple[float, float]] = field(default_factory=dict)
+    regions: Callable[..., list[dict]] | None = None
 
     def estimate_mb(self, method: str, voxels: int) -> float:
         """Peak memory (MiB) ``method`` needs for an input of ``voxels`` voxels (first three axes):

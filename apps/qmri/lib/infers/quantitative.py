@@ -89,6 +89,25 @@ class QuantitativeInferTask(InferTask):
         """Return the result maps on the input grid, in physical units (``options``: the request's
         task options, as :meth:`task_options` checked them)."""
 
+    takes_regions = False  # whether :meth:`regions` is implemented (a label may be sent with the request)
+
+    def regions(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], labels: np.ndarray) -> list:
+        """The task's value for each region of an integer label map on the input's grid."""
+        raise NotImplementedError
+
+    def load_labels(self, label_path: str | None, data: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
+        """The label map sent with the request (the server's own copy of the upload; None without
+        one), checked before any work: a task with a regional analysis, a 3D map on the image's grid
+        (same shape and affine)."""
+        if not label_path:
+            return None
+        if not self.takes_regions:
+            raise ValueError("this task has no regional analysis: send no label")
+        labels, laff = load_input_volume(label_path, max_voxels=POLICY.max_voxels)
+        if labels.ndim != 3 or labels.shape != data.shape[:3] or not np.allclose(laff, affine, atol=1e-3):
+            raise ValueError(f"the label map (shape {labels.shape}) must be 3D on the grid of the image (shape {data.shape[:3]}, the same affine)")
+        return labels
+
     def estimate_mb(self, method: str, voxels: int) -> float:
         """Peak memory (MiB) of ``method`` for ``voxels`` input voxels: the task's measured bytes per voxel."""
         return voxels * self.bytes_per_voxel / 2**20
@@ -119,10 +138,14 @@ class QuantitativeInferTask(InferTask):
             self.check_memory(path, method)
             data, affine = load_input_volume(path, max_voxels=POLICY.max_voxels)
             meta = self.sidecar(path, request)
+            labels = self.load_labels(request.get("label"), data, affine)
             maps = select_maps(self.compute(data, affine, meta, method, options), request.get("map"))
             fd, out = tempfile.mkstemp(prefix="qmri_", suffix=".nii.gz")
             os.close(fd)  # MONAI Label deletes the result file once it has been sent
+            regions = None if labels is None else self.regions(data, affine, meta, labels)
             primary, result = write_maps(maps, affine, data.shape[:3], out)
+            if regions is not None:
+                result["regions"] = regions
             for entry in result["maps"]:  # how to show each map, as /info announces it (qmri.io.display)
                 if "display" in self.outputs.get(entry["name"], {}):
                     entry["display"] = self.outputs[entry["name"]]["display"]

@@ -39,5 +39,12 @@ class TaskInfer(QuantitativeInferTask):
     def task_options(self, request: Dict[str, Any]) -> Dict[str, Any]:
         return self.spec.parse_options({k: request[k] for k in self.spec.options if k in request})
 
+    @property
+    def takes_regions(self) -> bool:
+        return self.spec.regions is not None
+
+    def regions(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], labels: np.ndarray):
+        return self.spec.regions(image, affine, sidecar, labels)
+
     def compute(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], method: str, options: Dict[str, Any]):
         return self.spec.run(image, affine, sidecar, method, **options)

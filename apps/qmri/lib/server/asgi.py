@@ -160,7 +160,7 @@ async def infer(request: Request) -> Any:
     output = request.query_params.get("output") or "all"
     if output not in ("image", "json", "all"):
         raise HTTPException(status_code=422, detail=f"output must be image, json or all, got {output[:20]!r}")
-    form = await _form(request, files={"file"}, fields={"params"})
+    form = await _form(request, files={"file", "label"}, fields={"params"})
     params = _json_object(form.get("params"), "params")
     for key in ("model", "image"):
         if key in params:
@@ -173,10 +173,18 @@ async def infer(request: Request) -> Any:
     if model not in instance._infers:  # before taking a worker or storing the file
         raise HTTPException(status_code=404, detail=f"unknown task {model[:60]!r}; available: {sorted(instance._infers)}")
     background = BackgroundTasks()
-    sent = None
+    sent = sent_label = None
     if upload is not None:
         sent = await _stored_upload(upload, "file")
         background.add_task(remove_file, sent)
+    if form.get("label") is not None:  # a label map for the task's regional analysis (OEF of each region)
+        try:
+            sent_label = await _stored_upload(form.get("label"), "label")
+        except BaseException:
+            if sent is not None:
+                remove_file(sent)
+            raise
+        background.add_task(remove_file, sent_label)
     try:
         await run_in_threadpool(_admit, instance, model, image_id, params.get("method"), sent)
         req = {**params, "model": model, "image": image_id}
@@ -184,13 +192,14 @@ async def infer(request: Request) -> Any:
             req.setdefault("sidecar", {})
 
         def compute():
-            result = instance.infer(req, sent_file=sent)
+            result = instance.infer(req, sent_file=sent, sent_label=sent_label)
             return send_response(instance.datastore(), result, output, background)
 
         response = await POOL.run(compute)
     except BaseException:
-        if sent is not None:
-            remove_file(sent)
+        for f in (sent, sent_label):
+            if f is not None:
+                remove_file(f)
         raise
     if not isinstance(response, Response):  # output=json: the result's JSON
         response = JSONResponse(response)
@@ -218,7 +227,7 @@ async def _stored_upload(upload: Any, what: str) -> str:
 async def put_image(request: Request) -> Any:
     """``PUT /datastore/image?image=ID`` with form ``file`` (NIfTI) and ``params`` (``sidecar``, ``overwrite``)."""
     _only_query(request, {"image"})
-    form = await _form(request, files={"file"}, fields={"params"})
+    form = await _form(request, files={"file", "label"}, fields={"params"})
     params = _json_object(form.get("params"), "params")
     upload = form.get("file")
     image_id = request.query_params.get("image")
