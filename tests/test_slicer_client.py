@@ -286,3 +286,27 @@ def test_a_training_case_the_trainer_would_skip_is_refused_with_the_reason(serve
     with pytest.raises(QMRIClientError) as e:
         client.upload_label("slicer_case_notask", lab, params={"train_for": "qsm_raw"})
     assert e.value.status == 422 and "no trainer learns from 'qsm_raw' studies" in str(e.value)
+
+
+def test_regional_oef_of_segments_sent_as_a_label_map(server, tmp_path):
+    """The client sends a label map with an OEF request (consent first): each label comes back with
+    its regional OEF, its mirror region's and their difference."""
+    url, _ = server
+    st = nib.load(STUDIES / "sub-1000_oef.nii.gz")
+    mask = np.asarray(st.dataobj[..., -1]) != 0
+    labels = np.zeros(mask.shape, np.int16)
+    c = [n // 2 for n in mask.shape]
+    labels[c[0] + 8 : c[0] + 20, c[1] - 6 : c[1] + 6, c[2] - 6 : c[2] + 6] = 3  # a 24 mm block right of the midline
+    labels[~mask] = 0
+    f = tmp_path / "segments.nii.gz"
+    nib.save(nib.Nifti1Image(labels, st.affine), f)
+    meta = json.loads((STUDIES / "sub-1000_oef.json").read_text())
+    client = QMRIClient(url)
+    with pytest.raises(ConsentRequired):
+        client.infer("oef", "sub-1000_oef", {"sidecar": meta, "map": "OEF"}, label=f)
+    client.grant_consent()
+    res = client.infer("oef", "sub-1000_oef", {"sidecar": meta, "map": "OEF"}, label=f)
+    (region,) = res.meta["regions"]
+    assert region["label"] == 3 and region["n_voxels"] == int((labels == 3).sum())
+    assert 0 < region["OEF"] < 100 and region["ci95"][0] < region["OEF"] < region["ci95"][1]
+    assert region["mirror"]["n_voxels"] > 100 and "difference" in region

@@ -26,6 +26,7 @@ import gzip
 import json
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -240,20 +241,29 @@ class QMRIClient:
         return self._request("GET", "/datastore/", INFO_TIMEOUT_S, params={"output": "all"}).json()
 
     # -- infer ----------------------------------------------------------------------------------
-    def infer(self, task: str, image_id: str | None = None, params: Mapping[str, Any] | None = None, file: str | Path | None = None) -> InferResult:
+    def infer(self, task: str, image_id: str | None = None, params: Mapping[str, Any] | None = None, file: str | Path | None = None, label: str | Path | None = None) -> InferResult:
         """Run ``task`` on study ``image_id`` already on the server, or on ``file`` (a NIfTI sent with the
         request: the server infers from a temporary copy and stores nothing; consent required).
-        ``params``: method, map, sidecar (JSON-able; with ``file`` the sidecar must come here)."""
+        ``params``: method, map, sidecar (JSON-able; with ``file`` the sidecar must come here).
+        ``label``: an integer label map (NIfTI on the image's grid, 0 = background, e.g. segments
+        exported from a segmentation; consent required): the result's ``meta["regions"]`` then holds
+        the task's regional analysis of each label (OEF: the region's OEF, its mirror region's and
+        their difference, each with sd and 95 % interval)."""
         if (image_id is None) == (file is None):
             raise QMRIClientError("give either a study id on the server or a file to send, not both")
         data = {"params": json.dumps(dict(params or {}))}
-        if file is None:
-            resp = self._request("POST", f"/infer/{task}", self.timeout_s, params={"image": image_id, "output": "all"}, data=data)
-        else:
-            path = Path(file)
-            self._require_consent(f"image '{path.name}'")
-            with open(path, "rb") as fh:
-                resp = self._request("POST", f"/infer/{task}", self.timeout_s, params={"output": "all"}, data=data, files={"file": (path.name, fh)})
+        with ExitStack() as stack:
+            files = {}
+            if label is not None:
+                self._require_consent(f"label map '{Path(label).name}'")
+                files["label"] = (Path(label).name, stack.enter_context(open(label, "rb")))
+            if file is None:
+                resp = self._request("POST", f"/infer/{task}", self.timeout_s, params={"image": image_id, "output": "all"}, data=data, files=files or None)
+            else:
+                path = Path(file)
+                self._require_consent(f"image '{path.name}'")
+                files["file"] = (path.name, stack.enter_context(open(path, "rb")))
+                resp = self._request("POST", f"/infer/{task}", self.timeout_s, params={"output": "all"}, data=data, files=files)
         parts = parse_multipart(resp.headers.get("content-type", ""), resp.content)
         meta_part = parts.pop("params", None)
         if meta_part is None or not parts:
