@@ -76,3 +76,24 @@ def test_bad_regions_are_refused_naming_the_problem():
         qr.region_oef(mag, chi, mask, QQNET_TE_S, {"a": np.zeros_like(lesion)})
     with pytest.raises(ValueError, match="at most"):
         qr.region_oef(mag, chi, mask, QQNET_TE_S, {str(i): lesion for i in range(qr.MAX_REGIONS + 1)})
+
+
+def test_regional_bench_reports_lesions_against_their_references(tmp_path):
+    """``qmri bench oef --tasks qq_region`` on one small held-out phantom (4 mm): both ROI variants,
+    the goal columns, and a constant map's row (C = 0) when bench_oef's rows are there."""
+    import json
+
+    from qmri.bench import oef_regions
+
+    (tmp_path / "bench_oef_rows.json").write_text(
+        json.dumps([{"subject": "bench-oef-0", "SNR": 100.0, "draw": 0, "method": "constant", "infarct_core_C": 0.0, "infarct_core_roi_error": -20.0, "infarct_core_diameter_mm": 29.0, "territory_asym": 0.0, "territory_asym_true": 13.1}])
+    )
+    oef_regions.run(str(tmp_path), subjects=1, snrs=(100.0,), noise_draws=1, resolution_mm=4.0)
+    md = (tmp_path / "bench_oef_regions.md").read_text()
+    assert "regional QQ fit, ROI exact" in md and "regional QQ fit, ROI dilated 2 mm" in md
+    assert "constant population mean map, ROI mean | 1 | 1 | 0.00 / 0.00 | 20.00 | 13.10" in md
+    rows = json.loads((tmp_path / "bench_oef_regions.json").read_text())["meta"]["rows"]
+    assert [r["roi"] for r in rows] == ["exact", "dilated 2 mm"]
+    for r in rows:
+        assert all(np.isfinite(r[k]) for k in ("infarct_core_C", "penumbra_C", "territory_asym_error"))
+        assert abs(r["territory_asym_true"]) > 5.0  # the territory is shifted by 8-15 %-points
