@@ -90,3 +90,40 @@ def test_empty_segment_and_bad_selection():
         segment_statistics(None, [node])
     with pytest.raises(ValueError, match="not in"):
         segment_statistics(seg, [node], ["nope"])
+
+
+def test_segments_become_the_label_map_the_regional_analysis_takes(tmp_path):
+    """Segments drawn on a 1 mm grid are written as one integer label map on the OEF input's 2 mm grid
+    (its affine), and the server's regional answer becomes a table named by segment."""
+    from QuantitativeMapsLib.roi_statistics import REGION_COLUMNS, regional_rows, regional_table, segments_label_map
+
+    shape = (20, 20, 16)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = [-20, -20, -16]
+    logic = MapSceneLogic()
+    echo1 = logic.add_volume(np.ones(shape, np.float32), aff, "echo 1")
+    fine = np.diag([1.0, 1.0, 1.0, 1.0])
+    fine[:3, 3] = aff[:3, 3] - 0.5
+    labels = np.zeros((40, 40, 32), np.int16)
+    labels[4:12, 4:12, 4:12] = 1  # an 8 mm cube: 4 x 4 x 4 voxels at 2 mm
+    labels[24:36, 10:20, 6:14] = 2
+    seg = _segmentation(logic, labels, fine, ["core", "penumbra"])
+    names = segments_label_map(seg, echo1, tmp_path / "labels.nii.gz")
+    assert names == {1: "core", 2: "penumbra"}
+    img = nib.load(tmp_path / "labels.nii.gz")
+    out = np.asarray(img.dataobj)
+    assert out.shape == shape and np.allclose(img.affine, aff) and out.dtype == np.int16
+    assert (out == 1).sum() == 64 and (out == 2).sum() == 6 * 5 * 4 and set(np.unique(out)) == {0, 1, 2}
+    regions = [
+        {"label": 1, "OEF": 14.0, "OEF_sd": 4.0, "ci95": [6.2, 21.8], "n_voxels": 64, "informative": True, "mirror": {"OEF": 40.0}, "difference": {"OEF": -26.0, "OEF_sd": 5.0, "ci95": [-35.8, -16.2]}},
+        {"label": 2, "OEF": 40.0, "OEF_sd": 14.0, "ci95": [12.6, 67.4], "n_voxels": 120, "informative": False, "mirror": None},
+    ]
+    rows = regional_rows(regions, names)
+    assert [r["segment"] for r in rows] == ["core", "penumbra"] and rows[1]["mirror"] is None
+    table = regional_table(logic.scene, rows)
+    assert table.GetNumberOfRows() == 2 and table.GetColumnName(2) == "OEF" and table.GetColumnUnitLabel("OEF") == "%"
+    assert table.GetCellText(0, len(REGION_COLUMNS) - 1) == "-35.8 to -16.2" and table.GetCellText(1, 6) == ""
+    empty = _segmentation(logic, np.zeros((40, 40, 32), np.int16) + np.pad(np.ones((1, 1, 1), np.int16), ((0, 39), (0, 39), (0, 31))), fine, ["dot"])
+    far = logic.add_volume(np.ones((4, 4, 4), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]) + np.array([[0, 0, 0, 500]] * 3 + [[0, 0, 0, 0]]), "far away")
+    with pytest.raises(ValueError, match="covers no voxel|no segment"):
+        segments_label_map(empty, far, tmp_path / "none.nii.gz")

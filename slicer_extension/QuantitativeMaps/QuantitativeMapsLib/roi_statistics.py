@@ -25,7 +25,7 @@ try:  # inside Slicer, or slicer-core headless
 except ImportError:  # pragma: no cover - only without Slicer
     slicer = None
 
-from .scene import image_to_array
+from .scene import image_to_array, matrix_to_affine
 
 #: The table's columns: (key, header, unit label or None for the map's own units).
 COLUMNS = (
@@ -128,3 +128,80 @@ def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
         for row in rows:
             w.writerow(["" if row.get(k) is None else row.get(k) for k, _, _ in COLUMNS])
     return path
+
+
+def segments_label_map(segmentation_node, reference_volume, path: str | Path, segment_ids: Sequence[str] | None = None) -> dict[int, str]:
+    """Write the segments as one integer label map on ``reference_volume``'s grid: a NIfTI at
+    ``path`` with the reference's voxel-to-RAS affine (mm), label ``i + 1`` for the i-th segment (a
+    voxel in several segments takes the later one), 0 elsewhere. This is the map the server's
+    regional analysis takes (OEF: ``QMRIClient.infer(..., label=path)``). Returns label -> segment name."""
+    import nibabel as nib
+
+    if segmentation_node is None:
+        raise ValueError("select a segmentation (draw ROIs in Segment Editor first)")
+    seg = segmentation_node.GetSegmentation()
+    shape = image_to_array(reference_volume.GetImageData()).shape[:3]
+    labels = np.zeros(shape, np.int16)
+    names = {}
+    for i, sid in enumerate(_segment_ids(segmentation_node, segment_ids)):
+        labels[segment_mask(segmentation_node, sid, reference_volume)] = i + 1
+        names[i + 1] = seg.GetSegment(sid).GetName()
+    names = {v: n for v, n in names.items() if (labels == v).any()}
+    if not names:
+        raise ValueError(f"no segment of '{segmentation_node.GetName()}' covers a voxel of '{reference_volume.GetName()}'")
+    m = vtk.vtkMatrix4x4()
+    reference_volume.GetIJKToRASMatrix(m)
+    nib.save(nib.Nifti1Image(labels, matrix_to_affine(m)), str(path))
+    return names
+
+
+#: Columns of the regional table: (key, header, unit label).
+REGION_COLUMNS = (
+    ("segment", "Segment", ""),
+    ("voxels", "Voxels", ""),
+    ("value", "OEF", "%"),
+    ("sd", "SD", "%"),
+    ("ci95", "95 % interval", "%"),
+    ("informative", "Informative", ""),
+    ("mirror", "Mirror OEF", "%"),
+    ("difference", "Difference", "%"),
+    ("difference_ci95", "Difference 95 % interval", "%"),
+)
+
+
+def regional_rows(regions: Sequence[dict], names: dict[int, str]) -> list[dict]:
+    """The server's ``regions`` (one entry per label) as rows of :data:`REGION_COLUMNS`, named by segment."""
+    rows = []
+    for r in regions:
+        mirror, diff = r.get("mirror"), r.get("difference")
+        rows.append(
+            {
+                "segment": names.get(int(r["label"]), str(r["label"])),
+                "voxels": int(r["n_voxels"]),
+                "value": float(r["OEF"]),
+                "sd": float(r["OEF_sd"]),
+                "ci95": f"{r['ci95'][0]:.1f} to {r['ci95'][1]:.1f}",
+                "informative": "yes" if r["informative"] else "no (the echoes do not resolve it)",
+                "mirror": None if mirror is None else float(mirror["OEF"]),
+                "difference": None if diff is None else float(diff["OEF"]),
+                "difference_ci95": "" if diff is None else f"{diff['ci95'][0]:.1f} to {diff['ci95'][1]:.1f}",
+            }
+        )
+    return rows
+
+
+def regional_table(scene, rows: Sequence[dict], name: str = "qmri regional OEF"):
+    """A vtkMRMLTableNode of :func:`regional_rows`."""
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for key, header, unit in REGION_COLUMNS:
+        # mirror and difference are text: blank when absent (a numeric column would show 0)
+        col = table.AddColumn(vtk.vtkIntArray() if key == "voxels" else (vtk.vtkDoubleArray() if key in ("value", "sd") else vtk.vtkStringArray()))
+        col.SetName(header)
+        if unit:
+            table.SetColumnUnitLabel(header, unit)
+    for row in rows:
+        r = table.AddEmptyRow()
+        for c, (key, _, _) in enumerate(REGION_COLUMNS):
+            value = row.get(key)
+            table.SetCellText(r, c, "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value)))
+    return table
