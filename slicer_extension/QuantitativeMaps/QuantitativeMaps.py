@@ -124,6 +124,7 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.stopTrainButton.connect("clicked(bool)", self.onStopTraining)
         self.ui.roiStatisticsButton.connect("clicked(bool)", self.onRoiStatistics)
         self.ui.roiExportButton.connect("clicked(bool)", self.onRoiExport)
+        self.ui.roiRegionalButton.connect("clicked(bool)", self.onRoiRegional)
         self.roiRows = []
         self.ui.resultSelector.addAttribute("vtkMRMLScalarVolumeNode", "qmri.map")
         self.ui.compareSelector.addAttribute("vtkMRMLScalarVolumeNode", "qmri.map")
@@ -479,6 +480,8 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if self.jobKind == "infer":
             self.loadResult(job.result)
+        elif self.jobKind == "regions":
+            self.showRegions(job.result)
         else:
             self.status("Training case stored on the server: its reference map is the study's labels/final target.")
 
@@ -571,6 +574,65 @@ class QuantitativeMapsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ]
         self.ui.roiSummaryLabel.text = "\n".join(lines[:12]) + ("\n..." if len(lines) > 12 else "")
         self.status(f"ROI statistics: {len(self.roiRows)} row(s) in table '{table.GetName()}'.")
+
+    def onRoiRegional(self):
+        """The OEF of each segment by the server's regional QQ fit (the inputs and the segments, as a
+        label map on the inputs' grid, are sent; the answer is a table, no map is loaded)."""
+        from QuantitativeMapsLib.client import Job, run_task
+        from QuantitativeMapsLib.roi_statistics import segments_label_map
+
+        task = self.currentTask()
+        try:
+            if task != "oef":
+                raise ValueError("regional OEF needs the OEF task: pick it and its inputs (echoes and QSM)")
+            _ensure_nibabel()
+            nodes = self.selectedInputs()
+            params = {**self.requestParams(), "map": "OEF"}
+            seg = self.ui.roiSegmentationSelector.currentNode()
+            if seg is None:
+                raise ValueError("select a segmentation (draw the regions in Segment Editor first)")
+            grid = next((n for n in nodes if n.IsA("vtkMRMLScalarVolumeNode")), None)
+            if grid is None:
+                raise ValueError("the inputs hold no volume whose grid the segments can be written on")
+        except Exception as e:
+            self.showError("Cannot compute regional OEF", e)
+            return
+        if not self.askConsent(", ".join(f"'{n.GetName()}'" for n in nodes) + f" and the segments of '{seg.GetName()}'"):
+            return
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", f"{nodes[0].GetName()}_{task}")
+        try:
+            with slicer.util.WaitCursor():
+                path = self.logic.write_inputs(nodes, self.tmp.name, name)
+                label = os.path.join(self.tmp.name, f"{name}_segments.nii.gz")
+                names = segments_label_map(seg, grid, label)
+        except Exception as e:
+            self.showError("Cannot prepare the inputs", e)
+            return
+        client = self.logic.client
+        self.runContext = {"task": task, "base": nodes[0].GetName(), "background": None, "region_names": names}
+        self.startJob(Job(lambda job: run_task(client, task, path, None, params, job, label=label)), "regions")
+
+    def showRegions(self, result):
+        from QuantitativeMapsLib.roi_statistics import regional_rows, regional_table
+
+        try:
+            rows = regional_rows(result.meta.get("regions") or [], self.runContext["region_names"])
+            table = regional_table(slicer.mrmlScene, rows, name=slicer.mrmlScene.GenerateUniqueName("qmri regional OEF"))
+        except Exception as e:
+            self.showError("Could not read the regional answer", e)
+            return
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+        lines = []
+        for r in rows:
+            line = f"{r['segment']}: OEF {r['value']:.1f} +- {r['sd']:.1f} % (95 %: {r['ci95']})"
+            if r["difference"] is not None:
+                line += f"; mirror {r['mirror']:.1f} %, difference {r['difference']:+.1f} ({r['difference_ci95']})"
+            if not r["informative"].startswith("yes"):
+                line += "; not resolved by these echoes"
+            lines.append(line)
+        self.ui.roiSummaryLabel.text = "\n".join(lines[:12]) + ("\n..." if len(lines) > 12 else "")
+        self.status(f"Regional OEF of {len(rows)} segment(s) in table '{table.GetName()}'.")
 
     def onRoiExport(self):
         from QuantitativeMapsLib.roi_statistics import write_csv

@@ -419,17 +419,18 @@ class Job:
         return self._done.wait(timeout)
 
 
-def run_task(client: QMRIClient, task: str, image_path: str | Path | None, image_id: str | None = None, params: Mapping[str, Any] | None = None, job: Job | None = None) -> InferResult:
+def run_task(client: QMRIClient, task: str, image_path: str | Path | None, image_id: str | None = None, params: Mapping[str, Any] | None = None, job: Job | None = None, label: str | Path | None = None) -> InferResult:
     """Run ``task`` on ``image_path``, sent with the request (nothing is stored on the server), or,
-    when ``image_path`` is None, on study ``image_id`` already on the server. Updates ``job.stage``
-    and stops before the request on cancel."""
+    when ``image_path`` is None, on study ``image_id`` already on the server; ``label``: a label map
+    for the task's regional analysis (:meth:`QMRIClient.infer`). Updates ``job.stage`` and stops
+    before the request on cancel."""
     if job:
         job.check_cancelled()
         job.stage = f"sending the image and running {task} on the server" if image_path is not None else f"running {task} on the server"
     if image_path is not None:
-        result = client.infer(task, params=params, file=image_path)
+        result = client.infer(task, params=params, file=image_path, label=label)
     else:
-        result = client.infer(task, image_id, params)
+        result = client.infer(task, image_id, params, label=label)
     if job:
         job.stage = "received the result"
     return result
