@@ -102,21 +102,29 @@ def segment_statistics(segmentation_node, map_nodes: Sequence[Any], segment_ids:
     return rows
 
 
-def statistics_table(scene, rows: Sequence[dict], name: str = "qmri ROI statistics"):
-    """A vtkMRMLTableNode of ``rows`` (columns :data:`COLUMNS`; the volume's unit label is ml, the
-    statistics columns carry the map's units in the Units column since maps in one table differ)."""
+def _table(scene, name: str, columns: Sequence[tuple], rows: Sequence[dict], text: Sequence[str], digits: int):
+    """A vtkMRMLTableNode with one column per ``(key, header, unit label)`` of ``columns``: text for
+    the keys in ``text`` and for any column with an empty (None) cell, which a numeric column would
+    show as 0; integer for ``voxels``; floating point otherwise (``digits`` significant digits)."""
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    for key, header, unit in COLUMNS:
-        col = table.AddColumn(vtk.vtkStringArray() if key in ("segment", "map", "units") else (vtk.vtkIntArray() if key == "voxels" else vtk.vtkDoubleArray()))
+    for key, header, unit in columns:
+        blank = any(row.get(key) is None for row in rows)
+        col = table.AddColumn(vtk.vtkStringArray() if key in text or blank else (vtk.vtkIntArray() if key == "voxels" else vtk.vtkDoubleArray()))
         col.SetName(header)
         if unit:
             table.SetColumnUnitLabel(header, unit)
     for row in rows:
         r = table.AddEmptyRow()
-        for c, (key, _, _) in enumerate(COLUMNS):
+        for c, (key, _, _) in enumerate(columns):
             value = row.get(key)
-            table.SetCellText(r, c, "" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value)))
+            table.SetCellText(r, c, "" if value is None else (f"{value:.{digits}g}" if isinstance(value, float) else str(value)))
     return table
+
+
+def statistics_table(scene, rows: Sequence[dict], name: str = "qmri ROI statistics"):
+    """A vtkMRMLTableNode of ``rows`` (columns :data:`COLUMNS`; the volume's unit label is ml, the
+    statistics columns carry the map's units in the Units column since maps in one table differ)."""
+    return _table(scene, name, COLUMNS, rows, ("segment", "map", "units"), 6)
 
 
 def write_csv(rows: Sequence[dict], path: str | Path) -> Path:
@@ -192,16 +200,4 @@ def regional_rows(regions: Sequence[dict], names: dict[int, str]) -> list[dict]:
 
 def regional_table(scene, rows: Sequence[dict], name: str = "qmri regional OEF"):
     """A vtkMRMLTableNode of :func:`regional_rows`."""
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    for key, header, unit in REGION_COLUMNS:
-        # mirror and difference are text: blank when absent (a numeric column would show 0)
-        col = table.AddColumn(vtk.vtkIntArray() if key == "voxels" else (vtk.vtkDoubleArray() if key in ("value", "sd") else vtk.vtkStringArray()))
-        col.SetName(header)
-        if unit:
-            table.SetColumnUnitLabel(header, unit)
-    for row in rows:
-        r = table.AddEmptyRow()
-        for c, (key, _, _) in enumerate(REGION_COLUMNS):
-            value = row.get(key)
-            table.SetCellText(r, c, "" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value)))
-    return table
+    return _table(scene, name, REGION_COLUMNS, rows, ("segment", "ci95", "informative", "difference_ci95"), 4)
