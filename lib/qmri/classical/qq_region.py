@@ -63,7 +63,7 @@ PRIOR_OEF = (0.37, 0.15)  # fraction: mean and sd of the population prior on a r
 MODEL_SD = 3.0  # %-points, added in quadrature to the posterior sd (see the module doc)
 NOISE_VOXELS = 5000  # brain voxels used to estimate the echo noise variance
 FIT_VOXELS = 4000  # a larger region is represented by this many of its voxels (fixed seed), its nll scaled
-MAX_REGIONS = 64
+MAX_REGIONS = 16  # per request: a region and its mirror take up to ~1 s on 2 cores
 MIN_VOXELS = 8
 
 

@@ -89,11 +89,9 @@ class QuantitativeInferTask(InferTask):
         """Return the result maps on the input grid, in physical units (``options``: the request's
         task options, as :meth:`task_options` checked them)."""
 
-    takes_regions = False  # whether :meth:`regions` is implemented (a label may be sent with the request)
-
-    def regions(self, image: np.ndarray, affine: np.ndarray, sidecar: Dict[str, Any], labels: np.ndarray) -> list:
-        """The task's value for each region of an integer label map on the input's grid."""
-        raise NotImplementedError
+    #: whether the task has a regional analysis: a subclass that sets it provides
+    #: ``regions(image, affine, sidecar, labels) -> [dict, ...]``, and a label may be sent with the request
+    takes_regions = False
 
     def load_labels(self, label_path: str | None, data: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
         """The label map sent with the request (the server's own copy of the upload; None without

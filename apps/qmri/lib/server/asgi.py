@@ -227,7 +227,7 @@ async def _stored_upload(upload: Any, what: str) -> str:
 async def put_image(request: Request) -> Any:
     """``PUT /datastore/image?image=ID`` with form ``file`` (NIfTI) and ``params`` (``sidecar``, ``overwrite``)."""
     _only_query(request, {"image"})
-    form = await _form(request, files={"file", "label"}, fields={"params"})
+    form = await _form(request, files={"file"}, fields={"params"})
     params = _json_object(form.get("params"), "params")
     upload = form.get("file")
     image_id = request.query_params.get("image")
