@@ -206,7 +206,7 @@ def test_oef_qq_fit_maps(server, tmp_path):
     assert np.sqrt(np.mean((out[..., 2] - tgt[..., 1])[mask] ** 2)) < 6.0  # R2 (1/s)
     assert np.sqrt(np.mean((out[..., 5] - tgt[..., 4])[mask] ** 2)) < 0.05  # chi_nb (ppm)
     # one named map on its own
-    status, one, res1 = infer(url, "oef", "oef_block", {"sidecar": meta, "map": "OEF"})
+    status, one, res1 = infer(url, "oef", "oef_block", {"sidecar": meta, "method": "qq_fit", "map": "OEF"})
     assert status == 200 and one.shape == data.shape[:3] and res1["maps"][0]["units"] == "%"
     np.testing.assert_allclose(one.get_fdata(), oef, atol=1e-4)
 
