@@ -97,3 +97,16 @@ def test_regional_bench_reports_lesions_against_their_references(tmp_path):
     for r in rows:
         assert all(np.isfinite(r[k]) for k in ("infarct_core_C", "penumbra_C", "territory_asym_error"))
         assert abs(r["territory_asym_true"]) > 5.0  # the territory is shifted by 8-15 %-points
+
+
+def test_the_oef_task_fits_its_largest_label_map_with_every_mirror():
+    """The OEF task's label limit leaves room for each label's mirror within one regional call."""
+    from qmri.tasks.oef import MAX_LABELS, region_labels
+
+    assert 2 * MAX_LABELS <= qr.MAX_REGIONS
+    labels = np.zeros((8, 8, 8), np.int16)
+    labels.reshape(-1)[: MAX_LABELS + 1] = np.arange(1, MAX_LABELS + 2)
+    with pytest.raises(ValueError, match=f"at most {MAX_LABELS}"):
+        region_labels(labels, labels.shape)
+    labels[labels == MAX_LABELS + 1] = 0
+    assert sorted(region_labels(labels, labels.shape)) == list(range(1, MAX_LABELS + 1))

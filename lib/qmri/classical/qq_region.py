@@ -9,9 +9,8 @@ perfusion, a vascular territory against its mirror image.
 Why not the plain profile likelihood summed over the region (:func:`qq_profile.profile_sse`): with
 every nuisance parameter free per voxel, the noise each voxel's v can absorb depends on OEF (v is
 bounded below by 0, and at high OEF the family ``v f_s(dw t)`` bends more), so the summed profile's
-minimum drifts with the number of voxels instead of converging (the Neyman-Scott problem; measured
-on a training phantom, a 29 mm infarct core of true OEF 18 % has its summed minimum at 60 %, while
-the same sum on noiseless echoes finds 18 %). The remedy here ties v across the region, as QQ-CAT
+minimum is pulled towards high OEF however many voxels are summed, while the same sum on noiseless
+echoes finds the true OEF (the Neyman-Scott problem). The remedy here ties v across the region, as QQ-CAT
 ties Y and v within clusters of similar echo decays (Cho et al., MRM 2018):
 
 * the region's voxels are split into :data:`N_TISSUE_CLASSES` tissue classes, a k-means of the
@@ -31,7 +30,7 @@ minimum over the class's v of the sum over its voxels; the estimate is its (para
 minimum and the standard deviation comes from the curvature of ``exp(-nll)`` on the grid (the
 posterior sd), combined in quadrature with :data:`MODEL_SD`, the residual error of the estimator
 measured on training phantoms (seeds 40000-40007: 95 % of the informative regions within 1.96 sd;
-90 % with no such term).
+89 % with no such term).
 
 The echo noise variance is estimated from the data: the median over a fixed subsample of brain
 voxels of the smallest misfit over both grids, divided by the median of chi-square with
@@ -63,7 +62,7 @@ PRIOR_OEF = (0.37, 0.15)  # fraction: mean and sd of the population prior on a r
 MODEL_SD = 3.0  # %-points, added in quadrature to the posterior sd (see the module doc)
 NOISE_VOXELS = 5000  # brain voxels used to estimate the echo noise variance
 FIT_VOXELS = 4000  # a larger region is represented by this many of its voxels (fixed seed), its nll scaled
-MAX_REGIONS = 16  # per request: a region and its mirror take up to ~1 s on 2 cores
+MAX_REGIONS = 32  # per call: up to ~0.5 s each on 2 cores (the OEF task sends 16 labels and their mirrors)
 MIN_VOXELS = 8
 
 
@@ -163,7 +162,7 @@ def region_oef(mag: np.ndarray, chi: np.ndarray, mask: np.ndarray, te_s: Sequenc
     """
     mask = np.asarray(mask, bool)
     if len(regions) > MAX_REGIONS:
-        raise ValueError(f"{len(regions)} regions: at most {MAX_REGIONS} per request")
+        raise ValueError(f"{len(regions)} regions: at most {MAX_REGIONS} per call")
     sel = {}
     for name, r in regions.items():
         r = np.asarray(r, bool)

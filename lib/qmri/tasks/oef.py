@@ -150,11 +150,14 @@ def run_oef(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, Any], meth
     return maps
 
 
+#: Most regions in one label map: each is fitted with its mirror image, within
+#: :data:`qmri.classical.qq_region.MAX_REGIONS` regions per call (checked by the tests).
+MAX_LABELS = 16
+
+
 def region_labels(labels: np.ndarray, shape: tuple[int, ...]) -> dict[int, np.ndarray]:
     """Label value -> boolean region of an integer label map (0 = background) on the study's grid;
     ValueError for another shape, non-integer or negative values, or no region."""
-    from ..classical.qq_region import MAX_REGIONS
-
     labels = np.asarray(labels)
     if labels.shape != tuple(shape):
         raise ValueError(f"the label map has shape {labels.shape}; the study's grid is {tuple(shape)}")
@@ -163,8 +166,8 @@ def region_labels(labels: np.ndarray, shape: tuple[int, ...]) -> dict[int, np.nd
     values = [int(v) for v in np.unique(labels) if v != 0]
     if not values:
         raise ValueError("the label map has no region (every voxel is 0)")
-    if len(values) > MAX_REGIONS:
-        raise ValueError(f"the label map has {len(values)} regions; at most {MAX_REGIONS}")
+    if len(values) > MAX_LABELS:
+        raise ValueError(f"the label map has {len(values)} regions; at most {MAX_LABELS}")
     return {v: labels == v for v in values}
 
 
@@ -186,7 +189,7 @@ def run_oef_regions(image: np.ndarray, affine: np.ndarray, sidecar: dict[str, An
 
     mag, chi, mask, te = split_oef_input(image, sidecar)
     regions = region_labels(labels, mask.shape)
-    labelled = np.any(np.stack(list(regions.values())), 0)
+    labelled = np.asarray(labels) != 0
     rois = {f"{v}": r for v, r in regions.items()}
     for v, r in regions.items():
         m = _mirror(r, mask, affine) & ~labelled

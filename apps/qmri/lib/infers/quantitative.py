@@ -138,9 +138,9 @@ class QuantitativeInferTask(InferTask):
             meta = self.sidecar(path, request)
             labels = self.load_labels(request.get("label"), data, affine)
             maps = select_maps(self.compute(data, affine, meta, method, options), request.get("map"))
+            regions = None if labels is None else self.regions(data, affine, meta, labels)
             fd, out = tempfile.mkstemp(prefix="qmri_", suffix=".nii.gz")
             os.close(fd)  # MONAI Label deletes the result file once it has been sent
-            regions = None if labels is None else self.regions(data, affine, meta, labels)
             primary, result = write_maps(maps, affine, data.shape[:3], out)
             if regions is not None:
                 result["regions"] = regions
