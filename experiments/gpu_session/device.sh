@@ -41,7 +41,7 @@ if [ "${DRY:-0}" = 1 ]; then
     QSM_ARGS=(--train-subjects 1 --val-subjects 1 --epochs 1 --steps 2)
 else
     SPEED_ARGS=(--repeats 3)
-    OEF_ARGS=(--train-subjects 48 --draws 16 --epochs 60 --max-minutes "${OEF_MINUTES:-5}" --workers 12)
+    OEF_ARGS=(--train-subjects 48 --val-subjects 8 --draws 16 --epochs 60 --max-minutes "${OEF_MINUTES:-5}" --workers 12)
     PVC_ARGS=(--condition-fwhm --train-subjects 24 --val-subjects 2 --epochs 28 --steps 200 --batch 4 --patch 64 --lr 1e-3 --channels 32,64,128,256 --workers 12 --max-minutes "${PVC_MINUTES:-5}")
     QSM_ARGS=(--train-subjects 48 --epochs 200 --max-minutes "${QSM_MINUTES:-5}")
 fi
