@@ -102,6 +102,19 @@ def test_metrics_constant_map_scores_zero_and_truth_scores_one(drawn):
     assert om.coverage(noisy, truth, sd, mask) == pytest.approx(0.954, abs=0.01)
 
 
+def test_model_selection_r_is_taken_within_each_volume():
+    """The default network's selection needs r >= 0.5: a map constant within each volume that follows
+    each volume's level scores 0 (one r over the pooled voxels of the volumes gave it 0.9)."""
+    rng = np.random.default_rng(0)
+    truths = [level + rng.normal(0, 5, 500) for level in (25.0, 37.0, 50.0)]
+    levels = [np.full(500, t.mean()) for t in truths]
+    pooled = np.corrcoef(np.concatenate(levels), np.concatenate(truths))[0, 1]
+    assert pooled > 0.85
+    assert om.within_volume_r(list(zip(levels, truths))) == 0.0
+    noisy = [t + rng.normal(0, 5, 500) for t in truths]  # r = 1 / sqrt(2) in each volume
+    assert om.within_volume_r(list(zip(noisy, truths))) == pytest.approx(0.707, abs=0.05)
+
+
 def test_summary_reports_the_worst_large_lesion():
     rows = [
         {"rmse": 3.0, "mean_error": 1.0, "r": 0.6, "r_smooth": 0.8, "infarct_core_C": 0.9, "infarct_core_roi_error": -2.0, "infarct_core_diameter_mm": 30.0, "infarct_core_v_changed": True, "territory_asym": 9.0, "territory_asym_true": 10.0},

@@ -8,6 +8,7 @@ All OEF values in %; masks boolean arrays of the map's shape; voxel sizes in mm.
 * :func:`pearson_r`: voxelwise Pearson correlation with the truth inside the brain, optionally after
   a Gaussian of the given FWHM applied inside the brain (normalised convolution: the brain mask's
   own blur divides, so the brain border does not darken); defined as 0 when either map is constant.
+* :func:`within_volume_r`: the mean over volumes of each volume's r (model selection).
 * :func:`asymmetry_error`: the territory's asymmetry (territory mean - contralateral mean) recovered,
   minus the true one (%-points).
 * :func:`coverage`: share of brain voxels with |est - true| <= k sd (calibration of an sd map).
@@ -66,6 +67,17 @@ def pearson_r(est: np.ndarray, truth: np.ndarray, mask: np.ndarray, fwhm_mm: flo
     if e.std() < 1e-9 or t.std() < 1e-9:
         return 0.0
     return float(np.corrcoef(e, t)[0, 1])
+
+
+def within_volume_r(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean over volumes of the Pearson r of each volume's (estimate, truth) voxel values; 0 for a
+    volume where either is constant. Unlike one r over the pooled voxels, a map that is constant
+    within each volume scores 0 however well it follows each volume's level."""
+    rs = []
+    for e, t in pairs:
+        e, t = np.asarray(e, np.float64).ravel(), np.asarray(t, np.float64).ravel()
+        rs.append(0.0 if e.std() < 1e-9 or t.std() < 1e-9 else float(np.corrcoef(e, t)[0, 1]))
+    return float(np.mean(rs)) if rs else 0.0
 
 
 def asymmetry_error(est: np.ndarray, truth: np.ndarray, territory: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

@@ -117,7 +117,8 @@ def calibrate_checkpoint(path: Path, recipe) -> float:
 
 
 #: The default network must show where OEF differs: only candidates whose validation OEF correlates
-#: with the truth at least this much (Pearson r over brain voxels; a constant map scores 0) compete
+#: with the truth at least this much (Pearson r over each validation volume's brain voxels, averaged
+#: over the volumes: a map constant within each volume scores 0 even when it follows their levels) compete
 #: on validation OEF RMSE (issue 24; the earlier rule, every parameter's RMSE at or below the 3D CNN's,
 #: let a near-constant map win).
 SELECT_MIN_R = 0.5

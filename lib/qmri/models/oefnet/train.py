@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from .net import CHI_INPUT_SCALE, CONTEXT_COARSE_FROM, CONTEXT_HIDDEN, DEFAULT_FEATURES, N_ECHOES, build, denormalise, is_voxelwise
 from .predict import oef_sd_percent, prepare_input, predict_normalised
+from ...metrics.oef import within_volume_r
 from ...physics.qq import PARAM_NAMES, QQNET_STD, oef_from_y, qbold_magnitude, qq_susceptibility
 from .data import SNR_RANGE, TE_MS, OEFVolume, sample_patch, sample_voxels
 
@@ -319,8 +320,7 @@ def evaluate(net, arch: str, vols: list[OEFVolume], device="cpu", subsets: list[
             covered.append(np.abs(err) <= 2.0 * oef_sd_percent(z[..., 5][mask], float(net.sd_scale)))
     out = {f"val_rmse_{n}": math.sqrt(sq[n] / max(count, 1)) for n in PARAM_NAMES}
     out["val_oef_rmse"] = math.sqrt(sq["OEF"] / max(count, 1))
-    e, t = np.concatenate(est), np.concatenate(true)
-    out["val_oef_r"] = float(np.corrcoef(e, t)[0, 1]) if e.std() > 0 and t.std() > 0 else 0.0  # a constant map scores 0
+    out["val_oef_r"] = within_volume_r(list(zip(est, true)))  # per volume, so a map constant within each volume scores 0
     if covered:
         out["val_oef_coverage_2sd"] = float(np.concatenate(covered).mean())
     return out
