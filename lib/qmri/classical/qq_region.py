@@ -61,8 +61,8 @@ N_TISSUE_CLASSES = 3
 PRIOR_OEF = (0.37, 0.15)  # fraction: mean and sd of the population prior on a region's OEF
 MODEL_SD = 3.0  # %-points, added in quadrature to the posterior sd (see the module doc)
 NOISE_VOXELS = 5000  # brain voxels used to estimate the echo noise variance
-FIT_VOXELS = 4000  # a larger region is represented by this many of its voxels (fixed seed), its nll scaled
-MAX_REGIONS = 32  # per call: up to ~0.5 s each on 2 cores (the OEF task sends 16 labels and their mirrors)
+FIT_VOXELS = 16000  # a larger region is represented by this many of its voxels (fixed seed), its nll scaled (4000 doubled the territory asymmetry error on training phantoms)
+MAX_REGIONS = 32  # per call: up to ~2 s each on 2 cores (a region of FIT_VOXELS) (the OEF task sends 16 labels and their mirrors)
 MIN_VOXELS = 8
 
 
