@@ -213,7 +213,7 @@ def _check_bench(args: argparse.Namespace) -> None:
         bad = [t for t in args.tasks if t not in BENCH_TASKS[suite]]
         if bad or not args.tasks:
             raise UsageError(f"argument --tasks: bench {suite} takes {', '.join(BENCH_TASKS[suite])}, got {' '.join(args.tasks) or 'none'}")
-    if args.ood != "yes" and suite not in ("qsm", "pvc"):
+    if args.ood != "yes" and suite not in ("qsm", "pvc", "oef"):
         raise UsageError(f"argument --ood: not used by bench {suite}")
     if suite == "oef" and args.first_subject >= args.subjects:
         raise UsageError(f"argument --first-subject: must be below --subjects ({args.subjects}), got {args.first_subject}")
@@ -279,7 +279,7 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench.oef import run
 
         methods = tuple(args.tasks) if args.tasks else BENCH_TASKS["oef"]
-        maps = tuple(m for m in methods if m != "qq_region")
+        maps = tuple(m for m in methods if m != "qq_region") if args.ood != "only" else ()
         if maps:
             run(
                 args.out,
@@ -293,10 +293,14 @@ def _bench(args: argparse.Namespace) -> int:
                 snrs=tuple(args.snrs),
                 noise_draws=args.noise_draws,
             )
-        if "qq_region" in methods:  # the regional fit answers per region, not per voxel: its own report
+        if "qq_region" in methods and args.ood != "only":  # the regional fit answers per region, not per voxel: its own report
             from .bench.oef_regions import run as run_regions
 
             run_regions(args.out, subjects=args.subjects, snrs=tuple(args.snrs), other_snr_subjects=args.other_snr_subjects, noise_draws=args.noise_draws, resolution_mm=args.resolution)
+        if args.ood != "no" and ("qq_region" in methods or "best" in methods):  # independent partial-volume simulator (bench_oef_ood.md)
+            from .bench.oef_ood import run as run_ood
+
+            run_ood(args.out, args.weights, subjects=3, with_best="best" in methods)
     elif args.suite == "memory":
         from .bench.memory import run
 
@@ -493,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ood",
         choices=("yes", "no", "only"),
         default="yes",
-        help="qsm, pvc: also run the out-of-distribution cases (qsm: qsm-forward fields, independent tissue model, 1 mm, 1x1x3 mm, cylinders, bench_qsm_ood.md; pvc: an independent PET simulator at 2 mm, 1 mm and 2x2x3 mm, bench_pvc_ood.md; minutes at 1 mm), skip them, or run only them (default yes)",
+        help="qsm, pvc, oef: also run the out-of-distribution cases (qsm: qsm-forward fields, independent tissue model, 1 mm, 1x1x3 mm, cylinders, bench_qsm_ood.md; pvc: an independent PET simulator at 2 mm, 1 mm and 2x2x3 mm, bench_pvc_ood.md; oef: an independent simulator with partial-volume voxels, for qq_region and best, bench_oef_ood.md; minutes at 1 mm), skip them, or run only them (default yes)",
     )
     p.add_argument("--reuse-rows", action="store_true", help="oef: reuse stored results of the methods not in --tasks (see bench_oef_rows.json)")
     p.add_argument(
