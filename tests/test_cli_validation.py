@@ -74,6 +74,7 @@ BAD_VALUES = [
     (["bench", "classical", "--weights", "w.pt"], "--weights", "not used by bench classical"),
     (["bench", "synth", "--ood", "only"], "--ood", "not used by bench synth"),
     (["bench", "qsm", "--ood", "maybe"], "--ood", "invalid choice: 'maybe'"),
+    (["bench", "oef", "--tasks", "cnn3d", "--ood", "only"], "--ood", "only runs for --tasks qq_region and best"),
     (["train", "qsm", "--randomised", "1.5"], "--randomised", "must be a number in [0, 1], got 1.5"),
 ]
 

@@ -215,6 +215,8 @@ def _check_bench(args: argparse.Namespace) -> None:
             raise UsageError(f"argument --tasks: bench {suite} takes {', '.join(BENCH_TASKS[suite])}, got {' '.join(args.tasks) or 'none'}")
     if args.ood != "yes" and suite not in ("qsm", "pvc", "oef"):
         raise UsageError(f"argument --ood: not used by bench {suite}")
+    if suite == "oef" and args.ood == "only" and not {"qq_region", "best"} & set(args.tasks or BENCH_TASKS["oef"]):
+        raise UsageError("argument --ood: only runs for --tasks qq_region and best (bench_oef_ood.md)")
     if suite == "oef" and args.first_subject >= args.subjects:
         raise UsageError(f"argument --first-subject: must be below --subjects ({args.subjects}), got {args.first_subject}")
     if suite not in BENCH_NETWORK:  # classical (and any suite without a network)
