@@ -122,7 +122,8 @@ def make_phantom(seed: int, snr: float = SNR) -> OODPhantom:
         centre = cand[rng.integers(len(cand))]
         sph = _sphere(brain.shape, centre, 0.5 * d / 2.0) & brain
         mirror = _sphere(brain.shape, (2 * mid - centre[0], centre[1], centre[2]), 0.5 * d / 2.0) & brain
-        used |= _sphere(brain.shape, centre, 0.5 * d / 2.0 + 3) | _sphere(brain.shape, (2 * mid - centre[0], centre[1], centre[2]), 0.5 * d / 2.0 + 3)
+        keep_off = 0.5 * d / 2.0 + 0.5 * LESION_DIAMETER_MM[1] / 2.0 + 2  # voxels: no later lesion's centre within reach
+        used |= _sphere(brain.shape, centre, keep_off) | _sphere(brain.shape, (2 * mid - centre[0], centre[1], centre[2]), keep_off)
         value = rng.uniform(lo, hi)
         factor = rng.choice([0.5, 1.0]) if v_changes else 1.0
         for c in ("gm", "wm"):
