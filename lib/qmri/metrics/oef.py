@@ -73,10 +73,7 @@ def within_volume_r(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
     """Mean over volumes of the Pearson r of each volume's (estimate, truth) voxel values; 0 for a
     volume where either is constant. Unlike one r over the pooled voxels, a map that is constant
     within each volume scores 0 however well it follows each volume's level."""
-    rs = []
-    for e, t in pairs:
-        e, t = np.asarray(e, np.float64).ravel(), np.asarray(t, np.float64).ravel()
-        rs.append(0.0 if e.std() < 1e-9 or t.std() < 1e-9 else float(np.corrcoef(e, t)[0, 1]))
+    rs = [pearson_r(np.ravel(e), np.ravel(t), np.ones(np.size(e), bool)) for e, t in pairs]
     return float(np.mean(rs)) if rs else 0.0
 
 
