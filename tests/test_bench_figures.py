@@ -57,14 +57,23 @@ def test_every_bench_figure_runs_on_small_maps_with_units(tmp_path, monkeypatch)
     core = np.zeros(shape, bool)
     core[6:9, 6:9, 6:9] = True
     oef._figure(tmp_path / "o.png", vol(60), mask, {"infarct_core": {"mask": core}}, {"best": (vol(60), vol(10)), "qq_fit": (vol(60), None)}, "toy")
-    for f in ("q", "p", "s", "o"):
+    from types import SimpleNamespace
+
+    from qmri.bench import oef_ood
+
+    hot, cold = np.zeros(shape, bool), np.zeros(shape, bool)
+    hot[4:7, 5:8, 6:9], cold[10:13, 5:8, 6:9] = True, True
+    rois = {"high_oef": hot, "high_oef_ref": np.flip(hot, 0), "low_oef": cold, "low_oef_ref": np.flip(cold, 0), "brain": mask}
+    ph = oef_ood.OODPhantom(np.concatenate([vol(1.0)[..., None]] * 9, -1), mask, np.where(mask, vol(60), np.nan), rois, {}, np.eye(4), {})
+    oef_ood._figure(tmp_path / "d.png", ph, {k: SimpleNamespace(oef=40.0) for k in rois}, vol(60), "toy")
+    for f in ("q", "p", "s", "o", "d"):
         assert (tmp_path / f"{f}.png").stat().st_size > 1000
     assert {"chi (ppm)", "SUV", "HU", "a.u.", "OEF (%)", "sd (%-points)"} <= set(seen)
     n_qsm = len([m for m in qsm.METHODS if m != "constant"]) + 3  # truth, methods, two differences
     assert seen.count("chi (ppm)") == 2 * n_qsm and seen.count("SUV") == 16
 
 
-@pytest.mark.parametrize("bench", ["qsm", "pvc", "synth", "oef"])
+@pytest.mark.parametrize("bench", ["qsm", "pvc", "synth", "oef", "oef_ood"])
 def test_no_bench_draws_pictures_with_its_own_plotting_code(bench):
     import inspect
 

@@ -23,7 +23,7 @@ independently of the training generator and is never used for training:
 
 Rows: the regional QQ fit on the exact lesion ROIs and their mirror images, and on the whole brain;
 the ``best`` map's ROI means, its r with the truth, and its whole-brain mean; a constant map at the
-population mean (C = 0, r = 0). Writes ``bench_oef_ood.md`` and ``.json``.
+population mean (C = 0, r = 0). Writes ``bench_oef_ood.md``, ``.json`` and ``.png`` (the first subject).
 
 Units: OEF in %, errors in %-points, R2 in 1/s, QSM and chi_nb in ppm, echo times in s.
 """
@@ -219,7 +219,33 @@ def run(out_dir: str, weights_dir: str | Path | None = None, subjects: int = 3, 
             est = {n: float(maps["OEF"][r & tissue].mean()) for n, r in ph.rois.items()}
             rows += _rows_for(ph, subject, "best (default) map, ROI means", est, t.seconds, r=pearson_r(maps["OEF"], truth0, tissue))
         log.info("%s: %s", subject, ", ".join(f"{r['method']} {r['lesion']} C {r['C']:.2f}" for r in rows[-6:]))
+        if i == 0:
+            _figure(out / "bench_oef_ood.png", ph, fit, maps["OEF"] if spec is not None else None, subject)
     return str(save_report(out, "bench_oef_ood", _sections(rows), {"note": _note(subjects, snr), "rows": rows}))
+
+
+def _figure(path: Path, ph: OODPhantom, fit: dict, best: np.ndarray | None, subject: str) -> Path:
+    """Axial slice through the high-OEF lesion: the truth, the echo-1 magnitude, the regional fit's
+    estimates painted on their ROIs, and the ``best`` map (outlines: white the low-OEF lesion, red
+    the high-OEF one, cyan their mirrors)."""
+    from .figures import Panel, axial, map_grid
+
+    z = int(np.argwhere(ph.rois["high_oef"])[:, 2].mean())
+    outline = np.zeros(ph.mask.shape, np.int8)
+    painted = np.full(ph.mask.shape, np.nan)
+    for name, value in (("low_oef", 1), ("high_oef", 2)):
+        outline[ph.rois[name]], outline[ph.rois[name + "_ref"]] = value, 3
+        painted[ph.rois[name]], painted[ph.rois[name + "_ref"]] = fit[name].oef, fit[name + "_ref"].oef
+    tissue, o = axial(ph.mask & np.isfinite(ph.oef), z), axial(outline, z)
+    oef = dict(units="OEF (%)", vmin=0.0, vmax=75.0, cmap="viridis", outline=o)
+    row = [
+        Panel("truth (blood-weighted)", axial(np.nan_to_num(ph.oef), z), mask=tissue, **oef),
+        Panel("echo 1", axial(ph.image[..., 0], z), "a.u.", 0.0, float(np.percentile(ph.image[..., 0][ph.mask], 99)), mask=axial(ph.mask, z), outline=o),
+        Panel("regional QQ fit on the ROIs", axial(np.nan_to_num(painted), z), mask=axial(np.isfinite(painted), z), **oef),
+    ]
+    if best is not None:
+        row.append(Panel("best (default) map", axial(best, z), mask=tissue, **oef))
+    return map_grid(path, [row], f"Independent partial-volume phantom {subject}, echo-1 SNR {SNR:g}, axial slice {z} (white: low-OEF lesion, red: high-OEF lesion, cyan: mirrors)", panel_inches=2.7)
 
 
 def _sections(rows: list[dict]) -> dict:
