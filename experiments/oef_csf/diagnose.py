@@ -2,7 +2,10 @@
 CSF (nocsf: GM and WM renormalised, voxels with < 30 % tissue left out of the brain) and with pure
 voxels (pure: each voxel all GM, all WM or all CSF). Usage: diagnose.py asis,nocsf,pure [subjects]."""
 
-import sys, numpy as np
+import sys
+
+import numpy as np
+
 import qmri.bench.oef_ood as M
 from qmri.classical.qq_region import region_oef
 from qmri.physics.qq import QQNET_TE_S, B0_DEFAULT
