@@ -20,6 +20,8 @@ n_own = int(sys.argv[3]) if len(sys.argv) > 3 else 4
 csf_model.CFG["cost"] = float(os.environ.get("PHI_COST", "1.0"))
 csf_model.CFG["r2_csf"] = tuple(float(x) for x in os.environ.get("R2_CSF", "2.5").split(","))
 csf_model.install(mode == "csf")
+if os.environ.get("N_CLASSES"):
+    R.tissue_classes.__defaults__ = (int(os.environ["N_CLASSES"]),)
 if mode == "mix":
     import csf_mixture
 
