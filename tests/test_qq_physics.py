@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -88,6 +89,32 @@ def test_fs_of_large_volumes_is_chunked_with_the_same_values():
     np.testing.assert_allclose(out.detach().numpy(), one_pass, rtol=1e-15, atol=0)
     out.sum().backward()
     np.testing.assert_allclose(g.grad.numpy(), qq.fs_prime(x), rtol=1e-12, atol=1e-15)
+
+
+def test_fs_chunks_spread_over_threads_give_the_same_values(monkeypatch):
+    """Where OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE), numpy's chunks run on as many threads as
+    torch's pool has, else on one: every value (and derivative) is the same as from one thread, for
+    1, 2 and 3 threads, an uneven last chunk and a region-sized call below one chunk."""
+    x = np.random.default_rng(1).uniform(0, 30, size=5 * qq._CPU_CHUNK + 123)
+    small = x[: 3 * qq._THREAD_MIN + 5]
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    torch.set_num_threads(2)
+    assert qq._fs_threads() == 1
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert qq._fs_threads() == 2
+    try:
+        torch.set_num_threads(1)
+        ref, dref = qq.fs(x), qq.fs_prime(x)
+        for n in (2, 3):
+            torch.set_num_threads(n)
+            np.testing.assert_array_equal(qq.fs(x), ref)
+            np.testing.assert_array_equal(qq.fs_prime(x), dref)
+            np.testing.assert_array_equal(qq.fs(torch.tensor(x)).numpy(), ref)
+            np.testing.assert_array_equal(qq.fs(torch.tensor(small)).numpy(), ref[: small.size])
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(ref, qq._fs_block(x, False))
 
 
 # ----------------------------------------------------------------------------- QQ model
@@ -223,3 +250,30 @@ def test_phantom_oxygenation_has_physiological_spreads():
     assert np.corrcoef(gm_means, wm_means)[0, 1] > 0.8
     assert 0.02 < np.mean(within) < 0.04, np.mean(within)
     assert abs(np.mean(gm_means) - 0.617) < 0.04
+
+
+def _fs_in_child(x, q):
+    q.put(qq.fs(x))
+
+
+def test_fs_threads_work_in_a_forked_child(monkeypatch):
+    """A data loader worker forked after the pool was made gets a pool of its own (a forked pool has
+    no threads, and work handed to it would never run)."""
+    import multiprocessing as mp
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    x = np.random.default_rng(2).uniform(0, 20, 4 * qq._THREAD_MIN)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ref = qq.fs(x)  # makes the parent's pool
+        assert qq._THREADS and qq._THREADS[0][0] == os.getpid()
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=_fs_in_child, args=(x, q))
+        p.start()
+        got = q.get(timeout=60)
+        p.join(timeout=60)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(got, ref)

@@ -21,6 +21,7 @@ Y, v and OEF as fractions.
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import numpy as np
@@ -203,16 +204,64 @@ def _fs_dispatch(ax, deriv: bool):
     A CPU tensor outside autograd is chunked in numpy: each of the ~90 elementwise torch ops per
     chunk is an OpenMP parallel region, and with ``OMP_WAIT_POLICY=PASSIVE`` (the server's setting,
     Makefile) every region wakes sleeping threads; measured on the sample OEF study, the default
-    network's map took 19.2 s under PASSIVE against 10.4 s (first call) with torch chunks."""
+    network's map took 19.2 s under PASSIVE against 10.4 s (first call) with torch chunks. The numpy
+    chunks run on :func:`_fs_threads` threads from 2 x :data:`_THREAD_MIN` values up."""
     is_t = isinstance(ax, torch.Tensor)
     n = ax.numel() if is_t else np.size(ax)
-    if n > _CPU_CHUNK and (not is_t or ax.device.type == "cpu"):
-        if is_t and not ax.requires_grad:  # the same values from numpy's single-threaded ufuncs
+    cpu = not is_t or ax.device.type == "cpu"
+    if cpu and (n > _CPU_CHUNK or (n >= 2 * _THREAD_MIN and _fs_threads() > 1)):
+        if is_t and not ax.requires_grad:  # the same values from numpy's ufuncs
             return torch.from_numpy(_fs_dispatch(ax.detach().numpy(), deriv)).to(ax.dtype)
+        if not is_t:
+            return _fs_numpy_threads(np.ascontiguousarray(ax, np.float64).reshape(-1), deriv).reshape(np.shape(ax))
+    if cpu and n > _CPU_CHUNK:
         flat = ax.reshape(-1)
         parts = [_fs_block(flat[i : i + _CPU_CHUNK], deriv) for i in range(0, n, _CPU_CHUNK)]
         return (torch.cat(parts) if is_t else np.concatenate(parts)).reshape(ax.shape)
     return _fs_block(ax, deriv)
+
+
+_THREAD_MIN = 16384  # values per thread below which one thread is faster than handing work over
+_THREADS: list = []  # [(pid, pool)] of :func:`_fs_numpy_threads`, made on first use in each process
+
+
+def _fs_threads() -> int:
+    """Threads for f_s's numpy chunks: torch's intra-op count (which the server and the trainers set
+    deliberately) where OpenMP threads sleep between parallel regions (``OMP_WAIT_POLICY=PASSIVE``,
+    the Makefile's setting), else 1: spinning OpenMP threads would compete with these for the cores
+    (measured on a region's 16 000 voxels, 2 cores: 2.7 s threaded vs 6.3 s single under PASSIVE;
+    3.5 s vs 1.8 s under the default policy)."""
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE":
+        return 1
+    return max(1, torch.get_num_threads())
+
+
+def _fs_numpy_threads(flat: np.ndarray, deriv: bool) -> np.ndarray:
+    """f_s (or df_s/dx) of a flat float64 array in :data:`_CPU_CHUNK` chunks, spread over
+    :func:`_fs_threads` threads: numpy's ufuncs release the GIL, so the chunks run in parallel, and
+    every value is the same as from one thread (elementwise)."""
+    n = flat.size
+    out = np.empty(n, np.float64)
+    k = max(1, min(_fs_threads(), n // _THREAD_MIN))
+    size = min(_CPU_CHUNK, -(-n // k))  # a call of a region's 128 000 values still uses every thread
+    starts = range(0, n, size)
+
+    def work(j: int) -> None:
+        for i in starts[j::k]:
+            out[i : i + size] = _fs_block(flat[i : i + size], deriv)
+
+    if k == 1:
+        work(0)
+        return out
+    if not _THREADS or _THREADS[0][0] != os.getpid():  # a forked child (a data loader worker) makes its own
+        from concurrent.futures import ThreadPoolExecutor
+
+        _THREADS[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="qmri-fs"))]
+    futures = [_THREADS[0][1].submit(work, j) for j in range(1, k)]
+    work(0)
+    for f in futures:
+        f.result()
+    return out
 
 
 def _fs_block(ax, deriv: bool):
