@@ -6,12 +6,10 @@ Model of a voxel: ``s(t) = S0 exp(-R2 t - v f_s(dw t)) + phi s(t1) exp(-R2_CSF (
 """
 
 import numpy as np
-import torch
 from scipy.special import logsumexp
 
 import qmri.classical.qq_region as R
-from qmri.classical.qq_fit import LogLinearFit
-from qmri.physics.qq import ALPHA, CHI_BA, DCHI0, GAMMA, HCT, YA, blood_chi, fs
+from csf_model import sse_by_phi
 
 CFG = {"phi": (0.0, 0.1, 0.2, 0.35, 0.5, 0.7), "r2_csf": 2.5, "em_iter": 100, "prior_floor": 1e-3}
 LAST = {}
@@ -19,26 +17,7 @@ LAST = {}
 
 def sse4(mag, chi, te_s, B0):
     """(N, K, 1 + V, P) echo misfit for each OEF, v (no-blood first) and CSF fraction phi."""
-    s = torch.from_numpy(np.asarray(mag, np.float64))
-    c = torch.from_numpy(np.asarray(chi, np.float64))
-    t = torch.as_tensor(np.asarray(te_s, np.float64))
-    vg = (R.V_NO_BLOOD,) + R.V_GRID
-    P = CFG["phi"]
-    out = torch.empty((s.shape[0], len(R.OEF_GRID), len(vg), len(P)), dtype=torch.float64)
-    fits = []
-    for phi in P:
-        csf = phi * s[:, :1] * torch.exp(-CFG["r2_csf"] * (t - t[0]))[None]
-        fits.append((csf, LogLinearFit((s - csf).clamp_min(1e-6), t)))
-    for i, oef in enumerate(R.OEF_GRID):
-        Y = YA * (1.0 - oef)
-        bc = float(blood_chi(torch.tensor(Y, dtype=torch.float64)))
-        for j, v in enumerate(vg):
-            cnb = (c - bc * v) / (1.0 - v / ALPHA)
-            vF = v * fs((GAMMA * B0 / 3.0 * (HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb).abs())[:, None] * t)
-            for p, (csf, ll) in enumerate(fits):
-                S0, R2 = ll(vF)
-                out[:, i, j, p] = ((S0[:, None] * torch.exp(-R2[:, None] * t - vF) + csf - s) ** 2).sum(1)
-    return out.numpy()
+    return sse_by_phi(mag, chi, te_s, B0, CFG["phi"], (CFG["r2_csf"],))[0]
 
 
 def phi_prior(nll4: np.ndarray, classes: np.ndarray) -> dict:

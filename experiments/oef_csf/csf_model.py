@@ -19,29 +19,37 @@ _orig_sse = R._sse_grid
 _orig_noise = R.noise_variance
 
 
-def sse_grid_csf(mag, chi, te_s, B0):
+def sse_by_phi(mag, chi, te_s, B0, phis, r2_csf):
+    """(N, K, 1 + V, P) echo misfit for each OEF, v (no-blood first) and CSF part (phi, R2_CSF) of
+    ``phis`` x ``r2_csf`` (P pairs, phi the outer loop), and the (P,) phi of each."""
     s = torch.from_numpy(np.asarray(mag, np.float64))
     c = torch.from_numpy(np.asarray(chi, np.float64))
     t = torch.as_tensor(np.asarray(te_s, np.float64))
-    sigma2 = CFG["sigma2"]
-    pen = 0.0 if sigma2 is None else 2.0 * sigma2 * CFG["cost"]
     vg = (R.V_NO_BLOOD,) + R.V_GRID
-    out = torch.full((s.shape[0], len(R.OEF_GRID), len(vg)), float("inf"), dtype=torch.float64)
-    parts = [(phi, phi * s[:, :1] * torch.exp(-r2c * (t - t[0]))[None]) for r2c in CFG["r2_csf"] for phi in CFG["phi"]]
-    fits = [(phi, csf, LogLinearFit((s - csf).clamp_min(1e-6), t)) for phi, csf in parts]
+    pairs = [(phi, r2c) for phi in phis for r2c in r2_csf]
+    fits = []
+    for phi, r2c in pairs:
+        csf = phi * s[:, :1] * torch.exp(-r2c * (t - t[0]))[None]
+        fits.append((csf, LogLinearFit((s - csf).clamp_min(1e-6), t)))
+    out = torch.empty((s.shape[0], len(R.OEF_GRID), len(vg), len(pairs)), dtype=torch.float64)
     for i, oef in enumerate(R.OEF_GRID):
         Y = YA * (1.0 - oef)
         bc = float(blood_chi(torch.tensor(Y, dtype=torch.float64)))
         for j, v in enumerate(vg):
             cnb = (c - bc * v) / (1.0 - v / ALPHA)
             vF = v * fs((GAMMA * B0 / 3.0 * (HCT * DCHI0 * (1.0 - Y) + CHI_BA - cnb).abs())[:, None] * t)
-            best = out[:, i, j]
-            for phi, csf, ll in fits:
+            for p, (csf, ll) in enumerate(fits):
                 S0, R2 = ll(vF)
-                e = ((S0[:, None] * torch.exp(-R2[:, None] * t - vF) + csf - s) ** 2).sum(1)
-                best = torch.minimum(best, e + pen if phi > 0 else e)
-            out[:, i, j] = best
-    return out.numpy()
+                out[:, i, j, p] = ((S0[:, None] * torch.exp(-R2[:, None] * t - vF) + csf - s) ** 2).sum(1)
+    return out.numpy(), np.array([phi for phi, _ in pairs])
+
+
+def sse_grid_csf(mag, chi, te_s, B0):
+    """(N, K, 1 + V): the misfit minimised over the CSF part, phi > 0 at a cost of CFG["cost"]
+    likelihood units (2 sigma2 cost in squared-misfit units)."""
+    sse, phi = sse_by_phi(mag, chi, te_s, B0, CFG["phi"], CFG["r2_csf"])
+    pen = 0.0 if CFG["sigma2"] is None else 2.0 * CFG["sigma2"] * CFG["cost"]
+    return (sse + pen * (phi > 0)).min(-1)
 
 
 def install(on: bool = True):

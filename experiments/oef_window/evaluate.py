@@ -1,6 +1,7 @@
 """Window maps of pickled training phantoms (experiments/oef_partition/make_phantoms.py):
 python experiments/oef_window/evaluate.py SEEDS SIGMAS (atoms; run from the repository root, PYTHONPATH=lib)."""
 
+import json
 import pickle
 import sys
 import time
@@ -27,13 +28,8 @@ for seed in seeds:
         est, sd, inf = qw.window_map(lab, arr, sg)
         t_win = time.time() - t0
         r = om.oef_map_metrics(est, truth, mask, regions, vs, sd=sd)
-        low = np.mean(est[mask] < 10)
-        print(
-            f"seed {seed} sigma {sg} ({t_arr:.0f}+{t_win:.0f} s): <10%: {low:.2f} informative {inf[mask].mean():.2f} | "
-            + " ".join(f"{k}={r[k]:.2f}" for k in ["rmse", "mean_error", "r", "r_smooth", "coverage_2sd"])
-            + " | "
-            + " ".join(f"{n[:4]}: C={r.get(n + '_C', np.nan):.2f} err={r.get(n + '_roi_error', np.nan):.1f} d={r.get(n + '_diameter_mm', np.nan):.0f} v={int(r.get(n + '_v_changed'))}" for n in ["infarct_core", "penumbra"])
-            + f" | asym {r.get('territory_asym', np.nan):.1f}/{r.get('territory_asym_true', np.nan):.1f}",
-            flush=True,
-        )
+        keys = ["rmse", "mean_error", "r", "r_smooth", "coverage_2sd", "territory_asym", "territory_asym_true"]
+        keys += [f"{n}_{k}" for n in ("infarct_core", "penumbra") for k in ("C", "roi_error", "diameter_mm")]
+        row = {"seed": seed, "sigma_atoms": sg, "seconds": round(t_arr + t_win), "below_10": round(float(np.mean(est[mask] < 10)), 3), "informative": round(float(inf[mask].mean()), 3)}
+        print(json.dumps({**row, **{k: round(float(r[k]), 3) for k in keys if k in r}}), flush=True)
         np.save(f"/tmp/oef_partition/win_{seed}_{sg}.npy", est.astype(np.float32))
