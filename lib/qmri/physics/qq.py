@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -209,20 +210,20 @@ def _fs_dispatch(ax, deriv: bool):
     is_t = isinstance(ax, torch.Tensor)
     n = ax.numel() if is_t else np.size(ax)
     cpu = not is_t or ax.device.type == "cpu"
-    if cpu and (n > _CPU_CHUNK or (n >= 2 * _THREAD_MIN and _fs_threads() > 1)):
-        if is_t and not ax.requires_grad:  # the same values from numpy's ufuncs
+    in_autograd = is_t and ax.requires_grad
+    if cpu and not in_autograd and (n > _CPU_CHUNK or (n >= 2 * _THREAD_MIN and _fs_threads() > 1)):
+        if is_t:  # the same values from numpy's ufuncs
             return torch.from_numpy(_fs_dispatch(ax.detach().numpy(), deriv)).to(ax.dtype)
-        if not is_t:
-            return _fs_numpy_threads(np.ascontiguousarray(ax, np.float64).reshape(-1), deriv).reshape(np.shape(ax))
-    if cpu and n > _CPU_CHUNK:
+        return _fs_numpy_threads(np.ascontiguousarray(ax, np.float64).reshape(-1), deriv).reshape(np.shape(ax))
+    if cpu and n > _CPU_CHUNK:  # a tensor inside autograd: torch chunks
         flat = ax.reshape(-1)
-        parts = [_fs_block(flat[i : i + _CPU_CHUNK], deriv) for i in range(0, n, _CPU_CHUNK)]
-        return (torch.cat(parts) if is_t else np.concatenate(parts)).reshape(ax.shape)
+        return torch.cat([_fs_block(flat[i : i + _CPU_CHUNK], deriv) for i in range(0, n, _CPU_CHUNK)]).reshape(ax.shape)
     return _fs_block(ax, deriv)
 
 
 _THREAD_MIN = 16384  # values per thread below which one thread is faster than handing work over
 _THREADS: list = []  # [(pid, pool)] of :func:`_fs_numpy_threads`, made on first use in each process
+_THREADS_LOCK = threading.Lock()
 
 
 def _fs_threads() -> int:
@@ -253,11 +254,13 @@ def _fs_numpy_threads(flat: np.ndarray, deriv: bool) -> np.ndarray:
     if k == 1:
         work(0)
         return out
-    if not _THREADS or _THREADS[0][0] != os.getpid():  # a forked child (a data loader worker) makes its own
-        from concurrent.futures import ThreadPoolExecutor
+    with _THREADS_LOCK:  # two server requests may make the first call at once
+        if not _THREADS or _THREADS[0][0] != os.getpid():  # a forked child (a data loader worker) makes its own
+            from concurrent.futures import ThreadPoolExecutor
 
-        _THREADS[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="qmri-fs"))]
-    futures = [_THREADS[0][1].submit(work, j) for j in range(1, k)]
+            _THREADS[:] = [(os.getpid(), ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="qmri-fs"))]
+        pool = _THREADS[0][1]
+    futures = [pool.submit(work, j) for j in range(1, k)]
     work(0)
     for f in futures:
         f.result()
