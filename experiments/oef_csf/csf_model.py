@@ -3,7 +3,8 @@
 Each voxel's echoes are modelled as tissue (QQ decay, S0 and R2 free) plus a CSF part that carries
 a fraction phi of the first echo and decays with R2 = R2_CSF [1/s] (no blood):
 ``s(t) = S0 exp(-R2 t - v f_s(dw t)) + phi s(t1) exp(-R2_CSF (t - t1))``. phi is profiled over
-PHI_GRID with a cost PHI_COST (negative log-likelihood units) for phi > 0. The patch replaces
+``CFG["phi"]`` with a cost ``CFG["cost"]`` (negative log-likelihood units) for phi > 0, R2_CSF over
+``CFG["r2_csf"]``. The patch replaces
 ``qq_region._sse_grid`` so that ``region_oef`` runs unchanged otherwise.
 """
 

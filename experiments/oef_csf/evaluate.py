@@ -1,6 +1,7 @@
 """Regional fit with and without the CSF compartment on OOD phantoms (seeds 5700..) and on the
 project's held-out phantoms (seeds 5300.., exact ROIs, SNR 100). Usage: evaluate.py MODE [n_ood] [n_own]
-with MODE base | csf; options from the environment: PHI_COST, R2_CSF (comma list)."""
+with MODE base (the shipped fit) | csf (csf_model.py) | mix (csf_mixture.py); options from the
+environment: PHI_COST, R2_CSF (comma list), N_CLASSES (tissue classes of the fit)."""
 
 import os
 import sys
