@@ -229,9 +229,7 @@ _THREADS_LOCK = threading.Lock()
 def _fs_threads() -> int:
     """Threads for f_s's numpy chunks: torch's intra-op count (which the server and the trainers set
     deliberately) where OpenMP threads sleep between parallel regions (``OMP_WAIT_POLICY=PASSIVE``,
-    the Makefile's setting), else 1: spinning OpenMP threads would compete with these for the cores
-    (measured on a region's 16 000 voxels, 2 cores: 2.7 s threaded vs 6.3 s single under PASSIVE;
-    3.5 s vs 1.8 s under the default policy)."""
+    the Makefile's setting), else 1: spinning OpenMP threads would compete with these for the cores."""
     if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE":
         return 1
     return max(1, torch.get_num_threads())
