@@ -45,6 +45,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env() -> dict:
+    """The environment ``make serve`` gives the server (the Makefile's thread and malloc settings,
+    unless the caller's environment sets them)."""
+    return {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_ARENA_MAX": "1", **os.environ}
+
+
 def start_server(studies: Path, model_dir: Path, log_path: Path, env: dict | None = None, conf: dict | None = None, timeout_s: float = 180):
     """Start the guarded app (``make serve``'s command) on ``studies`` serving ``model_dir``, with
     extra environment variables and app ``--conf`` settings; returns (process, base URL) once
@@ -52,7 +58,7 @@ def start_server(studies: Path, model_dir: Path, log_path: Path, env: dict | Non
     import requests
 
     port = _free_port()
-    env = {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_ARENA_MAX": "1", **os.environ, "PYTHONPATH": str(APP), **(env or {})}  # as make serve (Makefile)
+    env = {**server_env(), "PYTHONPATH": str(APP), **(env or {})}
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP), "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "model_dir", str(model_dir), "--uvicorn_app", "lib.server.asgi:app"]
     for key, value in (conf or {}).items():
         cmd += ["--conf", key, value]

@@ -4,21 +4,29 @@ For every task's default method on the sample study (2 mm) and on the same study
 (``qmri sample-data --resolution 1``, written once to a cache folder) on a clinical 256 x 256 x 200
 matrix (:data:`MATRIX_1MM`):
 
-- **in-process**: ``qmri infer``'s code (read, validate, run, write the maps) in a fresh process:
+- **in-process**: ``qmri infer``'s code (read, validate, run, write the maps) in a fresh process
+  with the server's environment (``OMP_WAIT_POLICY=PASSIVE``, one malloc arena: the Makefile's):
   the first call (weights loaded, caches cold) and the median of ``repeats`` warm calls; the
   process's peak resident memory; on CUDA its peak device memory;
 - **over REST**: the app started as ``make serve`` does, ``POST /infer/<task>`` answered with the
   maps file: the first request and the median of ``repeats`` warm ones; the server's peak resident
   memory (its process tree, sampled every 0.1 s) over the task's requests.
 
-The REST overhead is the warm REST median over the warm in-process median, minus 1. Writes
-``bench_speed.md`` and ``.json``.
+The warm calls alternate, one in-process then one over REST, so that both see the same state of a
+shared machine. The REST overhead is the warm REST median over the warm in-process median, minus 1.
+On a shared machine that ratio still carries the drift between two processes (measured on a 2-core
+machine: the same warm call drifted between 2.9 and 4.2 s within a minute, in either path), so the
+table also gives the **REST layer**: per warm request, the client's wall time minus the task's own
+time in the server (``latency_s``, which the app logs), i.e. what HTTP, MONAI Label's request
+handling and the file transfer add to the same call, as a fraction of the in-process warm median.
+Writes ``bench_speed.md`` and ``.json``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -46,28 +54,34 @@ CASES = (
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE_STUDIES = REPO / "sample-data" / "studies"
 
-#: Run in a fresh process: prints one JSON line (first, warm times, peak RSS, device memory).
+#: Run in a fresh process: the first call, then one warm call per "run" line on stdin (one JSON line
+#: each), and on "end" its peak memory.
 _CHILD = r"""
-import json, resource, sys, time, statistics
-from pathlib import Path
+import json, resource, sys, time
 from qmri.networks import compute
-task, image, out, repeats, device = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+task, image, out, device = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 d = compute.use(device)
 from qmri.infer_cli import infer
 import torch
 t = time.perf_counter()
 try:
-    infer(task, image, out, overwrite=True)
+    path, res = infer(task, image, out, overwrite=True)
 except ValueError as e:  # refused (the server's 422): reported as such
-    print(json.dumps({"refused": str(e), "device": str(d), "threads": torch.get_num_threads()})); sys.exit(0)
-first = time.perf_counter() - t
+    print(json.dumps({"refused": str(e), "device": str(d), "threads": torch.get_num_threads()}), flush=True); sys.exit(0)
+print(json.dumps({"first_s": time.perf_counter() - t, "method": res["method"], "device": str(d), "threads": torch.get_num_threads()}), flush=True)
 if d.type == "cuda":
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-warm = []
-for _ in range(repeats):
-    t = time.perf_counter(); path, res = infer(task, image, out, overwrite=True); warm.append(time.perf_counter() - t)
-print(json.dumps({"first_s": first, "warm_s": warm, "method": res["method"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "device": str(d), "device_peak_mb": torch.cuda.max_memory_allocated(d) / 2**20 if d.type == "cuda" else None, "threads": torch.get_num_threads()}))
+for line in sys.stdin:
+    if line.strip() != "run":
+        break
+    t = time.perf_counter(); infer(task, image, out, overwrite=True)
+    print(json.dumps({"s": time.perf_counter() - t}), flush=True)
+try:  # this process's own peak (ru_maxrss would keep the parent's peak across fork + exec on Linux)
+    peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"peak_rss_mb": peak,
+                  "device_peak_mb": torch.cuda.max_memory_allocated(d) / 2**20 if d.type == "cuda" else None}), flush=True)
 """
 
 
@@ -126,11 +140,53 @@ def _shape(path: Path) -> str:
     return " x ".join(str(s) for s in nib.load(str(path)).shape[:3])
 
 
-def in_process(task: str, image: Path, repeats: int, device: str, out: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", _CHILD, task, str(image), str(out), str(repeats), device], capture_output=True, text=True, timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(f"{task} on {image.name}: {r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+class InProcess:
+    """``task`` on ``image`` in a fresh process with the server's environment (see the module doc):
+    ``first`` is its first call (or ``{"refused": ...}``), :meth:`warm` times one more call,
+    :meth:`end` returns its peak memory."""
+
+    def __init__(self, task: str, image: Path, device: str, out: Path):
+        from .serve import server_env
+
+        self.stderr = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty child never blocks on it
+        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, task, str(image), str(out), device], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=server_env())
+        self.task, self.image = task, image
+        try:
+            self.first = self._answer()
+        except BaseException:
+            self.close()
+            raise
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=60)
+            self.stderr.seek(0)
+            raise RuntimeError(f"{self.task} on {self.image.name}: {self.stderr.read()[-2000:]}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        """Stop the child if it still runs (after an error) and drop its stderr file."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=60)
+        self.stderr.close()
+
+    def warm(self) -> float:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return self._answer()["s"]
+
+    def end(self) -> dict:
+        if "refused" in self.first:
+            self.proc.wait(timeout=60)
+            return {}
+        self.proc.stdin.write("end\n")
+        self.proc.stdin.flush()
+        r = self._answer()
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        return r
 
 
 class _PeakRSS:
@@ -163,24 +219,78 @@ class _PeakRSS:
         self._t.join()
 
 
-def over_rest(url: str, pid: int, task: str, image_id: str, repeats: int) -> dict:
+def rest_call(url: str, task: str, image_id: str) -> float | str:
+    """Seconds of one ``POST /infer/<task>`` answered with the maps file, or the refusal's text (4xx)."""
     import requests
 
-    def one() -> float | str:
-        t = time.perf_counter()
-        r = requests.post(f"{url}/infer/{task}", params={"image": image_id, "output": "image"}, data={"params": "{}"}, timeout=3600)
-        if 400 <= r.status_code < 500:
-            return f"{r.status_code}: {r.json().get('detail', r.text)[:200]}"
-        if r.status_code != 200:
-            raise RuntimeError(f"POST /infer/{task} {image_id}: {r.status_code} {r.text[:300]}")
-        return time.perf_counter() - t
+    t = time.perf_counter()
+    r = requests.post(f"{url}/infer/{task}", params={"image": image_id, "output": "image"}, data={"params": "{}"}, timeout=3600)
+    if 400 <= r.status_code < 500:
+        return f"{r.status_code}: {r.json().get('detail', r.text)[:200]}"
+    if r.status_code != 200:
+        raise RuntimeError(f"POST /infer/{task} {image_id}: {r.status_code} {r.text[:300]}")
+    return time.perf_counter() - t
 
-    with _PeakRSS(pid) as mem:
-        first = one()
-        if isinstance(first, str):
-            return {"refused": first, "server_peak_rss_mb": mem.peak}
-        warm = [one() for _ in range(repeats)]
-    return {"first_s": first, "warm_s": warm, "server_peak_rss_mb": mem.peak}
+
+_TASK_SECONDS = re.compile(r" finished in ([0-9.]+) s")  # the app's log line of a request's task time
+
+
+class ServerLog:
+    """The task time [s] of each request answered since the last call, from the server's log file."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = Path(path), 0
+
+    def new_task_seconds(self) -> list[float]:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            text = f.read().decode("utf-8", "replace")
+            self.offset = f.tell()
+        return [float(x) for x in _TASK_SECONDS.findall(text)]
+
+
+def measure(task: str, image: Path, study: str, repeats: int, device: str, out: Path, url: str | None = None, server_pid: int | None = None, server_log: ServerLog | None = None) -> dict:
+    """One case: the in-process first call, then (with a server at ``url``) its first request, then
+    ``repeats`` warm calls alternating in-process and REST (see the module doc), with the REST
+    layer of each warm request where ``server_log`` reads the task's own time."""
+    child = InProcess(task, image, device, out)
+    try:
+        return _measure(child, task, study, repeats, url, server_pid, server_log)
+    finally:
+        child.close()
+
+
+def _measure(child: InProcess, task: str, study: str, repeats: int, url: str | None, server_pid: int | None, server_log: ServerLog | None) -> dict:
+    r = dict(child.first)
+    if "refused" in r:
+        if url is not None:
+            rest = rest_call(url, task, study)
+            r["rest_refused"] = rest if isinstance(rest, str) else "answered (not refused)"
+        child.end()
+        return r
+    r.update({"inproc_first_s": r.pop("first_s"), "warm_s": [], "rest_warm": [], "rest_layer": []})
+    if url is None:
+        r["warm_s"] = [child.warm() for _ in range(repeats)]
+    else:
+        with _PeakRSS(server_pid) as mem:
+            first = rest_call(url, task, study)
+            if isinstance(first, str):
+                r["rest_refused"] = first
+            else:
+                r["rest_first_s"] = first
+                if server_log is not None:
+                    server_log.new_task_seconds()
+                for _ in range(repeats):
+                    r["warm_s"].append(child.warm())
+                    r["rest_warm"].append(rest_call(url, task, study))
+                    inside = server_log.new_task_seconds() if server_log is not None else []
+                    if len(inside) == 1:  # this request's own task time
+                        r["rest_layer"].append(r["rest_warm"][-1] - inside[0])
+        r["server_peak_rss_mb"] = mem.peak
+    if not r["warm_s"]:
+        r["warm_s"] = [child.warm() for _ in range(repeats)]
+    r.update(child.end())
+    return r
 
 
 def run(out_dir: str | Path = "bench-results", repeats: int = 5, resolutions=(2.0, 1.0), device: str = "auto", rest: bool = True, tasks=None, cache: str | Path | None = None) -> dict:
@@ -206,31 +316,38 @@ def run(out_dir: str | Path = "bench-results", repeats: int = 5, resolutions=(2.
                     src = folder / f"{sid}{suffix}"
                     if src.exists():
                         shutil.copy(src, studies / f"{sid}_{res:g}mm{suffix}")
-        for res, folder in folders.items():
-            for task, sid in cases:
-                image = folder / f"{sid}.nii.gz"
-                log.info("in-process: %s at %g mm (%s)", task, res, _shape(image))
-                r = in_process(task, image, repeats, device, tmp / "out")
-                row = {"task": task, "resolution_mm": res, "shape": _shape(image), "study": sid if res == 2.0 else f"{sid}_{res:g}mm", "device": r["device"], "threads": r["threads"]}
-                if "refused" in r:
-                    row.update({"method": "default", "refused": r["refused"]})
-                else:
-                    row.update({"method": r["method"], "peak_rss_mb": r["peak_rss_mb"], "device_peak_mb": r["device_peak_mb"], "inproc_first_s": r["first_s"], "inproc_warm_s": float(np.median(r["warm_s"]))})
-                rows.append(row)
+        proc = url = server_log = None
         if rest:
             model = tmp / "model"
             shutil.copytree(shipped_model_dir(), model)
             proc, url = start_server(studies, model, tmp / "server.log", conf={"device": device})
-            try:
-                for row in rows:
-                    log.info("REST: %s at %g mm", row["task"], row["resolution_mm"])
-                    r = over_rest(url, proc.pid, row["task"], row["study"], repeats)
+            server_log = ServerLog(tmp / "server.log")
+        try:
+            for res, folder in folders.items():
+                for task, sid in cases:
+                    image = folder / f"{sid}.nii.gz"
+                    study = sid if res == 2.0 else f"{sid}_{res:g}mm"
+                    log.info("%s at %g mm (%s)", task, res, _shape(image))
+                    r = measure(task, image, study, repeats, device, tmp / "out", url, None if proc is None else proc.pid, server_log)
+                    row = {"task": task, "resolution_mm": res, "shape": _shape(image), "study": study, "device": r["device"], "threads": r["threads"]}
                     if "refused" in r:
-                        row["rest_refused"] = r["refused"]
+                        row.update({"method": "default", "refused": r["refused"]})
+                        if "rest_refused" in r:
+                            row["rest_refused"] = r["rest_refused"]
+                        rows.append(row)
                         continue
-                    row.update({"rest_first_s": r["first_s"], "rest_warm_s": float(np.median(r["warm_s"])), "server_peak_rss_mb": r["server_peak_rss_mb"]})
-                    row["rest_overhead"] = row["rest_warm_s"] / row["inproc_warm_s"] - 1
-            finally:
+                    row.update({"method": r["method"], "peak_rss_mb": r["peak_rss_mb"], "device_peak_mb": r["device_peak_mb"], "inproc_first_s": r["inproc_first_s"], "inproc_warm_s": float(np.median(r["warm_s"]))})
+                    if "rest_refused" in r:
+                        row["rest_refused"] = r["rest_refused"]
+                    elif "rest_first_s" in r:
+                        row.update({"rest_first_s": r["rest_first_s"], "rest_warm_s": float(np.median(r["rest_warm"])), "server_peak_rss_mb": r["server_peak_rss_mb"]})
+                        row["rest_overhead"] = row["rest_warm_s"] / row["inproc_warm_s"] - 1
+                        if r["rest_layer"]:
+                            row["rest_layer_s"] = float(np.median(r["rest_layer"]))
+                            row["rest_layer"] = row["rest_layer_s"] / row["inproc_warm_s"]
+                    rows.append(row)
+        finally:
+            if proc is not None:
                 stop_server(proc)
     # rows of the resolutions not run now are kept from the previous table (one table for both)
     previous = out_dir / "bench_speed.json"
@@ -255,17 +372,20 @@ def markdown(rows: list[dict], env: dict) -> str:
         f"Each task's default method, in-process (`qmri infer`'s code, fresh process) and over REST (`make serve`'s app): "
         f"first call and median of {env['repeats']} warm calls, seconds; peak resident memory, MB. {env['cores']} CPU cores; device asked: {env['device']}; {env['date']}.",
         "",
-        "| task | method | mm | shape | device | threads | in-process first | in-process warm | REST first | REST warm | REST overhead | first / warm (REST) | peak RSS in-process | server peak RSS | device peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Warm calls alternate in-process and REST. REST layer: median over the warm requests of the client's time minus the task's own time in the server (HTTP, request handling, file transfer), and that as a share of the in-process warm median.",
+        "",
+        "| task | method | mm | shape | device | threads | in-process first | in-process warm | REST first | REST warm | REST overhead | REST layer | first / warm (REST) | peak RSS in-process | server peak RSS | device peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "refused" in r:
             why = r["refused"].replace("|", "/")[:160]
-            out.append(f"| {r['task']} | default | {r['resolution_mm']:g} | {r['shape']} | {r['device']} | {r['threads']} | refused: {why} | | {r.get('rest_refused', '')[:3]} | | | | | | |")
+            out.append(f"| {r['task']} | default | {r['resolution_mm']:g} | {r['shape']} | {r['device']} | {r['threads']} | refused: {why} | | {r.get('rest_refused', '')[:3]} | | | | | | | |")
             continue
         ratio = r["rest_first_s"] / r["rest_warm_s"] if r.get("rest_warm_s") else None
         over = f"{100 * r['rest_overhead']:+.0f} %" if r.get("rest_overhead") is not None else ""
+        layer = f"{r['rest_layer_s']:.2f} s ({100 * r['rest_layer']:.1f} %)" if r.get("rest_layer") is not None else ""
         out.append(
-            f"| {r['task']} | {r['method']} | {r['resolution_mm']:g} | {r['shape']} | {r['device']} | {r['threads']} | {f(r['inproc_first_s'])} | {f(r['inproc_warm_s'])} | {f(r.get('rest_first_s'))} | {f(r.get('rest_warm_s'))} | {over} | {f(ratio, 2)} | {f(r['peak_rss_mb'], 0)} | {f(r.get('server_peak_rss_mb'), 0)} | {f(r.get('device_peak_mb'), 0)} |"
+            f"| {r['task']} | {r['method']} | {r['resolution_mm']:g} | {r['shape']} | {r['device']} | {r['threads']} | {f(r['inproc_first_s'])} | {f(r['inproc_warm_s'])} | {f(r.get('rest_first_s'))} | {f(r.get('rest_warm_s'))} | {over} | {layer} | {f(ratio, 2)} | {f(r['peak_rss_mb'], 0)} | {f(r.get('server_peak_rss_mb'), 0)} | {f(r.get('device_peak_mb'), 0)} |"
         )
     return "\n".join(out) + "\n"

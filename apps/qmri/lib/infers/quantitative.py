@@ -154,5 +154,5 @@ class QuantitativeInferTask(InferTask):
             logger.warning("rejected request: %s", e)
             raise HTTPException(status_code=422, detail=str(e)) from None
         result.update({"method": method, "weights": self.weights_identity(method), "options": options, "device": str(compute.device()), "latency_s": round(time.time() - t0, 3)})
-        logger.info("%s finished in %.2f s", method, result["latency_s"])
+        logger.info("%s finished in %.3f s", method, result["latency_s"])
         return str(primary), result
