@@ -269,9 +269,7 @@ def _measure(child: InProcess, task: str, study: str, repeats: int, url: str | N
         child.end()
         return r
     r.update({"inproc_first_s": r.pop("first_s"), "warm_s": [], "rest_warm": [], "rest_layer": []})
-    if url is None:
-        r["warm_s"] = [child.warm() for _ in range(repeats)]
-    else:
+    if url is not None:
         with _PeakRSS(server_pid) as mem:
             first = rest_call(url, task, study)
             if isinstance(first, str):
@@ -287,7 +285,7 @@ def _measure(child: InProcess, task: str, study: str, repeats: int, url: str | N
                     if len(inside) == 1:  # this request's own task time
                         r["rest_layer"].append(r["rest_warm"][-1] - inside[0])
         r["server_peak_rss_mb"] = mem.peak
-    if not r["warm_s"]:
+    if not r["warm_s"]:  # no server, or it refused: in-process warm calls only
         r["warm_s"] = [child.warm() for _ in range(repeats)]
     r.update(child.end())
     return r
